@@ -1,0 +1,1 @@
+"""The FHIR services."""

@@ -1,0 +1,25 @@
+"""The intake service: builds its FastAPI app from settings."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from shared.app import create_service_app
+from shared.fhir.catalogue import resource
+from shared.fhir.registry import Registry
+from shared.settings import ServiceSettings, settings_class
+
+SERVICE = "intake"
+IntakeSettings = settings_class(SERVICE, 8001)
+
+
+def registry() -> Registry:
+    """The resource types the intake service serves."""
+    registry = Registry(SERVICE)
+    registry.add(resource("Patient", owner=SERVICE))
+    return registry
+
+
+def create_app(settings: ServiceSettings | None = None) -> FastAPI:
+    """Build the intake service; nothing is created before this is called."""
+    return create_service_app(settings or IntakeSettings(), registry())

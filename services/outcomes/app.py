@@ -1,0 +1,25 @@
+"""The outcomes service: builds its FastAPI app from settings."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from shared.app import create_service_app
+from shared.fhir.catalogue import resource
+from shared.fhir.registry import Registry
+from shared.settings import ServiceSettings, settings_class
+
+SERVICE = "outcomes"
+OutcomesSettings = settings_class(SERVICE, 8003)
+
+
+def registry() -> Registry:
+    """The resource types the outcomes service serves."""
+    registry = Registry(SERVICE)
+    registry.add(resource("Observation", owner=SERVICE))
+    return registry
+
+
+def create_app(settings: ServiceSettings | None = None) -> FastAPI:
+    """Build the outcomes service; nothing is created before this is called."""
+    return create_service_app(settings or OutcomesSettings(), registry())

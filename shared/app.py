@@ -1,0 +1,75 @@
+"""Compose one FHIR service: database, store, interactions, routes and health endpoints."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from shared.db.engine import Database
+from shared.db.migrate import upgrade
+from shared.errors_http import install_error_handlers
+from shared.fhir.api import FHIRContext, build_router
+from shared.fhir.interactions import Interactions
+from shared.fhir.registry import Registry
+from shared.fhir.store import ResourceStore
+from shared.fhir.transaction import BundleProcessor
+from shared.settings import ServiceSettings
+
+
+def package_version() -> str:
+    try:
+        return version("kemdr")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
+def build_context(settings: ServiceSettings, registry: Registry) -> FHIRContext:
+    """Wire the database, store and interactions of one service."""
+    database = Database(settings.resolved_database_url())
+    store = ResourceStore(database, registry)
+    interactions = Interactions(settings, registry, store)
+    bundles = BundleProcessor(interactions, database, strict=lambda: False)
+    return FHIRContext(
+        settings, registry, database, store, interactions, bundles, package_version()
+    )
+
+
+def create_service_app(settings: ServiceSettings, registry: Registry) -> FastAPI:
+    """A FastAPI app serving the registry's resource types as FHIR R4."""
+    context = build_context(settings, registry)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if settings.migrate_on_start:
+            await run_in_threadpool(upgrade, context.database)
+        yield
+        context.database.dispose()
+
+    app = FastAPI(
+        title=f"{registry.service} FHIR R4 service",
+        version=context.version,
+        lifespan=lifespan,
+        description=f"FHIR R4 API of the {registry.service} service; base {settings.base_path}",
+    )
+    app.state.fhir = context
+    install_error_handlers(app)
+    app.include_router(build_router(context))
+
+    @app.get("/healthz", tags=["ops"], summary="Liveness")
+    async def healthz() -> JSONResponse:
+        return JSONResponse({"status": "ok", "service": registry.service})
+
+    @app.get("/readyz", tags=["ops"], summary="Readiness: the database answers")
+    async def readyz() -> JSONResponse:
+        try:
+            await run_in_threadpool(context.database.ping)
+        except Exception:
+            return JSONResponse({"status": "unavailable", "database": "down"}, status_code=503)
+        return JSONResponse({"status": "ok", "database": "up"})
+
+    return app

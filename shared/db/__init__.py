@@ -1,0 +1,1 @@
+"""Persistence: the versioned resource store, its search index, engines and migrations."""

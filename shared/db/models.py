@@ -1,0 +1,149 @@
+"""Tables of the resource store: current resources, every version, and search index rows."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Column, DateTime, Index, Integer, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+# One metadata for every service: each service has its own database with the same schema.
+metadata = SQLModel.metadata
+
+PK = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class ResourceRow(SQLModel, table=True):
+    """The current version of a resource (deleted ones kept as tombstones)."""
+
+    __tablename__ = "resources"
+    __table_args__ = (
+        UniqueConstraint("res_type", "res_id", name="uq_resources_type_id"),
+        Index("ix_resources_type_updated", "res_type", "last_updated"),
+    )
+
+    pk: int | None = Field(default=None, sa_column=Column(PK, primary_key=True, autoincrement=True))
+    res_type: str = Field(max_length=64)
+    res_id: str = Field(max_length=64)
+    version_id: int
+    last_updated: datetime = Field(sa_type=DateTime())
+    deleted: bool = False
+    content: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
+class VersionRow(SQLModel, table=True):
+    """Every version ever written, the source of vread and _history."""
+
+    __tablename__ = "resource_versions"
+    __table_args__ = (
+        UniqueConstraint("res_type", "res_id", "version_id", name="uq_versions_type_id_vid"),
+        Index("ix_versions_updated", "last_updated"),
+        Index("ix_versions_type_updated", "res_type", "last_updated"),
+    )
+
+    pk: int | None = Field(default=None, sa_column=Column(PK, primary_key=True, autoincrement=True))
+    res_type: str = Field(max_length=64)
+    res_id: str = Field(max_length=64)
+    version_id: int
+    last_updated: datetime = Field(sa_type=DateTime())
+    method: str = Field(max_length=8)
+    deleted: bool = False
+    content: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
+class TokenIndex(SQLModel, table=True):
+    """Token values (codes, identifiers, statuses) of current resources."""
+
+    __tablename__ = "idx_token"
+    __table_args__ = (
+        Index("ix_token_code", "res_type", "param", "code", "system"),
+        Index("ix_token_resource", "resource_pk"),
+    )
+
+    pk: int | None = Field(default=None, sa_column=Column(PK, primary_key=True, autoincrement=True))
+    resource_pk: int = Field(sa_type=BigInteger)
+    res_type: str = Field(max_length=64)
+    param: str = Field(max_length=64)
+    system: str | None = Field(default=None)
+    code: str | None = Field(default=None)
+
+
+class StringIndex(SQLModel, table=True):
+    """String values, normalised (case- and accent-folded) for default matching."""
+
+    __tablename__ = "idx_string"
+    __table_args__ = (
+        Index("ix_string_norm", "res_type", "param", "norm"),
+        Index("ix_string_resource", "resource_pk"),
+    )
+
+    pk: int | None = Field(default=None, sa_column=Column(PK, primary_key=True, autoincrement=True))
+    resource_pk: int = Field(sa_type=BigInteger)
+    res_type: str = Field(max_length=64)
+    param: str = Field(max_length=64)
+    norm: str
+    exact: str
+
+
+class DateIndex(SQLModel, table=True):
+    """Date values as the inclusive UTC range [low, high] they cover."""
+
+    __tablename__ = "idx_date"
+    __table_args__ = (
+        Index("ix_date_low", "res_type", "param", "low"),
+        Index("ix_date_high", "res_type", "param", "high"),
+        Index("ix_date_resource", "resource_pk"),
+    )
+
+    pk: int | None = Field(default=None, sa_column=Column(PK, primary_key=True, autoincrement=True))
+    resource_pk: int = Field(sa_type=BigInteger)
+    res_type: str = Field(max_length=64)
+    param: str = Field(max_length=64)
+    low: datetime = Field(sa_type=DateTime())
+    high: datetime = Field(sa_type=DateTime())
+
+
+class ReferenceIndex(SQLModel, table=True):
+    """References to other resources, normalised to target type and id."""
+
+    __tablename__ = "idx_reference"
+    __table_args__ = (
+        Index("ix_reference_target", "res_type", "param", "target_id", "target_type"),
+        Index("ix_reference_resource", "resource_pk"),
+    )
+
+    pk: int | None = Field(default=None, sa_column=Column(PK, primary_key=True, autoincrement=True))
+    resource_pk: int = Field(sa_type=BigInteger)
+    res_type: str = Field(max_length=64)
+    param: str = Field(max_length=64)
+    target_type: str | None = Field(default=None, max_length=64)
+    target_id: str | None = Field(default=None)
+    url: str
+
+
+class QuantityIndex(SQLModel, table=True):
+    """Quantity values with their system and unit code."""
+
+    __tablename__ = "idx_quantity"
+    __table_args__ = (
+        Index("ix_quantity_value", "res_type", "param", "value"),
+        Index("ix_quantity_resource", "resource_pk"),
+    )
+
+    pk: int | None = Field(default=None, sa_column=Column(PK, primary_key=True, autoincrement=True))
+    resource_pk: int = Field(sa_type=BigInteger)
+    res_type: str = Field(max_length=64)
+    param: str = Field(max_length=64)
+    value: float
+    system: str | None = Field(default=None)
+    code: str | None = Field(default=None)
+    unit: str | None = Field(default=None)
+
+
+INDEX_TABLES = {
+    "token": TokenIndex,
+    "string": StringIndex,
+    "date": DateIndex,
+    "reference": ReferenceIndex,
+    "quantity": QuantityIndex,
+}

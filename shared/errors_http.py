@@ -1,0 +1,72 @@
+"""Map every failure to a FHIR OperationOutcome in one place."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from sqlalchemy.exc import IntegrityError, OperationalError
+from starlette.exceptions import HTTPException
+
+from shared.fhir.errors import FHIRError, issue, operation_outcome
+from shared.fhir.http import fhir_response
+
+log = logging.getLogger(__name__)
+
+_HTTP_CODES = {404: "not-found", 405: "not-supported", 413: "too-costly"}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register handlers so no error leaves the service as anything but an OperationOutcome."""
+
+    @app.exception_handler(FHIRError)
+    async def fhir_error(_request: Request, exc: FHIRError) -> Response:
+        return fhir_response(exc.outcome(), exc.status, exc.headers)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        detail = exc.detail if isinstance(exc.detail, str) else "Request failed"
+        if exc.status_code == 404:
+            detail = f"No FHIR endpoint at {request.url.path}: unknown resource type or path"
+        body = operation_outcome(
+            [issue("error", _HTTP_CODES.get(exc.status_code, "processing"), detail)]
+        )
+        return fhir_response(body, exc.status_code, dict(exc.headers or {}))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError) -> Response:
+        issues = [
+            issue(
+                "error",
+                "invalid",
+                str(err.get("msg")),
+                [".".join(str(p) for p in err.get("loc", ()))],
+            )
+            for err in exc.errors()
+        ]
+        return fhir_response(operation_outcome(issues), 400)
+
+    @app.exception_handler(IntegrityError)
+    async def conflict(_request: Request, _exc: IntegrityError) -> Response:
+        # Two writers raced on the same id; nothing was written by the loser.
+        body = operation_outcome(
+            [issue("error", "conflict", "A concurrent write conflicted with this one; retry it")]
+        )
+        return fhir_response(body, 409)
+
+    @app.exception_handler(OperationalError)
+    async def unavailable(_request: Request, exc: OperationalError) -> Response:
+        log.error("database unavailable: %s", type(exc).__name__)
+        body = operation_outcome(
+            [issue("error", "transient", "The database is unavailable; retry later")]
+        )
+        return fhir_response(body, 503, {"Retry-After": "5"})
+
+    @app.exception_handler(Exception)
+    async def unexpected(_request: Request, exc: Exception) -> Response:
+        # Log the type only: messages may carry patient data.
+        log.exception("unexpected %s", type(exc).__name__)
+        body = operation_outcome([issue("fatal", "exception", "Internal server error")])
+        return fhir_response(body, 500)

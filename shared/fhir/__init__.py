@@ -1,0 +1,1 @@
+"""FHIR R4 plumbing shared by every service: resources, validation, storage, search, REST."""

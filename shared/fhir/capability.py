@@ -1,0 +1,98 @@
+"""The CapabilityStatement, generated from what the service has registered."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.fhir.dates import format_instant, utcnow
+from shared.fhir.registry import Registry, ResourceDef
+from shared.fhir.search import SPECIAL
+
+_PARAM_DOCS = {
+    "_count": "Page size (default and maximum in the service settings)",
+    "_sort": "Sort by a parameter; prefix with - for descending",
+}
+
+
+def _search_params(definition: ResourceDef) -> list[dict[str, Any]]:
+    params = [*SPECIAL.values(), *definition.params]
+    return [
+        {
+            "name": p.name,
+            "type": p.type,
+            "documentation": p.description or p.name,
+        }
+        for p in params
+    ]
+
+
+def _resource(registry: Registry, definition: ResourceDef) -> dict[str, Any]:
+    owned = definition.owner == registry.service
+    interactions = ["read", "vread", "search-type", "history-instance", "history-type"]
+    if owned:
+        interactions += ["create", "update", "patch", "delete"]
+    entry: dict[str, Any] = {
+        "type": definition.type,
+        "interaction": [{"code": code} for code in interactions],
+        "versioning": "versioned-update",
+        "readHistory": True,
+        "updateCreate": owned,
+        "conditionalCreate": owned,
+        "conditionalRead": "not-supported",
+        "conditionalUpdate": owned,
+        "conditionalDelete": "single" if owned else "not-supported",
+        "searchInclude": [
+            f"{definition.type}:{p.name}" for p in definition.params if p.type == "reference"
+        ],
+        "searchRevInclude": [
+            f"{other.type}:{p.name}"
+            for other in registry.resources.values()
+            for p in other.params
+            if p.type == "reference" and (not p.targets or definition.type in p.targets)
+        ],
+        "searchParam": _search_params(definition),
+    }
+    if not owned:
+        entry["documentation"] = (
+            f"Read-only replica; the '{definition.owner}' service owns and writes it."
+        )
+    return entry
+
+
+def capability_statement(registry: Registry, base: str, version: str) -> dict[str, Any]:
+    """A CapabilityStatement listing exactly the interactions and parameters served."""
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": format_instant(utcnow())[:10],
+        "kind": "instance",
+        "software": {"name": f"kemdr-{registry.service}", "version": version},
+        "implementation": {"description": f"The {registry.service} service", "url": base},
+        "fhirVersion": "4.0.1",
+        "format": ["application/fhir+json", "json"],
+        "patchFormat": ["application/json-patch+json"],
+        "rest": [
+            {
+                "mode": "server",
+                "documentation": (
+                    "_include and _revinclude return only resources stored in this service "
+                    "(owned or replicated). Unknown search parameters are ignored unless "
+                    "Prefer: handling=strict is sent."
+                ),
+                "resource": [_resource(registry, d) for d in registry.resources.values()],
+                "interaction": [
+                    {"code": "transaction"},
+                    {"code": "batch"},
+                    {"code": "history-system"},
+                ],
+                "searchParam": [
+                    {
+                        "name": name,
+                        "type": "number" if name == "_count" else "string",
+                        "documentation": doc,
+                    }
+                    for name, doc in _PARAM_DOCS.items()
+                ],
+            }
+        ],
+    }

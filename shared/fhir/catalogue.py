@@ -1,0 +1,152 @@
+"""The FHIR R4 search parameters of the resource types the programme uses."""
+
+from __future__ import annotations
+
+from shared.fhir.registry import ResourceDef, SearchParam
+
+PATIENT_PARAMS = (
+    SearchParam("identifier", "token", ("identifier",), description="A patient identifier"),
+    SearchParam(
+        "name",
+        "string",
+        ("name",),
+        description="Any part of the name: family, given, prefix, suffix or text",
+    ),
+    SearchParam("family", "string", ("name.family",), description="A family name"),
+    SearchParam("given", "string", ("name.given",), description="A given name"),
+    SearchParam("birthdate", "date", ("birthDate",), description="The date of birth"),
+    SearchParam("gender", "token", ("gender",), description="Administrative gender"),
+    SearchParam(
+        "general-practitioner",
+        "reference",
+        ("generalPractitioner",),
+        ("Organization", "Practitioner", "PractitionerRole"),
+        description="The patient's nominated primary care provider",
+    ),
+    SearchParam(
+        "organization",
+        "reference",
+        ("managingOrganization",),
+        ("Organization",),
+        description="The organization that is the custodian of the patient record",
+    ),
+)
+
+APPOINTMENT_PARAMS = (
+    SearchParam("identifier", "token", ("identifier",), description="An appointment identifier"),
+    SearchParam(
+        "patient",
+        "reference",
+        ("participant.actor",),
+        ("Patient",),
+        description="A participating patient",
+    ),
+    SearchParam(
+        "actor",
+        "reference",
+        ("participant.actor",),
+        description="Any participant: patient, practitioner, location, device...",
+    ),
+    SearchParam(
+        "practitioner",
+        "reference",
+        ("participant.actor",),
+        ("Practitioner",),
+        description="A participating practitioner",
+    ),
+    SearchParam("date", "date", ("start",), description="The appointment's start"),
+    SearchParam("status", "token", ("status",), description="The appointment status"),
+    SearchParam("service-type", "token", ("serviceType",), description="The service type"),
+    SearchParam(
+        "appointment-type", "token", ("appointmentType",), description="The appointment type"
+    ),
+)
+
+MEDICATION_ADMINISTRATION_PARAMS = (
+    SearchParam("identifier", "token", ("identifier",), description="An identifier"),
+    SearchParam(
+        "patient",
+        "reference",
+        ("subject",),
+        ("Patient",),
+        description="The patient who received the medication",
+    ),
+    SearchParam(
+        "subject",
+        "reference",
+        ("subject",),
+        ("Patient", "Group"),
+        description="The individual or group given the medication",
+    ),
+    SearchParam(
+        "effective-time",
+        "date",
+        ("effectiveDateTime", "effectivePeriod"),
+        description="When the administration happened",
+    ),
+    SearchParam("status", "token", ("status",), description="The administration status"),
+    SearchParam(
+        "code",
+        "token",
+        ("medicationCodeableConcept",),
+        description="The medication code (RxNorm)",
+    ),
+    SearchParam(
+        "performer",
+        "reference",
+        ("performer.actor",),
+        description="Who administered the medication",
+    ),
+)
+
+OBSERVATION_PARAMS = (
+    SearchParam("identifier", "token", ("identifier",), description="An observation identifier"),
+    SearchParam(
+        "patient",
+        "reference",
+        ("subject",),
+        ("Patient",),
+        description="The patient the observation is about",
+    ),
+    SearchParam(
+        "subject",
+        "reference",
+        ("subject",),
+        description="The subject the observation is about",
+    ),
+    SearchParam("code", "token", ("code",), description="The observation code (LOINC)"),
+    SearchParam("category", "token", ("category",), description="The observation category"),
+    SearchParam(
+        "date",
+        "date",
+        ("effectiveDateTime", "effectivePeriod", "effectiveInstant"),
+        description="When the observation applies",
+    ),
+    SearchParam("value-quantity", "quantity", ("valueQuantity",), description="A quantity value"),
+    SearchParam("status", "token", ("status",), description="The observation status"),
+    SearchParam(
+        "has-member",
+        "reference",
+        ("hasMember",),
+        ("Observation", "QuestionnaireResponse", "MolecularSequence"),
+        description="A member of this panel",
+    ),
+    SearchParam(
+        "derived-from",
+        "reference",
+        ("derivedFrom",),
+        description="What the observation was derived from",
+    ),
+)
+
+STANDARD_PARAMS: dict[str, tuple[SearchParam, ...]] = {
+    "Patient": PATIENT_PARAMS,
+    "Appointment": APPOINTMENT_PARAMS,
+    "MedicationAdministration": MEDICATION_ADMINISTRATION_PARAMS,
+    "Observation": OBSERVATION_PARAMS,
+}
+
+
+def resource(resource_type: str, owner: str) -> ResourceDef:
+    """Declare a resource type with its standard search parameters and owning service."""
+    return ResourceDef(type=resource_type, params=STANDARD_PARAMS[resource_type], owner=owner)

@@ -1,0 +1,112 @@
+"""HTTP concerns of the FHIR API: formats, content types, body limits, base URLs, Prefer."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+from fastapi import Request
+from fastapi.responses import Response
+
+from shared.fhir.errors import FHIRError
+from shared.fhir.validation import parse_json
+
+FHIR_JSON = "application/fhir+json"
+JSON_TYPES = {"application/fhir+json", "application/json", "application/json+fhir"}
+XML_MARKERS = ("xml",)
+_SAFE_HOST = re.compile(r"^[A-Za-z0-9.\-:\[\]]{1,255}$")
+_SAFE_PREFIX = re.compile(r"^[A-Za-z0-9._~\-/]{0,255}$")
+
+
+def fhir_response(
+    body: dict[str, Any] | None, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    """A FHIR JSON response (an empty body when `body` is None)."""
+    content = orjson.dumps(body) if body is not None else b""
+    return Response(
+        content=content,
+        status_code=status,
+        headers=headers,
+        media_type=f"{FHIR_JSON}; charset=utf-8" if body is not None else None,
+    )
+
+
+def check_accept(request: Request) -> None:
+    """Refuse XML (406): we speak FHIR JSON only."""
+    fmt = request.query_params.get("_format")
+    if fmt is not None:
+        if "xml" in fmt.lower():
+            raise FHIRError(
+                406, "Only FHIR JSON is supported; _format=xml is not", code="not-supported"
+            )
+        if fmt.lower() not in ("json", "application/json", FHIR_JSON, "application/json+fhir"):
+            raise FHIRError(406, f"_format={fmt} is not supported; use json", code="not-supported")
+        return
+    accept = request.headers.get("accept", "")
+    if not accept:
+        return
+    types = [part.split(";")[0].strip().lower() for part in accept.split(",")]
+    if any(t in JSON_TYPES or t in ("*/*", "application/*") for t in types):
+        return
+    raise FHIRError(
+        406, f"Cannot produce '{accept}': only {FHIR_JSON} is available", code="not-supported"
+    )
+
+
+async def read_body(request: Request, max_bytes: int, allowed: set[str]) -> bytes:
+    """The raw body after content-type (415) and size (413) checks."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise FHIRError(
+            413, f"The body is larger than the limit of {max_bytes} bytes", code="too-costly"
+        )
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type not in allowed:
+        raise FHIRError(
+            415,
+            f"Content-Type '{content_type or '(none)'}' is not accepted here; use "
+            + " or ".join(sorted(allowed)),
+            code="not-supported",
+        )
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > max_bytes:
+            raise FHIRError(
+                413, f"The body is larger than the limit of {max_bytes} bytes", code="too-costly"
+            )
+    return bytes(body)
+
+
+async def read_json(request: Request, max_bytes: int, allowed: set[str] = JSON_TYPES) -> Any:
+    """The parsed JSON body of a write."""
+    return parse_json(await read_body(request, max_bytes, allowed))
+
+
+def base_url(request: Request, base_path: str) -> str:
+    """The absolute FHIR base as the client sees it, honouring X-Forwarded-* headers."""
+    headers = request.headers
+    proto = headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
+    if proto not in ("http", "https"):
+        proto = request.url.scheme
+    host = headers.get("x-forwarded-host", "").split(",")[0].strip()
+    if not _SAFE_HOST.match(host):
+        host = headers.get("host", "") if _SAFE_HOST.match(headers.get("host", "")) else ""
+        host = host or request.url.netloc
+    prefix = headers.get("x-forwarded-prefix", "").split(",")[0].strip().rstrip("/")
+    if not _SAFE_PREFIX.match(prefix):
+        prefix = ""
+    if prefix and not prefix.startswith("/"):
+        prefix = "/" + prefix
+    return f"{proto}://{host}{prefix}{base_path}"
+
+
+def prefer(request_headers: Any, name: str) -> str | None:
+    """A Prefer header token's value, e.g. prefer(h, 'return') -> 'minimal'."""
+    for part in request_headers.get("prefer", "").split(","):
+        for item in part.split(";"):
+            key, _, value = item.strip().partition("=")
+            if key.strip().lower() == name:
+                return value.strip().strip('"').lower()
+    return None

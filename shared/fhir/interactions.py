@@ -1,0 +1,249 @@
+"""The FHIR interactions, independent of HTTP: used by the REST routes and by Bundles."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+import jsonpatch
+import jsonpointer
+import orjson
+from sqlalchemy.orm import Session
+
+from shared.fhir.errors import FHIRError, bad_request, not_found, precondition_failed
+from shared.fhir.registry import Registry, ResourceDef
+from shared.fhir.search import SearchQuery, parse_search
+from shared.fhir.search_sql import included, run_search
+from shared.fhir.store import ResourceStore, Stored
+from shared.fhir.validation import validate_resource
+from shared.settings import ServiceSettings
+
+
+@dataclass
+class Result:
+    """The outcome of one interaction: a status and a stored version or another body."""
+
+    status: int
+    stored: Stored | None = None
+    body: dict[str, Any] | None = None
+
+
+@dataclass
+class SearchResult:
+    query: SearchQuery
+    resources: list[dict[str, Any]]
+    total: int | None
+    included: list[dict[str, Any]]
+
+
+def parse_etag(value: str | None) -> int | None:
+    """The version number in an `If-Match` ETag such as W/"3"; a malformed one is a 400."""
+    if value is None or value.strip() == "":
+        return None
+    text = value.strip()
+    if text.startswith("W/"):
+        text = text[2:]
+    text = text.strip('"')
+    if not text.isdigit():
+        raise bad_request(f"If-Match '{value}' is not a version ETag like W/\"1\"", ["If-Match"])
+    return int(text)
+
+
+class Interactions:
+    """Create, read, update, patch, delete and search, checked against the registry."""
+
+    def __init__(self, settings: ServiceSettings, registry: Registry, store: ResourceStore):
+        self.settings = settings
+        self.registry = registry
+        self.store = store
+
+    # ---- checks ------------------------------------------------------------------------
+    def definition(self, res_type: str) -> ResourceDef:
+        """The declaration of a served type; 404 for any other."""
+        definition = self.registry.get(res_type)
+        if definition is None:
+            raise not_found(f"Resource type '{res_type}' is not served by {self.registry.service}")
+        return definition
+
+    def writable(self, res_type: str) -> ResourceDef:
+        """The declaration of a type this service owns; 405 for a replica."""
+        definition = self.definition(res_type)
+        if definition.owner != self.registry.service:
+            raise FHIRError(
+                405,
+                f"{res_type} is a read-only replica here; write it at the '{definition.owner}' "
+                "service",
+                code="not-supported",
+            )
+        return definition
+
+    def _checked(self, res_type: str, body: Any, res_id: str | None = None) -> dict[str, Any]:
+        validate_resource(body, res_type)
+        if res_id is not None and body.get("id") not in (None, res_id):
+            raise bad_request(
+                f"The resource id '{body.get('id')}' differs from the URL id '{res_id}'",
+                [f"{res_type}.id"],
+            )
+        return body
+
+    # ---- writes ------------------------------------------------------------------------
+    def create(
+        self,
+        session: Session,
+        res_type: str,
+        body: Any,
+        *,
+        if_none_exist: str | None = None,
+        assigned_id: str | None = None,
+    ) -> Result:
+        """Create (client ids are ignored); conditional on `If-None-Exist` when given."""
+        self.writable(res_type)
+        resource = self._checked(res_type, body)
+        if if_none_exist:
+            existing = self.match_for_condition(session, res_type, if_none_exist)
+            if existing is not None:
+                return Result(200, existing)
+        resource.pop("id", None)
+        return Result(201, self.store.create(session, res_type, resource, res_id=assigned_id))
+
+    def match_for_condition(self, session: Session, res_type: str, condition: str) -> Stored | None:
+        # One lock per type makes "search, then create" atomic against parallel twins.
+        self.store.database.lock(session, f"conditional:{res_type}")
+        matches = self.matches(session, res_type, condition)
+        if len(matches) > 1:
+            raise precondition_failed(
+                f"The condition '{condition}' matches {len(matches)} {res_type} resources"
+            )
+        return matches[0] if matches else None
+
+    def matches(self, session: Session, res_type: str, condition: str) -> list[Stored]:
+        """Current resources matching a conditional query (at most two are fetched)."""
+        pairs = parse_qsl(condition.lstrip("?"), keep_blank_values=True)
+        if not pairs:
+            raise bad_request("A conditional request needs search parameters", ["If-None-Exist"])
+        query = parse_search(
+            self.definition(res_type),
+            pairs,
+            registry=self.registry,
+            default_count=2,
+            max_count=2,
+            strict=True,
+        )
+        query.count, query.total = 2, "none"
+        rows, _ = run_search(session, query, self.definition(res_type))
+        return [self.store.read(session, res_type, row.res_id) for row in rows]
+
+    def update(
+        self, session: Session, res_type: str, res_id: str, body: Any, *, if_match: int | None
+    ) -> Result:
+        """Update, or create under the client's id (updateCreate)."""
+        self.writable(res_type)
+        if isinstance(body, dict) and body.get("id") is None:
+            raise bad_request(
+                "An update must carry the resource id in its body", [f"{res_type}.id"]
+            )
+        resource = self._checked(res_type, body, res_id)
+        stored, created = self.store.update(session, res_type, res_id, resource, if_match=if_match)
+        return Result(201 if created else 200, stored)
+
+    def conditional_update(
+        self, session: Session, res_type: str, condition: str, body: Any, *, if_match: int | None
+    ) -> Result:
+        """PUT [type]?query: create, update, or 412 for 0, 1, 2+ matches."""
+        self.writable(res_type)
+        resource = self._checked(res_type, body)
+        existing = self.match_for_condition(session, res_type, condition)
+        if existing is None:
+            if resource.get("id"):
+                return self.update(session, res_type, resource["id"], resource, if_match=if_match)
+            return Result(201, self.store.create(session, res_type, resource, method="PUT"))
+        if resource.get("id") not in (None, existing.id):
+            raise bad_request(
+                f"The resource id '{resource['id']}' differs from the matched {existing.id}",
+                [f"{res_type}.id"],
+            )
+        stored, _ = self.store.update(session, res_type, existing.id, resource, if_match=if_match)
+        return Result(200, stored)
+
+    def patch(
+        self,
+        session: Session,
+        res_type: str,
+        res_id: str,
+        operations: Any,
+        *,
+        if_match: int | None,
+    ) -> Result:
+        """Apply a JSON Patch to the current version and store the result as a new version."""
+        self.writable(res_type)
+        if not isinstance(operations, list):
+            raise bad_request("A JSON Patch body must be an array of operations")
+        current = self.store.read(session, res_type, res_id)
+        if if_match is not None and if_match != current.version_id:
+            raise precondition_failed(
+                f'If-Match W/"{if_match}" does not match the current version '
+                f'W/"{current.version_id}"'
+            )
+        try:
+            patched = jsonpatch.JsonPatch(operations).apply(current.resource)
+        except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as exc:
+            raise FHIRError(
+                422, f"The JSON Patch cannot be applied: {exc}", code="processing"
+            ) from None
+        except (TypeError, KeyError, AttributeError, ValueError) as exc:
+            raise bad_request(f"The JSON Patch is malformed: {exc}") from None
+        if not isinstance(patched, dict) or patched.get("id") != res_id:
+            raise FHIRError(
+                422,
+                "A patch may not change the resource id",
+                code="invalid",
+                expression=[f"{res_type}.id"],
+            )
+        resource = self._checked(res_type, patched, res_id)
+        stored, _ = self.store.update(
+            session, res_type, res_id, resource, if_match=current.version_id, method="PATCH"
+        )
+        return Result(200, stored)
+
+    def delete(self, session: Session, res_type: str, res_id: str) -> Result:
+        """Delete; deleting what is already deleted is harmless (204)."""
+        self.writable(res_type)
+        self.store.delete(session, res_type, res_id)
+        return Result(204)
+
+    def conditional_delete(self, session: Session, res_type: str, condition: str) -> Result:
+        """DELETE [type]?query: deletes the single match; 412 when several match."""
+        self.writable(res_type)
+        existing = self.match_for_condition(session, res_type, condition)
+        if existing is not None:
+            self.store.delete(session, res_type, existing.id)
+        return Result(204)
+
+    # ---- reads -------------------------------------------------------------------------
+    def read(self, session: Session, res_type: str, res_id: str) -> Result:
+        self.definition(res_type)
+        return Result(200, self.store.read(session, res_type, res_id))
+
+    def vread(self, session: Session, res_type: str, res_id: str, version: str) -> Result:
+        self.definition(res_type)
+        if not version.isdigit():
+            raise not_found(f"{res_type}/{res_id}/_history/{version} is not known")
+        return Result(200, self.store.vread(session, res_type, res_id, int(version)))
+
+    def search(
+        self, session: Session, res_type: str, pairs: list[tuple[str, str]], *, strict: bool
+    ) -> SearchResult:
+        """Run a search and gather the page, the total and any included resources."""
+        definition = self.definition(res_type)
+        query = parse_search(
+            definition,
+            pairs,
+            registry=self.registry,
+            default_count=self.settings.default_page_size,
+            max_count=self.settings.max_page_size,
+            strict=strict,
+        )
+        rows, total = run_search(session, query, definition)
+        extra = included(session, rows, query, set(self.registry.resources))
+        return SearchResult(query, [orjson.loads(r.content) for r in rows], total, extra)

@@ -1,0 +1,266 @@
+"""Parse FHIR search parameters into clauses, result controls and what was applied."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+
+from shared.fhir.dates import DateFormatError, date_range
+from shared.fhir.errors import FHIRError, bad_request
+from shared.fhir.registry import Registry, ResourceDef, SearchParam
+
+PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
+_PREFIXED = re.compile(r"^(eq|ne|gt|lt|ge|le|sa|eb|ap)(?=[0-9+\-.])")
+MODIFIERS = {
+    "token": {"missing", "not"},
+    "string": {"missing", "exact", "contains"},
+    "date": {"missing"},
+    "reference": {"missing"},
+    "quantity": {"missing"},
+}
+# Result parameters we understand; everything else starting with "_" is unknown.
+CONTROL_PARAMS = {
+    "_count",
+    "_offset",
+    "_sort",
+    "_summary",
+    "_total",
+    "_include",
+    "_revinclude",
+    "_elements",
+    "_format",
+    "_pretty",
+}
+SPECIAL = {
+    "_id": SearchParam("_id", "token", (), description="The logical id"),
+    "_lastUpdated": SearchParam("_lastUpdated", "date", (), description="When last changed"),
+}
+
+
+@dataclass(frozen=True)
+class Value:
+    """One alternative of a parameter (values joined by commas are OR-ed)."""
+
+    prefix: str = "eq"
+    text: str = ""
+    system: str | None = None
+    code: str | None = None
+    low: object = None
+    high: object = None
+    number: Decimal | None = None
+    ref_type: str | None = None
+
+
+@dataclass(frozen=True)
+class Clause:
+    """One parameter occurrence; clauses are AND-ed."""
+
+    param: SearchParam
+    modifier: str | None
+    values: tuple[Value, ...]
+    missing: bool | None = None
+
+
+@dataclass(frozen=True)
+class Include:
+    source_type: str
+    param: SearchParam
+    target_type: str | None
+
+
+@dataclass
+class SearchQuery:
+    """Everything a search asks for, parsed and checked against the resource declaration."""
+
+    resource_type: str
+    clauses: list[Clause] = field(default_factory=list)
+    count: int = 50
+    offset: int = 0
+    sort: list[tuple[str, bool]] = field(default_factory=list)  # (param, descending)
+    summary_count: bool = False
+    total: str = "accurate"
+    includes: list[Include] = field(default_factory=list)
+    revincludes: list[Include] = field(default_factory=list)
+    elements: list[str] = field(default_factory=list)
+    # The parameters that were applied, for the Bundle's self link.
+    applied: list[tuple[str, str]] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+
+
+def _split_commas(raw: str) -> list[str]:
+    # A backslash escapes a literal comma inside one value.
+    parts, current, escaped = [], "", False
+    for char in raw:
+        if escaped:
+            current += char
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == ",":
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    parts.append(current)
+    return parts
+
+
+def _prefixed(raw: str) -> tuple[str, str]:
+    match = _PREFIXED.match(raw)
+    if match:
+        return match.group(1), raw[2:]
+    return "eq", raw
+
+
+def _parse_value(param: SearchParam, raw: str, modifier: str | None) -> Value:
+    name = param.name
+    if param.type == "token":
+        if "|" in raw:
+            system, code = raw.split("|", 1)
+            return Value(text=raw, system=system, code=code or None)
+        return Value(text=raw, code=raw)
+    if param.type == "string":
+        return Value(text=raw)
+    if param.type == "date":
+        prefix, rest = _prefixed(raw)
+        try:
+            low, high = date_range(rest)
+        except DateFormatError as exc:
+            raise bad_request(f"Search parameter '{name}': {exc}", [name]) from None
+        return Value(prefix=prefix, text=rest, low=low, high=high)
+    if param.type == "quantity":
+        prefix, rest = _prefixed(raw)
+        number, _, unit = rest.partition("|")
+        system, _, code = unit.partition("|") if unit else ("", "", "")
+        try:
+            parsed = Decimal(number)
+            if not parsed.is_finite():
+                raise InvalidOperation
+        except InvalidOperation:
+            raise bad_request(
+                f"Search parameter '{name}': '{number}' is not a number", [name]
+            ) from None
+        return Value(
+            prefix=prefix, text=rest, number=parsed, system=system or None, code=code or None
+        )
+    if param.type == "reference":
+        return Value(text=raw, ref_type=modifier)
+    raise bad_request(f"Search parameter '{name}' of type {param.type} is not supported", [name])
+
+
+def parse_search(
+    definition: ResourceDef,
+    pairs: list[tuple[str, str]],
+    *,
+    registry: Registry,
+    default_count: int,
+    max_count: int,
+    strict: bool,
+) -> SearchQuery:
+    """Parse query pairs; unknown parameters are ignored, or a 400 when `strict`."""
+    query = SearchQuery(definition.type, count=default_count)
+    for key, raw in pairs:
+        name, _, modifier = key.partition(":")
+        if name in CONTROL_PARAMS:
+            _control(query, definition, name, modifier, raw, registry, max_count)
+            continue
+        param = SPECIAL.get(name) or definition.param(name)
+        if param is None:
+            if strict:
+                raise bad_request(f"Unknown search parameter '{name}' for {definition.type}", [key])
+            query.ignored.append(key)
+            continue
+        mod = modifier or None
+        # `subject:Patient=123` names the target type of a reference.
+        names_type = param.type == "reference" and mod is not None and mod[:1].isupper()
+        if mod is not None and mod not in MODIFIERS[param.type] and not names_type:
+            raise bad_request(
+                f"Modifier ':{mod}' is not supported on search parameter '{name}'", [key]
+            )
+        if mod == "missing":
+            if raw not in ("true", "false"):
+                raise bad_request(f"'{key}' takes true or false", [key])
+            query.clauses.append(Clause(param, mod, (), raw == "true"))
+        else:
+            values = tuple(_parse_value(param, part, mod) for part in _split_commas(raw))
+            query.clauses.append(Clause(param, mod, values))
+        query.applied.append((key, raw))
+    return query
+
+
+def _int(name: str, raw: str) -> int:
+    try:
+        number = int(raw)
+    except ValueError:
+        raise bad_request(f"'{name}' must be a whole number, not '{raw}'", [name]) from None
+    if number < 0:
+        raise bad_request(f"'{name}' must not be negative", [name])
+    return number
+
+
+def _control(
+    query: SearchQuery,
+    definition: ResourceDef,
+    name: str,
+    modifier: str,
+    raw: str,
+    registry: Registry,
+    max_count: int,
+) -> None:
+    if name == "_count":
+        query.count = min(_int(name, raw), max_count)
+        query.applied.append((name, str(query.count)))
+    elif name == "_offset":
+        query.offset = _int(name, raw)
+    elif name == "_sort":
+        for item in filter(None, raw.split(",")):
+            descending = item.startswith("-")
+            key = item.lstrip("-")
+            param = SPECIAL.get(key) or definition.param(key)
+            if param is None:
+                raise bad_request(f"Cannot sort {definition.type} by unknown '{key}'", [name])
+            query.sort.append((key, descending))
+        query.applied.append((name, raw))
+    elif name == "_summary":
+        if raw == "count":
+            query.summary_count = True
+        elif raw != "false":
+            raise FHIRError(
+                400,
+                f"_summary={raw} is not supported (use count or false)",
+                code="not-supported",
+                expression=[name],
+            )
+        query.applied.append((name, raw))
+    elif name == "_total":
+        if raw not in ("none", "estimate", "accurate"):
+            raise bad_request("_total must be none, estimate or accurate", [name])
+        query.total = raw
+        query.applied.append((name, raw))
+    elif name in ("_include", "_revinclude"):
+        include = _parse_include(definition, name, raw, registry)
+        (query.includes if name == "_include" else query.revincludes).append(include)
+        query.applied.append((f"{name}:{modifier}" if modifier else name, raw))
+    elif name == "_elements":
+        query.elements = [e.strip() for e in raw.split(",") if e.strip()]
+        query.applied.append((name, raw))
+
+
+def _parse_include(definition: ResourceDef, name: str, raw: str, registry: Registry) -> Include:
+    parts = raw.split(":")
+    if len(parts) not in (2, 3):
+        raise bad_request(f"{name} must look like Type:parameter[:TargetType]", [name])
+    source_type, param_name = parts[0], parts[1]
+    target = parts[2] if len(parts) == 3 else None
+    if name == "_include" and source_type != definition.type:
+        raise bad_request(f"{name}={raw}: the source type must be {definition.type}", [name])
+    source = registry.get(source_type)
+    if source is None:
+        raise bad_request(f"{name}={raw}: {source_type} is not served here", [name])
+    param = source.param(param_name)
+    if param is None or param.type != "reference":
+        raise bad_request(
+            f"{name}={raw}: {source_type} has no reference parameter '{param_name}'", [name]
+        )
+    return Include(source_type, param, target)

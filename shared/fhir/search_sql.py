@@ -1,0 +1,257 @@
+"""Run a parsed search against the index tables: filters, sorting, paging, includes."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from sqlalchemy import ColumnElement, and_, exists, false, func, not_, or_, select, true
+from sqlalchemy.orm import Session
+
+from shared.db.models import INDEX_TABLES, ReferenceIndex, ResourceRow
+from shared.fhir.dates import utcnow
+from shared.fhir.indexing import normalise
+from shared.fhir.references import parse_reference
+from shared.fhir.search import Clause, Include, SearchQuery, Value
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _date_condition(low: Any, high: Any, value: Value) -> ColumnElement[bool]:
+    pl, ph = value.low, value.high
+    prefix = value.prefix
+    if prefix == "eq":
+        return and_(low >= pl, high <= ph)
+    if prefix == "ne":
+        return not_(and_(low >= pl, high <= ph))
+    if prefix == "gt":
+        return high > ph
+    if prefix == "lt":
+        return low < pl
+    if prefix == "ge":
+        return high >= pl
+    if prefix == "le":
+        return low <= ph
+    if prefix == "sa":
+        return low > ph
+    if prefix == "eb":
+        return high < pl
+    # ap: overlap, widened by 10 % of the distance from now (at least a day), as the spec hints.
+    slack = max(abs(utcnow() - pl) / 10, timedelta(days=1))
+    return and_(low <= ph + slack, high >= pl - slack)
+
+
+def _number_condition(column: Any, value: Value) -> ColumnElement[bool]:
+    number = value.number
+    assert number is not None
+    exponent = number.as_tuple().exponent
+    half = Decimal(5).scaleb(exponent - 1) if isinstance(exponent, int) else Decimal(0)
+    n, lo, hi = float(number), float(number - half), float(number + half)
+    prefix = value.prefix
+    if prefix == "eq":
+        return and_(column >= lo, column < hi)
+    if prefix == "ne":
+        return or_(column < lo, column >= hi)
+    if prefix in ("gt", "sa"):
+        return column > n
+    if prefix in ("lt", "eb"):
+        return column < n
+    if prefix == "ge":
+        return column >= n
+    if prefix == "le":
+        return column <= n
+    slack = abs(n) / 10
+    return and_(column >= n - slack, column <= n + slack)
+
+
+def _value_condition(clause: Clause, table: Any, value: Value) -> ColumnElement[bool]:
+    kind = clause.param.type
+    if kind == "token":
+        parts = []
+        if value.system is not None:
+            parts.append(
+                table.system.is_(None) if value.system == "" else table.system == value.system
+            )
+        if value.code is not None:
+            parts.append(table.code == value.code)
+        return and_(true(), *parts)
+    if kind == "string":
+        if clause.modifier == "exact":
+            return table.exact == value.text
+        pattern = _like_escape(normalise(value.text))
+        if clause.modifier == "contains":
+            return table.norm.like(f"%{pattern}%", escape="\\")
+        return table.norm.like(f"{pattern}%", escape="\\")
+    if kind == "date":
+        return _date_condition(table.low, table.high, value)
+    if kind == "quantity":
+        parts = [_number_condition(table.value, value)]
+        if value.system:
+            parts.append(table.system == value.system)
+            if value.code:
+                parts.append(table.code == value.code)
+        elif value.code:
+            parts.append(or_(table.code == value.code, table.unit == value.code))
+        return and_(*parts)
+    # reference
+    ref_type, ref_id = parse_reference(value.text)
+    ref_type = value.ref_type or ref_type
+    if ref_id is None:
+        return false()
+    parts = [table.target_id == ref_id]
+    if ref_type is not None:
+        parts.append(or_(table.target_type == ref_type, table.target_type.is_(None)))
+    return and_(*parts)
+
+
+def _special_condition(clause: Clause) -> ColumnElement[bool]:
+    name = clause.param.name
+    if clause.missing is not None:
+        return false() if clause.missing else true()
+    if name == "_id":
+        condition = or_(*(ResourceRow.res_id == (v.code or "") for v in clause.values))
+        return not_(condition) if clause.modifier == "not" else condition
+    return or_(
+        *(
+            _date_condition(ResourceRow.last_updated, ResourceRow.last_updated, v)
+            for v in clause.values
+        )
+    )
+
+
+def clause_condition(resource_type: str, clause: Clause) -> ColumnElement[bool]:
+    """The SQL condition on ResourceRow for one search clause."""
+    if clause.param.name.startswith("_"):
+        return _special_condition(clause)
+    table = INDEX_TABLES[clause.param.type]
+    scope = and_(
+        table.resource_pk == ResourceRow.pk,
+        table.res_type == resource_type,
+        table.param == clause.param.name,
+    )
+    if clause.missing is not None:
+        any_row = exists().where(scope)
+        return not_(any_row) if clause.missing else any_row
+    alternatives = or_(*(_value_condition(clause, table, v) for v in clause.values))
+    matched = exists().where(scope, alternatives)
+    return not_(matched) if clause.modifier == "not" else matched
+
+
+def _sort_key(resource_type: str, query: SearchQuery, name: str, definition: Any) -> Any:
+    if name == "_lastUpdated":
+        return ResourceRow.last_updated
+    if name == "_id":
+        return ResourceRow.res_id
+    param = definition.param(name)
+    table = INDEX_TABLES[param.type]
+    column = {
+        "date": table.low if param.type == "date" else None,
+        "string": getattr(table, "norm", None),
+        "token": getattr(table, "code", None),
+        "quantity": getattr(table, "value", None),
+        "reference": getattr(table, "target_id", None),
+    }[param.type]
+    return (
+        select(func.min(column))
+        .where(table.resource_pk == ResourceRow.pk, table.param == name)
+        .correlate(ResourceRow)
+        .scalar_subquery()
+    )
+
+
+def run_search(
+    session: Session, query: SearchQuery, definition: Any
+) -> tuple[list[ResourceRow], int | None]:
+    """The page of matching current resources and the total (None when not asked for)."""
+    conditions = [ResourceRow.res_type == query.resource_type, ResourceRow.deleted.is_(False)]
+    conditions += [clause_condition(query.resource_type, c) for c in query.clauses]
+    total = None
+    if query.total != "none" or query.summary_count:
+        total = int(
+            session.execute(
+                select(func.count()).select_from(ResourceRow).where(*conditions)
+            ).scalar_one()
+        )
+    if query.summary_count or query.count == 0:
+        return [], total
+    order = []
+    for name, descending in query.sort:
+        key = _sort_key(query.resource_type, query, name, definition)
+        order.append(key.desc() if descending else key.asc())
+    order.append(ResourceRow.pk.asc())
+    rows = (
+        session.execute(
+            select(ResourceRow)
+            .where(*conditions)
+            .order_by(*order)
+            .limit(query.count)
+            .offset(query.offset)
+        )
+        .scalars()
+        .all()
+    )
+    return list(rows), total
+
+
+def included(
+    session: Session, rows: list[ResourceRow], query: SearchQuery, served: set[str]
+) -> list[dict[str, Any]]:
+    """Resources named by _include / _revinclude, limited to the types this service stores."""
+    if not rows:
+        return []
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    pks = [row.pk for row in rows]
+    for include in query.includes:
+        refs = session.execute(
+            select(ReferenceIndex.target_type, ReferenceIndex.target_id).where(
+                ReferenceIndex.resource_pk.in_(pks),
+                ReferenceIndex.param == include.param.name,
+            )
+        ).all()
+        for target_type, target_id in refs:
+            if include.target_type and target_type != include.target_type:
+                continue
+            if target_type in served:
+                _load(session, found, target_type, target_id)
+    for include in query.revincludes:
+        _revinclude(session, rows, include, found)
+    primary = {(row.res_type, row.res_id) for row in rows}
+    return [res for key, res in found.items() if key not in primary]
+
+
+def _load(session: Session, found: dict, res_type: str, res_id: str) -> None:
+    if (res_type, res_id) in found:
+        return
+    row = session.execute(
+        select(ResourceRow).where(
+            ResourceRow.res_type == res_type,
+            ResourceRow.res_id == res_id,
+            ResourceRow.deleted.is_(False),
+        )
+    ).scalar_one_or_none()
+    if row is not None:
+        found[(res_type, res_id)] = orjson.loads(row.content)
+
+
+def _revinclude(session: Session, rows: list[ResourceRow], include: Include, found: dict) -> None:
+    ids = [row.res_id for row in rows]
+    matches = session.execute(
+        select(ResourceRow)
+        .join(ReferenceIndex, ReferenceIndex.resource_pk == ResourceRow.pk)
+        .where(
+            ResourceRow.res_type == include.source_type,
+            ResourceRow.deleted.is_(False),
+            ReferenceIndex.param == include.param.name,
+            ReferenceIndex.target_id.in_(ids),
+            or_(
+                ReferenceIndex.target_type == rows[0].res_type,
+                ReferenceIndex.target_type.is_(None),
+            ),
+        )
+    ).scalars()
+    for row in matches:
+        found.setdefault((row.res_type, row.res_id), orjson.loads(row.content))

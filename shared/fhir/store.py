@@ -1,0 +1,287 @@
+"""The versioned resource store: every write keeps a version and rewrites the search index."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.orm import Session
+
+from shared.db.engine import Database
+from shared.db.models import INDEX_TABLES, ResourceRow, VersionRow
+from shared.fhir.dates import format_instant, utcnow
+from shared.fhir.errors import FHIRError, gone, not_found, precondition_failed
+from shared.fhir.indexing import index_rows
+from shared.fhir.registry import Registry
+
+
+@dataclass(frozen=True)
+class Stored:
+    """One version of a resource as stored (resource is None for a delete)."""
+
+    type: str
+    id: str
+    version_id: int
+    last_updated: datetime
+    deleted: bool
+    resource: dict[str, Any] | None
+    method: str = "GET"
+
+    @property
+    def etag(self) -> str:
+        return f'W/"{self.version_id}"'
+
+    @property
+    def location(self) -> str:
+        return f"{self.type}/{self.id}/_history/{self.version_id}"
+
+
+# Called inside the writing transaction, so whatever it records commits or rolls back with it.
+ChangeListener = Callable[[Session, Stored], None]
+
+
+def _dump(resource: dict[str, Any]) -> str:
+    return orjson.dumps(resource).decode()
+
+
+def _stamp(resource: dict[str, Any], res_id: str, version_id: int, when: datetime) -> None:
+    resource["id"] = res_id
+    meta = dict(resource.get("meta") or {})
+    meta["versionId"] = str(version_id)
+    meta["lastUpdated"] = format_instant(when)
+    resource["meta"] = meta
+
+
+class ResourceStore:
+    """Reads and writes resources of the registered types inside a caller's unit of work."""
+
+    def __init__(self, database: Database, registry: Registry) -> None:
+        self.database = database
+        self.registry = registry
+        self.listeners: list[ChangeListener] = []
+
+    # ---- reads -------------------------------------------------------------------------
+    def _current(self, session: Session, res_type: str, res_id: str, *, lock: bool) -> Any:
+        query = select(ResourceRow).where(
+            ResourceRow.res_type == res_type, ResourceRow.res_id == res_id
+        )
+        if lock and not self.database.is_sqlite:
+            query = query.with_for_update()
+        return session.execute(query).scalar_one_or_none()
+
+    def read(self, session: Session, res_type: str, res_id: str) -> Stored:
+        """The current version; 404 when it never existed, 410 when deleted."""
+        row = self._current(session, res_type, res_id, lock=False)
+        if row is None:
+            raise not_found(f"{res_type}/{res_id} is not known")
+        if row.deleted:
+            raise FHIRError(
+                410,
+                f"{res_type}/{res_id} was deleted",
+                code="deleted",
+                headers={"ETag": f'W/"{row.version_id}"'},
+            )
+        return Stored(
+            res_type,
+            res_id,
+            row.version_id,
+            row.last_updated,
+            False,
+            orjson.loads(row.content),
+        )
+
+    def exists(self, session: Session, res_type: str, res_id: str) -> bool:
+        row = self._current(session, res_type, res_id, lock=False)
+        return row is not None and not row.deleted
+
+    def vread(self, session: Session, res_type: str, res_id: str, version_id: int) -> Stored:
+        """One version; 404 when it does not exist, 410 when that version is a delete."""
+        row = session.execute(
+            select(VersionRow).where(
+                VersionRow.res_type == res_type,
+                VersionRow.res_id == res_id,
+                VersionRow.version_id == version_id,
+            )
+        ).scalar_one_or_none()
+        if row is None:
+            raise not_found(f"{res_type}/{res_id}/_history/{version_id} is not known")
+        if row.deleted:
+            raise gone(f"{res_type}/{res_id}/_history/{version_id} is a deletion")
+        return self._from_version(row)
+
+    @staticmethod
+    def _from_version(row: VersionRow) -> Stored:
+        return Stored(
+            row.res_type,
+            row.res_id,
+            row.version_id,
+            row.last_updated,
+            row.deleted,
+            orjson.loads(row.content) if row.content else None,
+            row.method,
+        )
+
+    def history(
+        self,
+        session: Session,
+        *,
+        res_type: str | None = None,
+        res_id: str | None = None,
+        since: datetime | None = None,
+        at_or_before: datetime | None = None,
+        count: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[Stored], int]:
+        """Versions newest first, filtered by type, id and time, with the total count."""
+        conditions = []
+        if res_type is not None:
+            conditions.append(VersionRow.res_type == res_type)
+        if res_id is not None:
+            conditions.append(VersionRow.res_id == res_id)
+        if since is not None:
+            conditions.append(VersionRow.last_updated >= since)
+        if at_or_before is not None:
+            conditions.append(VersionRow.last_updated <= at_or_before)
+        total = session.execute(select(func.count()).select_from(VersionRow).where(*conditions))
+        rows = session.execute(
+            select(VersionRow)
+            .where(*conditions)
+            .order_by(VersionRow.last_updated.desc(), VersionRow.pk.desc())
+            .limit(count)
+            .offset(offset)
+        ).scalars()
+        return [self._from_version(row) for row in rows], int(total.scalar_one())
+
+    # ---- writes ------------------------------------------------------------------------
+    def create(
+        self,
+        session: Session,
+        res_type: str,
+        resource: dict[str, Any],
+        *,
+        res_id: str | None = None,
+        method: str = "POST",
+    ) -> Stored:
+        """Store a new resource as version 1 under a server-assigned (or given) id."""
+        res_id = res_id or str(uuid.uuid4())
+        now = utcnow()
+        _stamp(resource, res_id, 1, now)
+        content = _dump(resource)
+        pk = session.execute(
+            insert(ResourceRow)
+            .values(
+                res_type=res_type,
+                res_id=res_id,
+                version_id=1,
+                last_updated=now,
+                deleted=False,
+                content=content,
+            )
+            .returning(ResourceRow.pk)
+        ).scalar_one()
+        stored = Stored(res_type, res_id, 1, now, False, resource, method)
+        self._write_version(session, stored, content)
+        self._write_index(session, pk, res_type, resource)
+        self._notify(session, stored)
+        return stored
+
+    def update(
+        self,
+        session: Session,
+        res_type: str,
+        res_id: str,
+        resource: dict[str, Any],
+        *,
+        if_match: int | None = None,
+        method: str = "PUT",
+    ) -> tuple[Stored, bool]:
+        """Write a new version (or create under this id); returns it and whether it was new."""
+        row = self._current(session, res_type, res_id, lock=True)
+        if row is None:
+            # Two PUTs creating the same id: the second waits here, then sees the first.
+            self.database.lock(session, f"create:{res_type}/{res_id}")
+            row = self._current(session, res_type, res_id, lock=True)
+        if row is None:
+            if if_match is not None:
+                raise precondition_failed(
+                    f'If-Match W/"{if_match}" given but {res_type}/{res_id} does not exist'
+                )
+            return self.create(session, res_type, resource, res_id=res_id, method=method), True
+        if if_match is not None and if_match != row.version_id:
+            raise precondition_failed(
+                f'If-Match W/"{if_match}" does not match the current version '
+                f'W/"{row.version_id}" of {res_type}/{res_id}'
+            )
+        version_id = row.version_id + 1
+        now = max(utcnow(), row.last_updated)
+        _stamp(resource, res_id, version_id, now)
+        content = _dump(resource)
+        session.execute(
+            update(ResourceRow)
+            .where(ResourceRow.pk == row.pk)
+            .values(version_id=version_id, last_updated=now, deleted=False, content=content)
+        )
+        stored = Stored(res_type, res_id, version_id, now, False, resource, method)
+        self._write_version(session, stored, content)
+        self._clear_index(session, row.pk)
+        self._write_index(session, row.pk, res_type, resource)
+        self._notify(session, stored)
+        return stored, row.deleted
+
+    def delete(self, session: Session, res_type: str, res_id: str) -> Stored | None:
+        """Delete (keeping history); None when it was already deleted; 404 when never known."""
+        row = self._current(session, res_type, res_id, lock=True)
+        if row is None:
+            raise not_found(f"{res_type}/{res_id} is not known")
+        if row.deleted:
+            return None
+        version_id = row.version_id + 1
+        now = max(utcnow(), row.last_updated)
+        session.execute(
+            update(ResourceRow)
+            .where(ResourceRow.pk == row.pk)
+            .values(version_id=version_id, last_updated=now, deleted=True, content=None)
+        )
+        stored = Stored(res_type, res_id, version_id, now, True, None, "DELETE")
+        self._write_version(session, stored, None)
+        self._clear_index(session, row.pk)
+        self._notify(session, stored)
+        return stored
+
+    def _write_version(self, session: Session, stored: Stored, content: str | None) -> None:
+        session.execute(
+            insert(VersionRow).values(
+                res_type=stored.type,
+                res_id=stored.id,
+                version_id=stored.version_id,
+                last_updated=stored.last_updated,
+                method=stored.method,
+                deleted=stored.deleted,
+                content=content,
+            )
+        )
+
+    def _write_index(
+        self, session: Session, pk: int, res_type: str, resource: dict[str, Any]
+    ) -> None:
+        definition = self.registry.get(res_type)
+        if definition is None:
+            return
+        for kind, rows in index_rows(definition, resource).items():
+            for row in rows:
+                row["resource_pk"] = pk
+            session.execute(insert(INDEX_TABLES[kind]), rows)
+
+    @staticmethod
+    def _clear_index(session: Session, pk: int) -> None:
+        for table in INDEX_TABLES.values():
+            session.execute(delete(table).where(table.resource_pk == pk))
+
+    def _notify(self, session: Session, stored: Stored) -> None:
+        for listener in self.listeners:
+            listener(session, stored)

@@ -1,0 +1,269 @@
+"""Transaction (atomic, urn:uuid references resolved) and batch Bundle processing."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import orjson
+from sqlalchemy.orm import Session
+
+from shared.db.engine import Database
+from shared.fhir.bundles import searchset
+from shared.fhir.dates import format_instant
+from shared.fhir.errors import FHIRError, bad_request
+from shared.fhir.interactions import Interactions, Result, parse_etag
+
+# Order in which a transaction's entries are processed (FHIR R4 http.html#trules).
+_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
+
+
+def _status_line(status: int) -> str:
+    return f"{status} {HTTPStatus(status).phrase}"
+
+
+class Entry:
+    """One Bundle entry's request, split into type, id, version and query."""
+
+    def __init__(self, index: int, raw: Any, base: str) -> None:
+        where = f"Bundle.entry[{index}]"
+        if not isinstance(raw, dict) or not isinstance(raw.get("request"), dict):
+            raise bad_request(f"{where} has no request", [f"{where}.request"])
+        request = raw["request"]
+        self.index = index
+        self.where = where
+        self.method = str(request.get("method", "")).upper()
+        if self.method not in _ORDER:
+            raise bad_request(
+                f"{where}.request.method '{request.get('method')}' is not one of "
+                "GET, POST, PUT, PATCH, DELETE",
+                [f"{where}.request.method"],
+            )
+        url = request.get("url")
+        if not isinstance(url, str) or not url:
+            raise bad_request(f"{where}.request.url is missing", [f"{where}.request.url"])
+        if url.startswith(base + "/"):
+            url = url[len(base) + 1 :]
+        parts = urlsplit(url)
+        self.query = parts.query
+        segments = [s for s in parts.path.strip("/").split("/") if s]
+        if not segments:
+            raise bad_request(
+                f"{where}.request.url names no resource type", [f"{where}.request.url"]
+            )
+        self.type = segments[0]
+        self.id = segments[1] if len(segments) > 1 else None
+        self.version = segments[3] if len(segments) > 3 and segments[2] == "_history" else None
+        self.full_url = raw.get("fullUrl") if isinstance(raw.get("fullUrl"), str) else None
+        self.resource = raw.get("resource")
+        self.if_match = parse_etag(request.get("ifMatch"))
+        self.if_none_exist = request.get("ifNoneExist")
+        self.assigned_id: str | None = None
+        self.existing: Result | None = None
+
+
+def _rewrite(node: Any, mapping: dict[str, str]) -> Any:
+    """Replace urn:uuid (and other fullUrl) references by the ids they were given."""
+    if isinstance(node, dict):
+        out = {}
+        for key, value in node.items():
+            if key == "reference" and isinstance(value, str) and value in mapping:
+                out[key] = mapping[value]
+            else:
+                out[key] = _rewrite(value, mapping)
+        return out
+    if isinstance(node, list):
+        return [_rewrite(item, mapping) for item in node]
+    return node
+
+
+def _patch_operations(entry: Entry) -> Any:
+    resource = entry.resource
+    if isinstance(resource, dict) and resource.get("resourceType") == "Binary":
+        try:
+            return orjson.loads(base64.b64decode(resource.get("data", ""), validate=True))
+        except (binascii.Error, orjson.JSONDecodeError, ValueError):
+            raise bad_request(
+                f"{entry.where}.resource: Binary.data is not a base64 JSON Patch",
+                [f"{entry.where}.resource.data"],
+            ) from None
+    raise bad_request(
+        f"{entry.where}: a PATCH entry carries its JSON Patch in a Binary resource",
+        [f"{entry.where}.resource"],
+    )
+
+
+class BundleProcessor:
+    """Runs transaction and batch Bundles through the same interactions as the REST API."""
+
+    def __init__(
+        self, interactions: Interactions, database: Database, strict: Callable[[], bool]
+    ) -> None:
+        self.interactions = interactions
+        self.database = database
+        self.strict = strict
+
+    def process(self, bundle: Any, base: str, return_pref: str | None) -> dict[str, Any]:
+        """Process a transaction or batch Bundle and build its response Bundle."""
+        if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+            raise bad_request("POST to the base takes a Bundle", ["resourceType"])
+        kind = bundle.get("type")
+        if kind not in ("transaction", "batch"):
+            raise FHIRError(
+                422,
+                f"Bundle.type must be transaction or batch, not '{kind}'",
+                code="invalid",
+                expression=["Bundle.type"],
+            )
+        raw_entries = bundle.get("entry") or []
+        if not isinstance(raw_entries, list):
+            raise bad_request("Bundle.entry must be an array", ["Bundle.entry"])
+        if kind == "transaction":
+            entries = [Entry(i, raw, base) for i, raw in enumerate(raw_entries)]
+            results = self._transaction(entries, base)
+            pairs = zip(entries, results, strict=True)
+            rendered = [self._render(e, r, base, return_pref) for e, r in pairs]
+        else:
+            rendered = [
+                self._batch_entry(i, raw, base, return_pref) for i, raw in enumerate(raw_entries)
+            ]
+        return {
+            "resourceType": "Bundle",
+            "type": f"{kind}-response",
+            "entry": rendered,
+        }
+
+    def _transaction(self, entries: list[Entry], base: str) -> list[Result]:
+        results: list[Result | None] = [None] * len(entries)
+        with self.database.write() as session:
+            mapping = self._assign_ids(session, entries)
+            for entry in entries:
+                if mapping and entry.resource is not None:
+                    entry.resource = _rewrite(entry.resource, mapping)
+            for entry in sorted(entries, key=lambda e: (_ORDER[e.method], e.index)):
+                try:
+                    results[entry.index] = self._execute(session, entry, base)
+                except FHIRError as exc:
+                    raise _locate(exc, entry) from None
+        return [r for r in results if r is not None]
+
+    def _assign_ids(self, session: Session, entries: list[Entry]) -> dict[str, str]:
+        mapping: dict[str, str] = {}
+        for entry in entries:
+            if entry.method != "POST":
+                continue
+            try:
+                self.interactions.writable(entry.type)
+                if entry.if_none_exist:
+                    found = self.interactions.match_for_condition(
+                        session, entry.type, entry.if_none_exist
+                    )
+                    if found is not None:
+                        entry.existing = Result(200, found)
+                        entry.assigned_id = found.id
+                entry.assigned_id = entry.assigned_id or str(uuid.uuid4())
+            except FHIRError as exc:
+                raise _locate(exc, entry) from None
+            if entry.full_url:
+                mapping[entry.full_url] = f"{entry.type}/{entry.assigned_id}"
+        return mapping
+
+    def _execute(self, session: Session, entry: Entry, base: str) -> Result:
+        ix = self.interactions
+        if entry.method == "POST":
+            if entry.existing is not None:
+                return entry.existing
+            if entry.id is not None:
+                raise bad_request(f"{entry.where}: POST goes to a type, not an id")
+            return ix.create(
+                session,
+                entry.type,
+                entry.resource,
+                assigned_id=entry.assigned_id,
+                # In a transaction conditions were settled while assigning ids.
+                if_none_exist=None if entry.assigned_id else entry.if_none_exist,
+            )
+        if entry.method == "PUT":
+            if entry.id is None:
+                return ix.conditional_update(
+                    session, entry.type, entry.query, entry.resource, if_match=entry.if_match
+                )
+            return ix.update(session, entry.type, entry.id, entry.resource, if_match=entry.if_match)
+        if entry.method == "PATCH":
+            if entry.id is None:
+                raise bad_request(f"{entry.where}: PATCH needs Type/id")
+            return ix.patch(
+                session, entry.type, entry.id, _patch_operations(entry), if_match=entry.if_match
+            )
+        if entry.method == "DELETE":
+            if entry.id is None:
+                return ix.conditional_delete(session, entry.type, entry.query)
+            return ix.delete(session, entry.type, entry.id)
+        # GET / HEAD
+        if entry.id is None:
+            found = ix.search(
+                session,
+                entry.type,
+                parse_qsl(entry.query, keep_blank_values=True),
+                strict=self.strict(),
+            )
+            has_next = (
+                found.total is None or found.query.offset + len(found.resources) < found.total
+            )
+            body = searchset(
+                base,
+                found.query,
+                found.resources,
+                found.total,
+                found.included,
+                has_next and len(found.resources) == found.query.count,
+            )
+            return Result(200, body=body)
+        if entry.version is not None:
+            return ix.vread(session, entry.type, entry.id, entry.version)
+        return ix.read(session, entry.type, entry.id)
+
+    def _batch_entry(
+        self, index: int, raw: Any, base: str, return_pref: str | None
+    ) -> dict[str, Any]:
+        try:
+            entry = Entry(index, raw, base)
+            with self.database.write() as session:
+                result = self._execute(session, entry, base)
+            return self._render(entry, result, base, return_pref)
+        except FHIRError as exc:
+            return {"response": {"status": _status_line(exc.status), "outcome": exc.outcome()}}
+
+    @staticmethod
+    def _render(entry: Entry, result: Result, base: str, return_pref: str | None) -> dict[str, Any]:
+        response: dict[str, Any] = {"status": _status_line(result.status)}
+        rendered: dict[str, Any] = {}
+        stored = result.stored
+        if stored is not None:
+            rendered["fullUrl"] = f"{base}/{stored.type}/{stored.id}"
+            response["location"] = f"{stored.type}/{stored.id}/_history/{stored.version_id}"
+            response["etag"] = stored.etag
+            response["lastModified"] = format_instant(stored.last_updated)
+            if return_pref != "minimal" and stored.resource is not None:
+                rendered["resource"] = stored.resource
+        elif result.body is not None:
+            rendered["resource"] = result.body
+        rendered["response"] = response
+        return rendered
+
+
+def _locate(exc: FHIRError, entry: Entry) -> FHIRError:
+    """Point an error at the entry that caused it."""
+    for item in exc.issues:
+        if not item["diagnostics"].startswith("Bundle.entry["):
+            item["diagnostics"] = f"{entry.where}: {item['diagnostics']}"
+        item["expression"] = [
+            f"{entry.where}.resource.{e.split('.', 1)[1]}" if "." in e else f"{entry.where}"
+            for e in item.get("expression", [entry.where])
+        ]
+    return exc

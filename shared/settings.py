@@ -1,0 +1,47 @@
+"""Service settings: one class per service, each with its own environment prefix."""
+
+from __future__ import annotations
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    """Settings every FHIR service shares; subclasses set the name, port and env prefix."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    service_name: str = "service"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # FHIR base path under which every interaction is mounted.
+    base_path: str = "/fhir"
+    # Empty means the embedded SQLite file var/<service>.db.
+    database_url: str = ""
+    data_dir: str = "var"
+    max_body_bytes: int = 1024 * 1024
+    default_page_size: int = 50
+    max_page_size: int = 1000
+    # Run alembic upgrade at start; a Kubernetes Job can do it instead and switch this off.
+    migrate_on_start: bool = True
+    log_level: str = "info"
+
+    def resolved_database_url(self) -> str:
+        """The SQLAlchemy URL to use: the configured one or the embedded SQLite file."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir}/{self.service_name}.db"
+
+
+def settings_class(name: str, port: int) -> type[ServiceSettings]:
+    """Build the settings class of one service, reading `<NAME>_*` environment variables."""
+    prefix = f"{name.upper()}_"
+    return type(
+        f"{name.title()}Settings",
+        (ServiceSettings,),
+        {
+            "__annotations__": {"service_name": str, "port": int},
+            "service_name": name,
+            "port": port,
+            "model_config": SettingsConfigDict(env_prefix=prefix, extra="ignore"),
+        },
+    )

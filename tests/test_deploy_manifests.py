@@ -1,0 +1,763 @@
+"""Offline checks of the deployment files: Dockerfile, docker-compose.yml, deploy/k8s/.
+
+Nothing here needs Docker or a cluster: the files are parsed with PyYAML and
+cross-checked against each other and against the repository layout. Each
+checker returns a list of problems, so the self-tests at the end can feed it
+broken input and prove that it really fails.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+K8S_DIR = ROOT / "deploy" / "k8s"
+KUSTOMIZATION = K8S_DIR / "kustomization.yaml"
+SECRET_EXAMPLE = K8S_DIR / "secret.example.yaml"
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+DOCKERIGNORE = ROOT / ".dockerignore"
+
+# service name -> port, as decided for the application.
+SERVICES: dict[str, int] = {"intake": 8001, "scheduling": 8002, "outcomes": 8003}
+SHARED_ENV = frozenset({"KAFKA_BOOTSTRAP_SERVERS"})
+APP_IMAGE = "clinical-fhir"
+SERVICE_MODULE = re.compile(r"^services\.([A-Za-z_][A-Za-z0-9_]*)$")
+WORKLOAD_KINDS = frozenset({"Deployment", "StatefulSet"})
+
+_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+Doc = dict[str, Any]
+
+
+# --------------------------------------------------------------------------- #
+# loading
+
+
+@functools.cache
+def load_documents(path: Path) -> tuple[Any, ...]:
+    """All non-empty YAML documents of a file."""
+    with path.open(encoding="utf-8") as handle:
+        return tuple(doc for doc in yaml.load_all(handle, Loader=_LOADER) if doc)
+
+
+def all_yaml_files() -> list[Path]:
+    """Every YAML file this test module is responsible for."""
+    files = sorted((ROOT / "deploy").rglob("*.yaml")) + sorted(
+        (ROOT / "deploy").rglob("*.yml")
+    )
+    return [*files, COMPOSE_FILE]
+
+
+def kustomization() -> Doc:
+    """The parsed deploy/k8s/kustomization.yaml."""
+    (doc,) = load_documents(KUSTOMIZATION)
+    return doc
+
+
+def kustomize_resource_paths() -> list[Path]:
+    """The files listed under `resources:` in the kustomization."""
+    return [K8S_DIR / entry for entry in kustomization().get("resources", [])]
+
+
+def k8s_docs() -> list[Doc]:
+    """Every object that `kubectl apply -k deploy/k8s` creates."""
+    return [
+        doc
+        for path in kustomize_resource_paths()
+        if path.is_file()
+        for doc in load_documents(path)
+    ]
+
+
+def of_kind(docs: list[Doc], kind: str) -> list[Doc]:
+    """The documents of one kind."""
+    return [doc for doc in docs if doc.get("kind") == kind]
+
+
+def name_of(doc: Doc) -> str:
+    """metadata.name, or '' when missing."""
+    return str((doc.get("metadata") or {}).get("name", ""))
+
+
+def pod_spec(workload: Doc) -> Doc:
+    """spec.template.spec of a Deployment/StatefulSet."""
+    return workload.get("spec", {}).get("template", {}).get("spec", {}) or {}
+
+
+def all_containers(workload: Doc) -> list[Doc]:
+    """initContainers followed by containers."""
+    spec = pod_spec(workload)
+    return [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
+
+
+def iter_secret_key_refs(docs: list[Doc]) -> Iterator[tuple[str, str, str]]:
+    """(env var name, secret name, key) for every secretKeyRef in the workloads."""
+    for workload in docs:
+        if workload.get("kind") not in WORKLOAD_KINDS:
+            continue
+        for container in all_containers(workload):
+            for env in container.get("env") or []:
+                ref = (env.get("valueFrom") or {}).get("secretKeyRef")
+                if ref is not None:
+                    yield env.get("name", ""), ref.get("name", ""), ref.get("key", "")
+
+
+def deployment_for(name: str) -> Doc:
+    """The Deployment of one service."""
+    matches = [d for d in of_kind(k8s_docs(), "Deployment") if name_of(d) == name]
+    assert len(matches) == 1, f"expected exactly one Deployment {name!r}"
+    return matches[0]
+
+
+# --------------------------------------------------------------------------- #
+# checkers (each returns a list of human-readable problems)
+
+
+def identity_problems(doc: Any) -> list[str]:
+    """A Kubernetes object needs apiVersion, kind and metadata.name."""
+    if not isinstance(doc, dict):
+        return [f"not a mapping: {doc!r:.60}"]
+    problems = [
+        f"missing {field}"
+        for field in ("apiVersion", "kind")
+        if not isinstance(doc.get(field), str) or not doc.get(field)
+    ]
+    if not name_of(doc):
+        problems.append(f"{doc.get('kind', '?')} without metadata.name")
+    return problems
+
+
+def container_port_refs(container: Doc) -> set[str | int]:
+    """Names and numbers by which a probe may refer to a container port."""
+    refs: set[str | int] = set()
+    for port in container.get("ports") or []:
+        refs.add(port["containerPort"])
+        if "name" in port:
+            refs.add(port["name"])
+    return refs
+
+
+def probe_problems(workload: Doc) -> list[str]:
+    """Liveness/startup on /healthz, readiness on /readyz, on an exposed port."""
+    expected = {
+        "livenessProbe": "/healthz",
+        "startupProbe": "/healthz",
+        "readinessProbe": "/readyz",
+    }
+    problems: list[str] = []
+    for container in pod_spec(workload).get("containers") or []:
+        label = f"{name_of(workload)}/{container.get('name')}"
+        ports = container_port_refs(container)
+        for probe_name, path in expected.items():
+            http_get = (container.get(probe_name) or {}).get("httpGet")
+            if http_get is None:
+                problems.append(f"{label}: no httpGet {probe_name}")
+                continue
+            if http_get.get("path") != path:
+                problems.append(f"{label}: {probe_name} path is {http_get.get('path')}")
+            if http_get.get("port") not in ports:
+                problems.append(
+                    f"{label}: {probe_name} port {http_get.get('port')!r} "
+                    f"is not one of the container ports {sorted(map(str, ports))}"
+                )
+    return problems
+
+
+def module_problems(module: str, root: Path = ROOT) -> list[str]:
+    """`services.<name>` must be a valid module name whose folder exists."""
+    match = SERVICE_MODULE.match(module)
+    if match is None or not match.group(1).isidentifier():
+        return [f"{module!r} is not of the form services.<name>"]
+    if not (root / "services" / match.group(1)).is_dir():
+        return [f"{module!r}: folder services/{match.group(1)}/ does not exist"]
+    return []
+
+
+def command_problems(command: Any, action: str, service: str) -> list[str]:
+    """`python -m services.<service> <action>`, with the module on disk."""
+    if not isinstance(command, list) or len(command) != 4:
+        return [f"command {command!r} is not [python, -m, services.<name>, action]"]
+    python, flag, module, verb = command
+    problems = module_problems(module)
+    if (python, flag) != ("python", "-m"):
+        problems.append(f"command {command!r} does not start with python -m")
+    if module != f"services.{service}":
+        problems.append(f"command runs {module!r}, expected services.{service}")
+    if verb != action:
+        problems.append(f"command action is {verb!r}, expected {action!r}")
+    return problems
+
+
+def hardening_problems(workload: Doc) -> list[str]:
+    """Non-root, read-only root fs with an emptyDir /tmp, resources, no links."""
+    spec = pod_spec(workload)
+    problems: list[str] = []
+    if (spec.get("securityContext") or {}).get("runAsNonRoot") is not True:
+        problems.append("pod securityContext.runAsNonRoot is not true")
+    if spec.get("enableServiceLinks") is not False:
+        problems.append("enableServiceLinks is not false (INTAKE_PORT=tcp://... clash)")
+    empty_dirs = {
+        volume["name"] for volume in spec.get("volumes") or [] if "emptyDir" in volume
+    }
+    for container in all_containers(workload):
+        label = container.get("name")
+        security = container.get("securityContext") or {}
+        if security.get("readOnlyRootFilesystem") is not True:
+            problems.append(f"{label}: readOnlyRootFilesystem is not true")
+        if security.get("allowPrivilegeEscalation") is not False:
+            problems.append(f"{label}: allowPrivilegeEscalation is not false")
+        tmp_mounts = [
+            mount
+            for mount in container.get("volumeMounts") or []
+            if mount.get("mountPath") == "/tmp"
+        ]
+        if not tmp_mounts or tmp_mounts[0].get("name") not in empty_dirs:
+            problems.append(f"{label}: /tmp is not an emptyDir mount")
+        resources = container.get("resources") or {}
+        for section in ("requests", "limits"):
+            missing = {"cpu", "memory"} - set(resources.get(section) or {})
+            if missing:
+                problems.append(f"{label}: resources.{section} lacks {sorted(missing)}")
+    return problems
+
+
+def secret_ref_problems(docs: list[Doc], secrets: list[Doc]) -> list[str]:
+    """Every secretKeyRef must name a Secret and key shipped in the example."""
+    available: dict[str, set[str]] = {}
+    for secret in of_kind(secrets, "Secret"):
+        keys = set(secret.get("data") or {}) | set(secret.get("stringData") or {})
+        available.setdefault(name_of(secret), set()).update(keys)
+    return [
+        f"{env}: secret {name!r} key {key!r} is not in secret.example.yaml"
+        for env, name, key in iter_secret_key_refs(docs)
+        if key not in available.get(name, set())
+    ]
+
+
+def env_prefix_problems(service: str, names: list[str]) -> list[str]:
+    """Env var names must carry the service prefix (or be a shared one)."""
+    prefix = f"{service.upper()}_"
+    return [
+        f"{service}: env var {name!r} lacks prefix {prefix}"
+        for name in names
+        if not name.startswith(prefix) and name not in SHARED_ENV
+    ]
+
+
+def compose_env_names(service: Doc) -> list[str]:
+    """Names of a compose service's environment, in dict or list form."""
+    environment = service.get("environment") or {}
+    if isinstance(environment, dict):
+        return [str(name) for name in environment]
+    return [str(item).split("=", 1)[0] for item in environment]
+
+
+def compose_depends_on(service: Doc) -> dict[str, str | None]:
+    """depends_on as {name: condition}, from the list or the mapping form."""
+    depends = service.get("depends_on") or {}
+    if isinstance(depends, list):
+        return {str(name): None for name in depends}
+    return {str(name): (spec or {}).get("condition") for name, spec in depends.items()}
+
+
+def compose_host_ports(service: Doc) -> list[str]:
+    """Published host ports of a compose service (short and long syntax)."""
+    published: list[str] = []
+    for port in service.get("ports") or []:
+        if isinstance(port, dict):
+            if port.get("published") is not None:
+                published.append(str(port["published"]))
+            continue
+        parts = str(port).split("/", 1)[0].split(":")
+        if len(parts) >= 2:
+            published.append(parts[-2])
+    return published
+
+
+def compose_problems(compose: Doc) -> list[str]:
+    """depends_on targets, unique host ports, env prefixes, healthchecks."""
+    services: dict[str, Doc] = compose.get("services") or {}
+    problems: list[str] = []
+    seen_ports: dict[str, str] = {}
+    for name, service in services.items():
+        for target, condition in compose_depends_on(service).items():
+            if target not in services:
+                problems.append(f"{name}: depends_on unknown service {target!r}")
+                continue
+            if condition != "service_healthy":
+                problems.append(f"{name}: depends_on {target} is not service_healthy")
+            if "healthcheck" not in services[target]:
+                problems.append(
+                    f"{name}: depends_on {target}, which has no healthcheck"
+                )
+        for port in compose_host_ports(service):
+            if port in seen_ports:
+                problems.append(
+                    f"{name}: host port {port} also used by {seen_ports[port]}"
+                )
+            seen_ports[port] = name
+        if name in SERVICES:
+            problems += env_prefix_problems(name, compose_env_names(service))
+            problems += command_problems(service.get("command"), "serve", name)
+            if "healthcheck" not in service:
+                problems.append(f"{name}: no healthcheck")
+    return problems
+
+
+def dockerfile_instructions(text: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, with comments and continuations folded."""
+    logical: list[str] = []
+    current = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("#") or (not line and not current):
+            continue
+        if line.endswith("\\"):
+            current += line[:-1] + " "
+            continue
+        logical.append(current + line)
+        current = ""
+    if current:
+        logical.append(current)
+    pairs = []
+    for line in logical:
+        instruction, _, arguments = line.partition(" ")
+        pairs.append((instruction.upper(), arguments.strip()))
+    return pairs
+
+
+def dockerfile_user_problems(text: str) -> list[str]:
+    """The final USER must exist and must not be root (name or UID 0)."""
+    users = [
+        args
+        for instruction, args in dockerfile_instructions(text)
+        if instruction == "USER"
+    ]
+    if not users:
+        return ["Dockerfile has no USER instruction (runs as root)"]
+    user = users[-1].split(":", 1)[0].strip()
+    if user in {"root", "0", ""}:
+        return [f"Dockerfile's final USER is {users[-1]!r}"]
+    return []
+
+
+# --------------------------------------------------------------------------- #
+# YAML files and Kubernetes objects
+
+
+@pytest.mark.parametrize(
+    "path", all_yaml_files(), ids=lambda p: str(p.relative_to(ROOT))
+)
+def test_yaml_file_parses(path: Path) -> None:
+    assert path.is_file(), f"{path} is missing"
+    assert load_documents(path), f"{path} has no YAML documents"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [p for p in sorted(K8S_DIR.glob("*.yaml")) if p != KUSTOMIZATION],
+    ids=lambda p: p.name,
+)
+def test_every_k8s_document_is_identified(path: Path) -> None:
+    problems = [
+        f"doc {index}: {problem}"
+        for index, doc in enumerate(load_documents(path))
+        for problem in identity_problems(doc)
+    ]
+    assert not problems, problems
+
+
+def test_kustomization_lists_existing_files_and_no_secrets() -> None:
+    resources = kustomization().get("resources", [])
+    assert resources, "kustomization.yaml lists no resources"
+    missing = [str(p) for p in kustomize_resource_paths() if not p.is_file()]
+    assert not missing, f"kustomization lists missing files: {missing}"
+    assert len(set(resources)) == len(resources), "duplicate kustomization resources"
+    assert SECRET_EXAMPLE.name not in resources, (
+        "secret.example.yaml must not be applied"
+    )
+    assert not of_kind(k8s_docs(), "Secret"), "Secrets must be created out of band"
+
+
+def test_every_manifest_file_is_in_the_kustomization() -> None:
+    listed = set(kustomize_resource_paths())
+    forgotten = [
+        p.name
+        for p in K8S_DIR.glob("*.yaml")
+        if p not in listed and p not in {KUSTOMIZATION, SECRET_EXAMPLE}
+    ]
+    assert not forgotten, f"manifests not listed in kustomization.yaml: {forgotten}"
+
+
+def test_object_names_are_unique_per_kind() -> None:
+    keys = [(doc["kind"], name_of(doc)) for doc in k8s_docs()]
+    duplicates = sorted({key for key in keys if keys.count(key) > 1})
+    assert not duplicates, duplicates
+
+
+@pytest.mark.parametrize("service", sorted(SERVICES))
+def test_deployment_probes(service: str) -> None:
+    problems = probe_problems(deployment_for(service))
+    assert not problems, problems
+
+
+@pytest.mark.parametrize("service", sorted(SERVICES))
+def test_deployment_commands_and_migrate_init_container(service: str) -> None:
+    deployment = deployment_for(service)
+    spec = pod_spec(deployment)
+    init = spec.get("initContainers") or []
+    main = spec.get("containers") or []
+    assert len(main) == 1, f"{service}: expected one app container"
+    assert init, f"{service}: no migrate initContainer"
+    problems = command_problems(main[0].get("command"), "serve", service)
+    problems += command_problems(init[0].get("command"), "migrate", service)
+    port = [p["containerPort"] for p in main[0].get("ports") or []]
+    if port != [SERVICES[service]]:
+        problems.append(
+            f"{service}: container ports {port}, expected [{SERVICES[service]}]"
+        )
+    assert not problems, problems
+
+
+@pytest.mark.parametrize("service", sorted(SERVICES))
+def test_deployment_hardening_and_replicas(service: str) -> None:
+    deployment = deployment_for(service)
+    assert deployment["spec"].get("replicas") == 2
+    problems = hardening_problems(deployment)
+    assert not problems, problems
+
+
+@pytest.mark.parametrize("service", sorted(SERVICES))
+def test_deployment_env_comes_from_configmap_and_secret(service: str) -> None:
+    deployment = deployment_for(service)
+    configmaps = {name_of(cm): cm for cm in of_kind(k8s_docs(), "ConfigMap")}
+    problems: list[str] = []
+    for container in all_containers(deployment):
+        names = [env["name"] for env in container.get("env") or []]
+        for source in container.get("envFrom") or []:
+            ref = (source.get("configMapRef") or {}).get("name")
+            if ref not in configmaps:
+                problems.append(
+                    f"{container['name']}: ConfigMap {ref!r} does not exist"
+                )
+                continue
+            names += list(configmaps[ref].get("data") or {})
+            migrate = (
+                configmaps[ref]
+                .get("data", {})
+                .get(f"{service.upper()}_MIGRATE_ON_START")
+            )
+            if migrate != "false":
+                problems.append(f"{ref}: MIGRATE_ON_START must be 'false' in k8s")
+        problems += env_prefix_problems(service, names)
+        database_url = f"{service.upper()}_DATABASE_URL"
+        secret_envs = {env for env, _, _ in iter_secret_key_refs([deployment])}
+        if database_url not in secret_envs:
+            problems.append(
+                f"{container['name']}: {database_url} is not a secretKeyRef"
+            )
+    assert not problems, problems
+
+
+def test_secret_key_refs_match_secret_example() -> None:
+    refs = list(iter_secret_key_refs(k8s_docs()))
+    assert refs, "no secretKeyRef found in the workloads"
+    problems = secret_ref_problems(k8s_docs(), list(load_documents(SECRET_EXAMPLE)))
+    assert not problems, problems
+
+
+def test_services_select_pods_and_target_named_ports() -> None:
+    docs = k8s_docs()
+    workloads = [doc for doc in docs if doc.get("kind") in WORKLOAD_KINDS]
+    problems: list[str] = []
+    for service in of_kind(docs, "Service"):
+        selector = service["spec"].get("selector") or {}
+        targets = [
+            w
+            for w in workloads
+            if selector
+            and selector.items()
+            <= (w["spec"]["template"]["metadata"]["labels"]).items()
+        ]
+        if not targets:
+            problems.append(f"Service {name_of(service)} selects no workload")
+            continue
+        ports: set[str | int] = set()
+        for workload in targets:
+            for container in pod_spec(workload).get("containers") or []:
+                ports |= container_port_refs(container)
+        for port in service["spec"].get("ports") or []:
+            if port.get("targetPort", port.get("port")) not in ports:
+                problems.append(f"Service {name_of(service)}: bad targetPort {port}")
+    for name in SERVICES:
+        if name not in {name_of(s) for s in of_kind(docs, "Service")}:
+            problems.append(f"no Service named {name}")
+    assert not problems, problems
+
+
+def test_pod_disruption_budgets_cover_each_service() -> None:
+    docs = k8s_docs()
+    covered = set()
+    for pdb in of_kind(docs, "PodDisruptionBudget"):
+        selector = pdb["spec"]["selector"]["matchLabels"]
+        for deployment in of_kind(docs, "Deployment"):
+            if (
+                selector.items()
+                <= deployment["spec"]["selector"]["matchLabels"].items()
+            ):
+                covered.add(name_of(deployment))
+    assert covered >= set(SERVICES), (
+        f"services without a PDB: {set(SERVICES) - covered}"
+    )
+
+
+def test_kafka_statefulset_has_headless_service() -> None:
+    docs = k8s_docs()
+    (kafka,) = [s for s in of_kind(docs, "StatefulSet") if name_of(s) == "kafka"]
+    headless = {
+        name_of(s)
+        for s in of_kind(docs, "Service")
+        if s["spec"].get("clusterIP") == "None"
+    }
+    assert kafka["spec"]["serviceName"] in headless
+    (container,) = pod_spec(kafka)["containers"]
+    assert container["image"].startswith("apache/kafka:")
+    assert pod_spec(kafka).get("enableServiceLinks") is False
+    env = {e["name"]: e.get("value") for e in container.get("env") or []}
+    assert "broker" in env.get("KAFKA_PROCESS_ROLES", "")
+    assert "controller" in env.get("KAFKA_PROCESS_ROLES", "")
+    assert env.get("CLUSTER_ID"), "KRaft needs CLUSTER_ID"
+    assert kafka["spec"].get("volumeClaimTemplates"), "Kafka data must be persistent"
+
+
+def test_ingress_routes_prefixes_with_forwarded_prefix() -> None:
+    docs = k8s_docs()
+    services = {name_of(s): s for s in of_kind(docs, "Service")}
+    routed: dict[str, str] = {}
+    problems: list[str] = []
+    for ingress in of_kind(docs, "Ingress"):
+        annotations = ingress["metadata"].get("annotations") or {}
+        prefix = annotations.get("nginx.ingress.kubernetes.io/x-forwarded-prefix")
+        for rule in ingress["spec"].get("rules") or []:
+            for path in rule["http"]["paths"]:
+                backend = path["backend"]["service"]
+                target = services.get(backend["name"])
+                if target is None:
+                    problems.append(f"{name_of(ingress)}: no Service {backend['name']}")
+                    continue
+                port_refs = {p.get("name") for p in target["spec"]["ports"]} | {
+                    p["port"] for p in target["spec"]["ports"]
+                }
+                wanted = backend["port"].get("name", backend["port"].get("number"))
+                if wanted not in port_refs:
+                    problems.append(
+                        f"{name_of(ingress)}: Service port {wanted} unknown"
+                    )
+                first_segment = (
+                    "/" + path["path"].lstrip("/").split("(")[0].split("/")[0]
+                )
+                if prefix != first_segment:
+                    problems.append(
+                        f"{name_of(ingress)}: x-forwarded-prefix {prefix!r} "
+                        f"does not match path {path['path']!r}"
+                    )
+                routed[first_segment] = backend["name"]
+    assert not problems, problems
+    assert routed == {f"/{name}": name for name in SERVICES}
+
+
+# --------------------------------------------------------------------------- #
+# docker-compose.yml
+
+
+def compose() -> Doc:
+    """The parsed docker-compose.yml."""
+    (doc,) = load_documents(COMPOSE_FILE)
+    return doc
+
+
+def test_compose_is_consistent() -> None:
+    problems = compose_problems(compose())
+    assert not problems, problems
+
+
+def test_compose_has_backing_services_and_app_ports() -> None:
+    services = compose()["services"]
+    assert str(services["postgres"]["image"]).startswith("postgres:15")
+    assert str(services["kafka"]["image"]).startswith("apache/kafka:")
+    for name, port in SERVICES.items():
+        assert compose_host_ports(services[name]) == [str(port)], name
+        assert set(compose_depends_on(services[name])) >= {"postgres", "kafka"}, name
+
+
+def test_compose_passwords_come_from_the_environment() -> None:
+    problems: list[str] = []
+    urls = 0
+    for name, service in compose()["services"].items():
+        environment = service.get("environment") or {}
+        assert isinstance(environment, dict), f"{name}: use the mapping form"
+        for key, value in environment.items():
+            if "PASSWORD" in key and not str(value).startswith("${"):
+                problems.append(f"{name}: {key} is hard-coded")
+            if str(key).endswith("_DATABASE_URL"):
+                urls += 1
+                if "${POSTGRES_PASSWORD" not in str(value):
+                    problems.append(f"{name}: {key} has a literal password")
+    assert urls == len(SERVICES), "each service needs a *_DATABASE_URL"
+    assert not problems, problems
+
+
+def test_postgres_init_creates_one_database_per_service() -> None:
+    mounts = " ".join(map(str, compose()["services"]["postgres"].get("volumes") or []))
+    init = re.search(r"\./(deploy/[\w.-]+\.sql):", mounts)
+    assert init, "postgres has no init script mounted from deploy/"
+    sql = (ROOT / init.group(1)).read_text(encoding="utf-8")
+    created = set(re.findall(r"(?i)create\s+database\s+(\w+)", sql))
+    assert created >= set(SERVICES)
+    for name in SERVICES:
+        url = compose()["services"][name]["environment"][f"{name.upper()}_DATABASE_URL"]
+        assert url.endswith(f"@postgres:5432/{name}"), url
+
+
+# --------------------------------------------------------------------------- #
+# Dockerfile and .dockerignore
+
+
+def test_dockerfile_runs_as_non_root() -> None:
+    problems = dockerfile_user_problems(DOCKERFILE.read_text(encoding="utf-8"))
+    assert not problems, problems
+
+
+def test_dockerfile_base_healthcheck_and_default_command() -> None:
+    text = DOCKERFILE.read_text(encoding="utf-8")
+    instructions = dockerfile_instructions(text)
+    assert "python:3.11-slim" in text
+    healthchecks = [args for name, args in instructions if name == "HEALTHCHECK"]
+    assert len(healthchecks) == 1 and "/healthz" in healthchecks[0]
+    assert "python" in healthchecks[0] and "curl" not in healthchecks[0]
+    cmds = [args for name, args in instructions if name == "CMD"]
+    assert cmds and "services.intake" in cmds[-1] and "serve" in cmds[-1]
+    assert any(name == "RUN" and "pip install ." in args for name, args in instructions)
+
+
+def test_dockerfile_bakes_in_no_secrets() -> None:
+    for name, args in dockerfile_instructions(DOCKERFILE.read_text(encoding="utf-8")):
+        if name in {"ENV", "ARG"}:
+            assert not re.search(r"(?i)password|secret|token|_DATABASE_URL", args), args
+
+
+def test_dockerignore_excludes_local_state() -> None:
+    entries = {
+        line.strip().rstrip("/")
+        for line in DOCKERIGNORE.read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert {".venv", "var", ".git"} <= entries
+    assert any("__pycache__" in entry for entry in entries)
+
+
+# --------------------------------------------------------------------------- #
+# the checkers themselves must be able to fail
+
+
+def _sample_deployment() -> Doc:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "intake"},
+        "spec": {
+            "template": {
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "intake",
+                            "ports": [{"name": "http", "containerPort": 8001}],
+                            "livenessProbe": {
+                                "httpGet": {"path": "/healthz", "port": 8001}
+                            },
+                            "startupProbe": {
+                                "httpGet": {"path": "/healthz", "port": "http"}
+                            },
+                            "readinessProbe": {
+                                "httpGet": {"path": "/readyz", "port": 9999}
+                            },
+                        }
+                    ]
+                }
+            }
+        },
+    }
+
+
+def test_checkers_reject_broken_k8s_input() -> None:
+    assert identity_problems({"kind": "Service", "metadata": {}})
+    probes = probe_problems(_sample_deployment())
+    assert len(probes) == 1 and "readinessProbe port 9999" in probes[0]
+    assert hardening_problems(_sample_deployment())
+    assert module_problems("services.does_not_exist_here")
+    assert module_problems("services.in-take")
+    assert not module_problems("services.intake")
+    assert command_problems(
+        ["python", "-m", "services.intake", "serve"], "migrate", "intake"
+    )
+    broken_ref = {
+        "kind": "Deployment",
+        "spec": {
+            "template": {
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "x",
+                            "env": [
+                                {
+                                    "name": "INTAKE_DATABASE_URL",
+                                    "valueFrom": {
+                                        "secretKeyRef": {
+                                            "name": "intake-database",
+                                            "key": "nope",
+                                        }
+                                    },
+                                }
+                            ],
+                        }
+                    ]
+                }
+            }
+        },
+    }
+    assert secret_ref_problems([broken_ref], list(load_documents(SECRET_EXAMPLE)))
+
+
+def test_checkers_reject_broken_compose_and_dockerfile() -> None:
+    broken = {
+        "services": {
+            "intake": {
+                "command": ["python", "-m", "services.intake", "serve"],
+                "environment": ["INTAKE_PORT=8001", "SCHEDULING_PORT=8002"],
+                "ports": ["8001:8001"],
+                "depends_on": ["postgres"],
+                "healthcheck": {"test": ["CMD", "true"]},
+            },
+            "scheduling": {
+                "command": ["python", "-m", "services.scheduling", "serve"],
+                "ports": ["127.0.0.1:8001:8002"],
+                "healthcheck": {"test": ["CMD", "true"]},
+            },
+        }
+    }
+    problems = compose_problems(broken)
+    assert any("unknown service 'postgres'" in p for p in problems)
+    assert any("host port 8001" in p for p in problems)
+    assert any("SCHEDULING_PORT" in p for p in problems)
+    assert dockerfile_user_problems("FROM python:3.11-slim\nUSER app\nUSER root\n")
+    assert dockerfile_user_problems("FROM python:3.11-slim\nUSER 0:0\n")
+    assert dockerfile_user_problems('FROM python:3.11-slim\nCMD ["python"]\n')
+    assert not dockerfile_user_problems("FROM python:3.11-slim\nUSER 10001:10001\n")
