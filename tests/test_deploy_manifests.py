@@ -50,9 +50,7 @@ def load_documents(path: Path) -> tuple[Any, ...]:
 
 def all_yaml_files() -> list[Path]:
     """Every YAML file this test module is responsible for."""
-    files = sorted((ROOT / "deploy").rglob("*.yaml")) + sorted(
-        (ROOT / "deploy").rglob("*.yml")
-    )
+    files = sorted((ROOT / "deploy").rglob("*.yaml")) + sorted((ROOT / "deploy").rglob("*.yml"))
     return [*files, COMPOSE_FILE]
 
 
@@ -70,10 +68,7 @@ def kustomize_resource_paths() -> list[Path]:
 def k8s_docs() -> list[Doc]:
     """Every object that `kubectl apply -k deploy/k8s` creates."""
     return [
-        doc
-        for path in kustomize_resource_paths()
-        if path.is_file()
-        for doc in load_documents(path)
+        doc for path in kustomize_resource_paths() if path.is_file() for doc in load_documents(path)
     ]
 
 
@@ -204,9 +199,7 @@ def hardening_problems(workload: Doc) -> list[str]:
         problems.append("pod securityContext.runAsNonRoot is not true")
     if spec.get("enableServiceLinks") is not False:
         problems.append("enableServiceLinks is not false (INTAKE_PORT=tcp://... clash)")
-    empty_dirs = {
-        volume["name"] for volume in spec.get("volumes") or [] if "emptyDir" in volume
-    }
+    empty_dirs = {volume["name"] for volume in spec.get("volumes") or [] if "emptyDir" in volume}
     for container in all_containers(workload):
         label = container.get("name")
         security = container.get("securityContext") or {}
@@ -295,14 +288,10 @@ def compose_problems(compose: Doc) -> list[str]:
             if condition != "service_healthy":
                 problems.append(f"{name}: depends_on {target} is not service_healthy")
             if "healthcheck" not in services[target]:
-                problems.append(
-                    f"{name}: depends_on {target}, which has no healthcheck"
-                )
+                problems.append(f"{name}: depends_on {target}, which has no healthcheck")
         for port in compose_host_ports(service):
             if port in seen_ports:
-                problems.append(
-                    f"{name}: host port {port} also used by {seen_ports[port]}"
-                )
+                problems.append(f"{name}: host port {port} also used by {seen_ports[port]}")
             seen_ports[port] = name
         if name in SERVICES:
             problems += env_prefix_problems(name, compose_env_names(service))
@@ -336,11 +325,7 @@ def dockerfile_instructions(text: str) -> list[tuple[str, str]]:
 
 def dockerfile_user_problems(text: str) -> list[str]:
     """The final USER must exist and must not be root (name or UID 0)."""
-    users = [
-        args
-        for instruction, args in dockerfile_instructions(text)
-        if instruction == "USER"
-    ]
+    users = [args for instruction, args in dockerfile_instructions(text) if instruction == "USER"]
     if not users:
         return ["Dockerfile has no USER instruction (runs as root)"]
     user = users[-1].split(":", 1)[0].strip()
@@ -353,9 +338,7 @@ def dockerfile_user_problems(text: str) -> list[str]:
 # YAML files and Kubernetes objects
 
 
-@pytest.mark.parametrize(
-    "path", all_yaml_files(), ids=lambda p: str(p.relative_to(ROOT))
-)
+@pytest.mark.parametrize("path", all_yaml_files(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_yaml_file_parses(path: Path) -> None:
     assert path.is_file(), f"{path} is missing"
     assert load_documents(path), f"{path} has no YAML documents"
@@ -381,9 +364,7 @@ def test_kustomization_lists_existing_files_and_no_secrets() -> None:
     missing = [str(p) for p in kustomize_resource_paths() if not p.is_file()]
     assert not missing, f"kustomization lists missing files: {missing}"
     assert len(set(resources)) == len(resources), "duplicate kustomization resources"
-    assert SECRET_EXAMPLE.name not in resources, (
-        "secret.example.yaml must not be applied"
-    )
+    assert SECRET_EXAMPLE.name not in resources, "secret.example.yaml must not be applied"
     assert not of_kind(k8s_docs(), "Secret"), "Secrets must be created out of band"
 
 
@@ -421,9 +402,7 @@ def test_deployment_commands_and_migrate_init_container(service: str) -> None:
     problems += command_problems(init[0].get("command"), "migrate", service)
     port = [p["containerPort"] for p in main[0].get("ports") or []]
     if port != [SERVICES[service]]:
-        problems.append(
-            f"{service}: container ports {port}, expected [{SERVICES[service]}]"
-        )
+        problems.append(f"{service}: container ports {port}, expected [{SERVICES[service]}]")
     assert not problems, problems
 
 
@@ -445,25 +424,17 @@ def test_deployment_env_comes_from_configmap_and_secret(service: str) -> None:
         for source in container.get("envFrom") or []:
             ref = (source.get("configMapRef") or {}).get("name")
             if ref not in configmaps:
-                problems.append(
-                    f"{container['name']}: ConfigMap {ref!r} does not exist"
-                )
+                problems.append(f"{container['name']}: ConfigMap {ref!r} does not exist")
                 continue
             names += list(configmaps[ref].get("data") or {})
-            migrate = (
-                configmaps[ref]
-                .get("data", {})
-                .get(f"{service.upper()}_MIGRATE_ON_START")
-            )
+            migrate = configmaps[ref].get("data", {}).get(f"{service.upper()}_MIGRATE_ON_START")
             if migrate != "false":
                 problems.append(f"{ref}: MIGRATE_ON_START must be 'false' in k8s")
         problems += env_prefix_problems(service, names)
         database_url = f"{service.upper()}_DATABASE_URL"
         secret_envs = {env for env, _, _ in iter_secret_key_refs([deployment])}
         if database_url not in secret_envs:
-            problems.append(
-                f"{container['name']}: {database_url} is not a secretKeyRef"
-            )
+            problems.append(f"{container['name']}: {database_url} is not a secretKeyRef")
     assert not problems, problems
 
 
@@ -484,8 +455,7 @@ def test_services_select_pods_and_target_named_ports() -> None:
             w
             for w in workloads
             if selector
-            and selector.items()
-            <= (w["spec"]["template"]["metadata"]["labels"]).items()
+            and selector.items() <= (w["spec"]["template"]["metadata"]["labels"]).items()
         ]
         if not targets:
             problems.append(f"Service {name_of(service)} selects no workload")
@@ -509,23 +479,16 @@ def test_pod_disruption_budgets_cover_each_service() -> None:
     for pdb in of_kind(docs, "PodDisruptionBudget"):
         selector = pdb["spec"]["selector"]["matchLabels"]
         for deployment in of_kind(docs, "Deployment"):
-            if (
-                selector.items()
-                <= deployment["spec"]["selector"]["matchLabels"].items()
-            ):
+            if selector.items() <= deployment["spec"]["selector"]["matchLabels"].items():
                 covered.add(name_of(deployment))
-    assert covered >= set(SERVICES), (
-        f"services without a PDB: {set(SERVICES) - covered}"
-    )
+    assert covered >= set(SERVICES), f"services without a PDB: {set(SERVICES) - covered}"
 
 
 def test_kafka_statefulset_has_headless_service() -> None:
     docs = k8s_docs()
     (kafka,) = [s for s in of_kind(docs, "StatefulSet") if name_of(s) == "kafka"]
     headless = {
-        name_of(s)
-        for s in of_kind(docs, "Service")
-        if s["spec"].get("clusterIP") == "None"
+        name_of(s) for s in of_kind(docs, "Service") if s["spec"].get("clusterIP") == "None"
     }
     assert kafka["spec"]["serviceName"] in headless
     (container,) = pod_spec(kafka)["containers"]
@@ -558,12 +521,8 @@ def test_ingress_routes_prefixes_with_forwarded_prefix() -> None:
                 }
                 wanted = backend["port"].get("name", backend["port"].get("number"))
                 if wanted not in port_refs:
-                    problems.append(
-                        f"{name_of(ingress)}: Service port {wanted} unknown"
-                    )
-                first_segment = (
-                    "/" + path["path"].lstrip("/").split("(")[0].split("/")[0]
-                )
+                    problems.append(f"{name_of(ingress)}: Service port {wanted} unknown")
+                first_segment = "/" + path["path"].lstrip("/").split("(")[0].split("/")[0]
                 if prefix != first_segment:
                     problems.append(
                         f"{name_of(ingress)}: x-forwarded-prefix {prefix!r} "
@@ -680,15 +639,9 @@ def _sample_deployment() -> Doc:
                         {
                             "name": "intake",
                             "ports": [{"name": "http", "containerPort": 8001}],
-                            "livenessProbe": {
-                                "httpGet": {"path": "/healthz", "port": 8001}
-                            },
-                            "startupProbe": {
-                                "httpGet": {"path": "/healthz", "port": "http"}
-                            },
-                            "readinessProbe": {
-                                "httpGet": {"path": "/readyz", "port": 9999}
-                            },
+                            "livenessProbe": {"httpGet": {"path": "/healthz", "port": 8001}},
+                            "startupProbe": {"httpGet": {"path": "/healthz", "port": "http"}},
+                            "readinessProbe": {"httpGet": {"path": "/readyz", "port": 9999}},
                         }
                     ]
                 }
@@ -705,9 +658,7 @@ def test_checkers_reject_broken_k8s_input() -> None:
     assert module_problems("services.does_not_exist_here")
     assert module_problems("services.in-take")
     assert not module_problems("services.intake")
-    assert command_problems(
-        ["python", "-m", "services.intake", "serve"], "migrate", "intake"
-    )
+    assert command_problems(["python", "-m", "services.intake", "serve"], "migrate", "intake")
     broken_ref = {
         "kind": "Deployment",
         "spec": {

@@ -217,6 +217,7 @@ class ResourceStore:
                 f'If-Match W/"{if_match}" does not match the current version '
                 f'W/"{row.version_id}" of {res_type}/{res_id}'
             )
+        was_deleted = bool(row.deleted)
         version_id = row.version_id + 1
         now = max(utcnow(), row.last_updated)
         _stamp(resource, res_id, version_id, now)
@@ -231,7 +232,7 @@ class ResourceStore:
         self._clear_index(session, row.pk)
         self._write_index(session, row.pk, res_type, resource)
         self._notify(session, stored)
-        return stored, row.deleted
+        return stored, was_deleted
 
     def delete(self, session: Session, res_type: str, res_id: str) -> Stored | None:
         """Delete (keeping history); None when it was already deleted; 404 when never known."""

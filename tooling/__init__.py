@@ -1,0 +1,1 @@
+"""Developer tooling: throwaway servers for tests, benchmarks and `make run`."""
