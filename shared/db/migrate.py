@@ -6,6 +6,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import text
 
 from shared.db.engine import Database
 
@@ -24,5 +25,8 @@ def upgrade(database: Database, revision: str = "head") -> None:
     """Bring the database schema up to `revision`."""
     config = alembic_config(database.url)
     with database.write_engine.begin() as connection:
+        if not database.is_sqlite:
+            # Two replicas' init containers may migrate at once: the second waits, then no-ops.
+            connection.execute(text("SELECT pg_advisory_xact_lock(727274)"))
         config.attributes["connection"] = connection
         command.upgrade(config, revision)

@@ -25,6 +25,7 @@ from shared.fhir.http import (
     read_json,
 )
 from shared.fhir.interactions import Interactions, Result, parse_etag
+from shared.fhir.references import ID_PATTERN
 from shared.fhir.registry import Registry, ResourceDef
 from shared.fhir.store import ResourceStore
 from shared.fhir.transaction import BundleProcessor
@@ -118,9 +119,34 @@ def _int_param(request: Request, name: str, default: int, maximum: int) -> int:
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 12):
         raise bad_request(f"'{name}' must be a whole number, not '{raw}'", [name])
     return min(int(raw), maximum)
+
+
+def _known_id(res_type: str, res_id: str) -> str:
+    """An id in a read URL; one that cannot exist in FHIR is simply not found."""
+    if not ID_PATTERN.fullmatch(res_id):
+        raise FHIRError(404, f"{res_type}/{res_id[:80]} is not known", code="not-found")
+    return res_id
+
+
+def _new_id(res_type: str, res_id: str) -> str:
+    """An id a client asks us to write: FHIR ids are 1-64 of A-Z a-z 0-9 - ."""
+    if not ID_PATTERN.fullmatch(res_id):
+        raise bad_request(
+            f"'{res_id[:80]}' is not a valid FHIR id (1-64 of A-Z, a-z, 0-9, '-', '.')",
+            [f"{res_type}.id"],
+        )
+    return res_id
+
+
+def _version(res_type: str, res_id: str, vid: str) -> str:
+    if not (vid.isascii() and vid.isdigit() and len(vid) <= 12):
+        raise FHIRError(
+            404, f"{res_type}/{res_id}/_history/{vid[:20]} is not known", code="not-found"
+        )
+    return vid
 
 
 def build_router(ctx: FHIRContext) -> APIRouter:
@@ -277,7 +303,7 @@ def _type_routes(
 
     async def read(request: Request, id: str) -> Response:
         check_accept(request)
-        result = await in_read(ix.read, res_type, id)
+        result = await in_read(ix.read, res_type, _known_id(res_type, id))
         stored = result.stored
         wanted = request.headers.get("if-none-match")
         if wanted and wanted.strip() in (stored.etag, f'"{stored.version_id}"', "*"):
@@ -288,7 +314,7 @@ def _type_routes(
         check_accept(request)
         body = await read_json(request, limit)
         if_match = parse_etag(request.headers.get("if-match"))
-        result = await in_tx(ix.update, res_type, id, body, if_match=if_match)
+        result = await in_tx(ix.update, res_type, _new_id(res_type, id), body, if_match=if_match)
         return _respond(request, result, base(request))
 
     async def patch(request: Request, id: str) -> Response:
@@ -296,22 +322,25 @@ def _type_routes(
         raw = await read_body(request, limit, {"application/json-patch+json"})
         operations = parse_json(raw)
         if_match = parse_etag(request.headers.get("if-match"))
-        result = await in_tx(ix.patch, res_type, id, operations, if_match=if_match)
+        result = await in_tx(
+            ix.patch, res_type, _known_id(res_type, id), operations, if_match=if_match
+        )
         return _respond(request, result, base(request))
 
     async def delete(request: Request, id: str) -> Response:
         check_accept(request)
-        await in_tx(ix.delete, res_type, id)
+        await in_tx(ix.delete, res_type, _known_id(res_type, id))
         return fhir_response(None, 204)
 
     async def instance_history(request: Request, id: str) -> Response:
         check_accept(request)
-        ix.definition(res_type)
-        return await history_route(request, res_type, id)
+        return await history_route(request, res_type, _known_id(res_type, id))
 
     async def vread(request: Request, id: str, vid: str) -> Response:
         check_accept(request)
-        result = await in_read(ix.vread, res_type, id, vid)
+        result = await in_read(
+            ix.vread, res_type, _known_id(res_type, id), _version(res_type, id, vid)
+        )
         return _respond(request, result, base(request))
 
     path = f"/{res_type}"

@@ -42,6 +42,7 @@ def _paging_links(
     offset: int,
     has_next: bool,
     total: int | None,
+    paged: bool = True,
 ) -> list[dict[str, str]]:
     def link(relation: str, at: int) -> dict[str, str]:
         params = [(k, v) for k, v in applied if k != "_count"] + [("_count", str(count))]
@@ -51,7 +52,7 @@ def _paging_links(
 
     self_params = list(applied) + ([("_offset", str(offset))] if offset else [])
     links = [{"relation": "self", "url": f"{url}?{urlencode(self_params)}" if self_params else url}]
-    if count == 0:
+    if count == 0 or not paged:
         return links
     links.append(link("first", 0))
     if offset > 0:
@@ -71,10 +72,23 @@ def searchset(
     included: list[dict[str, Any]],
     has_next: bool,
 ) -> dict[str, Any]:
-    """A searchset Bundle: matches, then included resources, with self/next links."""
+    """A searchset Bundle: matches, then included resources, with self/next links.
+
+    `has_next` is the caller's guess; the search itself knows (`query.more`) and wins, so
+    the last page never carries a dead `next` link (hapi-fhir #1300).
+    """
     bundle = _bundle("searchset", total)
     url = f"{base}/{query.resource_type}"
-    bundle["link"] = _paging_links(url, query.applied, query.count, query.offset, has_next, total)
+    more = query.more if query.more is not None else has_next
+    bundle["link"] = _paging_links(
+        url,
+        query.applied,
+        query.count,
+        query.offset,
+        more,
+        total,
+        paged=not query.summary_count,
+    )
     if query.summary_count:
         return bundle
     entries = []

@@ -139,6 +139,17 @@ OBSERVATION_PARAMS = (
     ),
 )
 
+# The code systems of `code`-typed elements, implied by the element (FHIR R4 bindings), so
+# that `gender=http://hl7.org/fhir/administrative-gender|female` matches as well as `female`.
+IMPLICIT_SYSTEMS: dict[tuple[str, str], str] = {
+    ("Patient", "gender"): "http://hl7.org/fhir/administrative-gender",
+    ("Appointment", "status"): "http://hl7.org/fhir/appointmentstatus",
+    ("MedicationAdministration", "status"): (
+        "http://terminology.hl7.org/CodeSystem/medication-admin-status"
+    ),
+    ("Observation", "status"): "http://hl7.org/fhir/observation-status",
+}
+
 STANDARD_PARAMS: dict[str, tuple[SearchParam, ...]] = {
     "Patient": PATIENT_PARAMS,
     "Appointment": APPOINTMENT_PARAMS,

@@ -56,10 +56,18 @@ def date_range(value: str) -> tuple[datetime, datetime]:
                 year, month, day, hour, minute, int(parts["S"]), int(digits.ljust(6, "0"))
             )
             width = timedelta(microseconds=10 ** (6 - len(digits)))
-        start -= offset
-        return start, start + width - timedelta(microseconds=1)
+        end = start + (width - timedelta(microseconds=1))
+        return _clamped(start, -offset), _clamped(end, -offset)
     except (ValueError, OverflowError) as exc:
         raise DateFormatError(f"'{value}' is not a valid date: {exc}") from None
+
+
+def _clamped(moment: datetime, by: timedelta) -> datetime:
+    """moment + by, clamped to [MIN, MAX] at the ends of the calendar."""
+    try:
+        return moment + by
+    except OverflowError:
+        return MAX if by > timedelta(0) else MIN
 
 
 def format_instant(moment: datetime) -> str:

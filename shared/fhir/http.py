@@ -57,7 +57,7 @@ def check_accept(request: Request) -> None:
 async def read_body(request: Request, max_bytes: int, allowed: set[str]) -> bytes:
     """The raw body after content-type (415) and size (413) checks."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+    if declared and declared.isascii() and declared.isdigit() and int(declared) > max_bytes:
         raise FHIRError(
             413, f"The body is larger than the limit of {max_bytes} bytes", code="too-costly"
         )

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from shared.fhir.catalogue import IMPLICIT_SYSTEMS
 from shared.fhir.dates import MAX, MIN, DateFormatError, date_range
 from shared.fhir.errors import FHIRError
 from shared.fhir.references import parse_reference
@@ -107,6 +108,8 @@ def index_rows(definition: ResourceDef, resource: dict[str, Any]) -> dict[str, l
 def _rows_for(resource_type: str, param: SearchParam, path: str, value: Any) -> list[dict]:
     base = {"res_type": resource_type, "param": param.name}
     if param.type == "token":
+        if isinstance(value, str):
+            return [{**base, "system": IMPLICIT_SYSTEMS.get((resource_type, path)), "code": value}]
         return [{**base, "system": s, "code": c} for s, c in _tokens(value)]
     if param.type == "string":
         return [{**base, "norm": normalise(s)[:255], "exact": s[:255]} for s in _strings(value)]

@@ -107,21 +107,37 @@ class Interactions:
         resource.pop("id", None)
         return Result(201, self.store.create(session, res_type, resource, res_id=assigned_id))
 
-    def match_for_condition(self, session: Session, res_type: str, condition: str) -> Stored | None:
+    def match_for_condition(
+        self, session: Session, res_type: str, condition: str, *, source: str = "If-None-Exist"
+    ) -> Stored | None:
+        """The single current match of a condition, None for none, 412 for several.
+
+        `source` names where the condition came from (a header, or "url") for error messages.
+        """
         # One lock per type makes "search, then create" atomic against parallel twins.
         self.store.database.lock(session, f"conditional:{res_type}")
-        matches = self.matches(session, res_type, condition)
+        matches = self.matches(session, res_type, condition, source=source)
         if len(matches) > 1:
+            # The condition itself is not echoed: identifiers are patient data.
             raise precondition_failed(
-                f"The condition '{condition}' matches {len(matches)} {res_type} resources"
+                f"The condition matches {len(matches)} {res_type} resources; "
+                "it must select at most one"
             )
         return matches[0] if matches else None
 
-    def matches(self, session: Session, res_type: str, condition: str) -> list[Stored]:
+    def matches(
+        self, session: Session, res_type: str, condition: str, *, source: str = "If-None-Exist"
+    ) -> list[Stored]:
         """Current resources matching a conditional query (at most two are fetched)."""
-        pairs = parse_qsl(condition.lstrip("?"), keep_blank_values=True)
-        if not pairs:
-            raise bad_request("A conditional request needs search parameters", ["If-None-Exist"])
+        query_text = condition.strip()
+        # `If-None-Exist` and `ifNoneExist` may also be written as "Patient?identifier=...".
+        if "?" in query_text:
+            path, query_text = query_text.split("?", 1)
+            if path.rstrip("/").rsplit("/", 1)[-1] not in ("", res_type):
+                raise bad_request(
+                    f"The condition names another resource type than {res_type}", [source]
+                )
+        pairs = parse_qsl(query_text, keep_blank_values=True)
         query = parse_search(
             self.definition(res_type),
             pairs,
@@ -130,7 +146,11 @@ class Interactions:
             max_count=2,
             strict=True,
         )
-        query.count, query.total = 2, "none"
+        if not query.clauses:
+            # Without a criterion every resource of the type would match.
+            raise bad_request("A conditional request needs at least one search criterion", [source])
+        query.count, query.offset, query.total = 2, 0, "none"
+        query.sort, query.includes, query.revincludes = [], [], []
         rows, _ = run_search(session, query, self.definition(res_type))
         return [self.store.read(session, res_type, row.res_id) for row in rows]
 
@@ -148,16 +168,43 @@ class Interactions:
         return Result(201 if created else 200, stored)
 
     def conditional_update(
-        self, session: Session, res_type: str, condition: str, body: Any, *, if_match: int | None
+        self,
+        session: Session,
+        res_type: str,
+        condition: str,
+        body: Any,
+        *,
+        if_match: int | None,
+        assigned_id: str | None = None,
     ) -> Result:
-        """PUT [type]?query: create, update, or 412 for 0, 1, 2+ matches."""
+        """PUT [type]?query: create, update, or 412 for 0, 1, 2+ matches.
+
+        `assigned_id` is the id a create gets when nothing matches and the body names none
+        (a transaction decides it up front to resolve references).
+        """
         self.writable(res_type)
         resource = self._checked(res_type, body)
-        existing = self.match_for_condition(session, res_type, condition)
+        existing = self.match_for_condition(session, res_type, condition, source="url")
         if existing is None:
-            if resource.get("id"):
-                return self.update(session, res_type, resource["id"], resource, if_match=if_match)
-            return Result(201, self.store.create(session, res_type, resource, method="PUT"))
+            body_id = resource.get("id")
+            if body_id:
+                # Update-as-create under the body's id, but never over a resource that the
+                # condition did not select.
+                if self.store.exists(session, res_type, body_id):
+                    raise bad_request(
+                        f"No {res_type} matches the condition, and the body's id names an "
+                        "existing resource that does not match it",
+                        [f"{res_type}.id"],
+                    )
+                return self.update(session, res_type, body_id, resource, if_match=if_match)
+            if if_match is not None:
+                raise precondition_failed(
+                    f'If-Match W/"{if_match}" given but no {res_type} matches the condition'
+                )
+            created = self.store.create(
+                session, res_type, resource, res_id=assigned_id, method="PUT"
+            )
+            return Result(201, created)
         if resource.get("id") not in (None, existing.id):
             raise bad_request(
                 f"The resource id '{resource['id']}' differs from the matched {existing.id}",
@@ -179,7 +226,8 @@ class Interactions:
         self.writable(res_type)
         if not isinstance(operations, list):
             raise bad_request("A JSON Patch body must be an array of operations")
-        current = self.store.read(session, res_type, res_id)
+        # Lock the row: a concurrent writer waits rather than making this patch fail.
+        current = self.store.read(session, res_type, res_id, lock=True)
         if if_match is not None and if_match != current.version_id:
             raise precondition_failed(
                 f'If-Match W/"{if_match}" does not match the current version '
@@ -215,7 +263,7 @@ class Interactions:
     def conditional_delete(self, session: Session, res_type: str, condition: str) -> Result:
         """DELETE [type]?query: deletes the single match; 412 when several match."""
         self.writable(res_type)
-        existing = self.match_for_condition(session, res_type, condition)
+        existing = self.match_for_condition(session, res_type, condition, source="url")
         if existing is not None:
             self.store.delete(session, res_type, existing.id)
         return Result(204)

@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
+from shared.fhir.catalogue import STANDARD_PARAMS
 from shared.fhir.dates import DateFormatError, date_range
 from shared.fhir.errors import FHIRError, bad_request
 from shared.fhir.registry import Registry, ResourceDef, SearchParam
@@ -32,6 +33,11 @@ CONTROL_PARAMS = {
     "_format",
     "_pretty",
 }
+# Modifiers of _include / _revinclude ("recurse" is the STU3 name of "iterate").
+INCLUDE_MODIFIERS = {"iterate", "recurse"}
+# The largest _offset accepted; anything beyond is an empty page anyway.
+MAX_OFFSET = 10**12
+_TYPE_NAME = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
 SPECIAL = {
     "_id": SearchParam("_id", "token", (), description="The logical id"),
     "_lastUpdated": SearchParam("_lastUpdated", "date", (), description="When last changed"),
@@ -67,6 +73,9 @@ class Include:
     source_type: str
     param: SearchParam
     target_type: str | None
+    iterate: bool = False
+    # False when the source type is not stored in this service: nothing can be found.
+    stored: bool = True
 
 
 @dataclass
@@ -86,6 +95,13 @@ class SearchQuery:
     # The parameters that were applied, for the Bundle's self link.
     applied: list[tuple[str, str]] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
+    # Set by the search run: whether matches exist beyond this page (None: not known yet).
+    more: bool | None = None
+
+    def apply(self, name: str, raw: str) -> None:
+        """Record a single-valued result parameter for the self link (the last one wins)."""
+        self.applied = [(k, v) for k, v in self.applied if k != name]
+        self.applied.append((name, raw))
 
 
 def _split_commas(raw: str) -> list[str]:
@@ -133,6 +149,10 @@ def _parse_value(param: SearchParam, raw: str, modifier: str | None) -> Value:
         prefix, rest = _prefixed(raw)
         number, _, unit = rest.partition("|")
         system, _, code = unit.partition("|") if unit else ("", "", "")
+        if "|" in code:
+            raise bad_request(
+                f"Search parameter '{name}': '{raw}' is not [prefix]number|system|code", [name]
+            )
         try:
             parsed = Decimal(number)
             if not parsed.is_finite():
@@ -161,14 +181,24 @@ def parse_search(
     """Parse query pairs; unknown parameters are ignored, or a 400 when `strict`."""
     query = SearchQuery(definition.type, count=default_count)
     for key, raw in pairs:
+        if "\x00" in key or "\x00" in raw:
+            raise bad_request(f"Search parameter '{key}' contains a NUL character", [key])
+        if raw == "":
+            # FHIR: a parameter without a value is ignored.
+            query.ignored.append(key)
+            continue
         name, _, modifier = key.partition(":")
         if name in CONTROL_PARAMS:
             _control(query, definition, name, modifier, raw, registry, max_count)
             continue
-        param = SPECIAL.get(name) or definition.param(name)
+        # Chained parameters (subject.name, subject:Patient.name) are not supported: unknown.
+        param = None if "." in key else SPECIAL.get(name) or definition.param(name)
         if param is None:
             if strict:
-                raise bad_request(f"Unknown search parameter '{name}' for {definition.type}", [key])
+                raise bad_request(
+                    f"Unknown or unsupported search parameter '{key}' for {definition.type}",
+                    [key],
+                )
             query.ignored.append(key)
             continue
         mod = modifier or None
@@ -178,12 +208,24 @@ def parse_search(
             raise bad_request(
                 f"Modifier ':{mod}' is not supported on search parameter '{name}'", [key]
             )
+        if names_type and (
+            not _TYPE_NAME.match(mod or "") or (param.targets and mod not in param.targets)
+        ):
+            raise bad_request(
+                f"Search parameter '{name}' cannot refer to a {mod}"
+                + (f"; it refers to {', '.join(param.targets)}" if param.targets else ""),
+                [key],
+            )
         if mod == "missing":
             if raw not in ("true", "false"):
                 raise bad_request(f"'{key}' takes true or false", [key])
             query.clauses.append(Clause(param, mod, (), raw == "true"))
         else:
-            values = tuple(_parse_value(param, part, mod) for part in _split_commas(raw))
+            parts = [part for part in _split_commas(raw) if part != ""]
+            if not parts:
+                query.ignored.append(key)
+                continue
+            values = tuple(_parse_value(param, part, mod) for part in parts)
             query.clauses.append(Clause(param, mod, values))
         query.applied.append((key, raw))
     return query
@@ -208,20 +250,23 @@ def _control(
     registry: Registry,
     max_count: int,
 ) -> None:
+    if modifier and name not in ("_include", "_revinclude"):
+        raise bad_request(f"'{name}' takes no modifier", [f"{name}:{modifier}"])
     if name == "_count":
         query.count = min(_int(name, raw), max_count)
-        query.applied.append((name, str(query.count)))
+        query.apply(name, str(query.count))
     elif name == "_offset":
-        query.offset = _int(name, raw)
+        query.offset = min(_int(name, raw), MAX_OFFSET)
     elif name == "_sort":
-        for item in filter(None, raw.split(",")):
+        query.sort = []
+        for item in raw.split(","):
             descending = item.startswith("-")
-            key = item.lstrip("-")
+            key = item[1:] if descending else item
             param = SPECIAL.get(key) or definition.param(key)
             if param is None:
                 raise bad_request(f"Cannot sort {definition.type} by unknown '{key}'", [name])
             query.sort.append((key, descending))
-        query.applied.append((name, raw))
+        query.apply(name, raw)
     elif name == "_summary":
         if raw == "count":
             query.summary_count = True
@@ -232,35 +277,49 @@ def _control(
                 code="not-supported",
                 expression=[name],
             )
-        query.applied.append((name, raw))
+        query.apply(name, raw)
     elif name == "_total":
         if raw not in ("none", "estimate", "accurate"):
             raise bad_request("_total must be none, estimate or accurate", [name])
         query.total = raw
-        query.applied.append((name, raw))
+        query.apply(name, raw)
     elif name in ("_include", "_revinclude"):
-        include = _parse_include(definition, name, raw, registry)
+        key = f"{name}:{modifier}" if modifier else name
+        if modifier and modifier not in INCLUDE_MODIFIERS:
+            raise bad_request(f"Modifier ':{modifier}' is not supported on {name}", [key])
+        include = _parse_include(definition, name, raw, registry, iterate=bool(modifier))
         (query.includes if name == "_include" else query.revincludes).append(include)
-        query.applied.append((f"{name}:{modifier}" if modifier else name, raw))
+        query.applied.append((key, raw))
     elif name == "_elements":
         query.elements = [e.strip() for e in raw.split(",") if e.strip()]
-        query.applied.append((name, raw))
+        query.apply(name, raw)
 
 
-def _parse_include(definition: ResourceDef, name: str, raw: str, registry: Registry) -> Include:
+def _parse_include(
+    definition: ResourceDef, name: str, raw: str, registry: Registry, *, iterate: bool
+) -> Include:
     parts = raw.split(":")
-    if len(parts) not in (2, 3):
+    if len(parts) not in (2, 3) or not all(parts):
         raise bad_request(f"{name} must look like Type:parameter[:TargetType]", [name])
     source_type, param_name = parts[0], parts[1]
     target = parts[2] if len(parts) == 3 else None
-    if name == "_include" and source_type != definition.type:
+    if target is not None and not _TYPE_NAME.match(target):
+        raise bad_request(f"{name}={raw}: '{target}' is not a resource type", [name])
+    if name == "_include" and source_type != definition.type and not iterate:
         raise bad_request(f"{name}={raw}: the source type must be {definition.type}", [name])
     source = registry.get(source_type)
-    if source is None:
-        raise bad_request(f"{name}={raw}: {source_type} is not served here", [name])
-    param = source.param(param_name)
+    if source is not None:
+        param = source.param(param_name)
+    else:
+        # A type stored in another service: valid, but nothing of it can be found here.
+        known = STANDARD_PARAMS.get(source_type, ())
+        param = next((p for p in known if p.name == param_name), None)
+        if not known:
+            raise bad_request(f"{name}={raw}: {source_type} is not a known type here", [name])
     if param is None or param.type != "reference":
         raise bad_request(
             f"{name}={raw}: {source_type} has no reference parameter '{param_name}'", [name]
         )
-    return Include(source_type, param, target)
+    if target is not None and param.targets and target not in param.targets:
+        raise bad_request(f"{name}={raw}: '{param_name}' cannot refer to a {target}", [name])
+    return Include(source_type, param, target, iterate=iterate, stored=source is not None)

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import orjson
-from sqlalchemy import ColumnElement, and_, exists, false, func, not_, or_, select, true
+from sqlalchemy import ColumnElement, and_, case, exists, false, func, not_, or_, select, true
 from sqlalchemy.orm import Session
 
 from shared.db.models import INDEX_TABLES, ReferenceIndex, ResourceRow
-from shared.fhir.dates import utcnow
+from shared.fhir.dates import MAX, MIN, utcnow
 from shared.fhir.indexing import normalise
 from shared.fhir.references import parse_reference
 from shared.fhir.search import Clause, Include, SearchQuery, Value
+
+# How many rounds of _include:iterate / _revinclude:iterate are followed at most.
+MAX_ITERATIONS = 4
+# At most this many resources are added by _include / _revinclude to one page.
+MAX_INCLUDED = 1000
 
 
 def _like_escape(text: str) -> str:
@@ -42,7 +47,15 @@ def _date_condition(low: Any, high: Any, value: Value) -> ColumnElement[bool]:
         return high < pl
     # ap: overlap, widened by 10 % of the distance from now (at least a day), as the spec hints.
     slack = max(abs(utcnow() - pl) / 10, timedelta(days=1))
-    return and_(low <= ph + slack, high >= pl - slack)
+    return and_(low <= _shift(ph, slack), high >= _shift(pl, -slack))
+
+
+def _shift(moment: datetime, by: timedelta) -> datetime:
+    """moment + by, kept within the range a datetime can hold."""
+    try:
+        return moment + by
+    except OverflowError:
+        return MAX if by > timedelta(0) else MIN
 
 
 def _number_condition(column: Any, value: Value) -> ColumnElement[bool]:
@@ -141,7 +154,8 @@ def clause_condition(resource_type: str, clause: Clause) -> ColumnElement[bool]:
     return not_(matched) if clause.modifier == "not" else matched
 
 
-def _sort_key(resource_type: str, query: SearchQuery, name: str, definition: Any) -> Any:
+def _sort_key(name: str, descending: bool, definition: Any) -> Any:
+    """The value a resource sorts by: its lowest value ascending, its highest descending."""
     if name == "_lastUpdated":
         return ResourceRow.last_updated
     if name == "_id":
@@ -149,14 +163,15 @@ def _sort_key(resource_type: str, query: SearchQuery, name: str, definition: Any
     param = definition.param(name)
     table = INDEX_TABLES[param.type]
     column = {
-        "date": table.low if param.type == "date" else None,
+        "date": (table.high if descending else table.low) if param.type == "date" else None,
         "string": getattr(table, "norm", None),
         "token": getattr(table, "code", None),
         "quantity": getattr(table, "value", None),
         "reference": getattr(table, "target_id", None),
     }[param.type]
+    aggregate = func.max(column) if descending else func.min(column)
     return (
-        select(func.min(column))
+        select(aggregate)
         .where(table.resource_pk == ResourceRow.pk, table.param == name)
         .correlate(ResourceRow)
         .scalar_subquery()
@@ -177,81 +192,124 @@ def run_search(
             ).scalar_one()
         )
     if query.summary_count or query.count == 0:
+        query.more = False
         return [], total
-    order = []
+    order: list[Any] = []
     for name, descending in query.sort:
-        key = _sort_key(query.resource_type, query, name, definition)
+        key = _sort_key(name, descending, definition)
+        # Resources without a value come last either way (the backends disagree otherwise).
+        order.append(case((key.is_(None), 1), else_=0))
         order.append(key.desc() if descending else key.asc())
+    # A unique tie-breaker keeps pages stable, so following `next` sees each match once.
     order.append(ResourceRow.pk.asc())
-    rows = (
+    rows = list(
         session.execute(
             select(ResourceRow)
             .where(*conditions)
             .order_by(*order)
-            .limit(query.count)
+            .limit(query.count + 1)  # one more tells whether a next page exists
             .offset(query.offset)
         )
         .scalars()
         .all()
     )
-    return list(rows), total
+    query.more = len(rows) > query.count
+    return rows[: query.count], total
 
 
 def included(
     session: Session, rows: list[ResourceRow], query: SearchQuery, served: set[str]
 ) -> list[dict[str, Any]]:
-    """Resources named by _include / _revinclude, limited to the types this service stores."""
+    """Resources named by _include / _revinclude, limited to the types this service stores.
+
+    `:iterate` includes are applied again to what was included, a few rounds at most.
+    """
     if not rows:
         return []
-    found: dict[tuple[str, str], dict[str, Any]] = {}
-    pks = [row.pk for row in rows]
-    for include in query.includes:
-        refs = session.execute(
-            select(ReferenceIndex.target_type, ReferenceIndex.target_id).where(
-                ReferenceIndex.resource_pk.in_(pks),
-                ReferenceIndex.param == include.param.name,
-            )
-        ).all()
-        for target_type, target_id in refs:
-            if include.target_type and target_type != include.target_type:
-                continue
-            if target_type in served:
-                _load(session, found, target_type, target_id)
-    for include in query.revincludes:
-        _revinclude(session, rows, include, found)
     primary = {(row.res_type, row.res_id) for row in rows}
-    return [res for key, res in found.items() if key not in primary]
+    found: dict[tuple[str, str], ResourceRow] = {}
+    current = list(rows)
+    for round_ in range(MAX_ITERATIONS + 1):
+        added: dict[tuple[str, str], ResourceRow] = {}
+        for include in query.includes:
+            if include.stored and (round_ == 0 or include.iterate):
+                _include(session, current, include, served, added)
+        for include in query.revincludes:
+            if include.stored and (round_ == 0 or include.iterate):
+                _revinclude(session, current, include, added)
+        new = {key: row for key, row in added.items() if key not in primary and key not in found}
+        found.update(new)
+        if not new or len(found) >= MAX_INCLUDED:
+            break
+        current = list(new.values())
+    return [orjson.loads(row.content) for row in list(found.values())[:MAX_INCLUDED]]
 
 
-def _load(session: Session, found: dict, res_type: str, res_id: str) -> None:
-    if (res_type, res_id) in found:
+def _include(
+    session: Session,
+    rows: list[ResourceRow],
+    include: Include,
+    served: set[str],
+    found: dict[tuple[str, str], ResourceRow],
+) -> None:
+    pks = [row.pk for row in rows if row.res_type == include.source_type]
+    if not pks:
         return
-    row = session.execute(
-        select(ResourceRow).where(
-            ResourceRow.res_type == res_type,
-            ResourceRow.res_id == res_id,
-            ResourceRow.deleted.is_(False),
-        )
-    ).scalar_one_or_none()
-    if row is not None:
-        found[(res_type, res_id)] = orjson.loads(row.content)
-
-
-def _revinclude(session: Session, rows: list[ResourceRow], include: Include, found: dict) -> None:
-    ids = [row.res_id for row in rows]
-    matches = session.execute(
-        select(ResourceRow)
-        .join(ReferenceIndex, ReferenceIndex.resource_pk == ResourceRow.pk)
+    refs = session.execute(
+        select(ReferenceIndex.target_type, ReferenceIndex.target_id)
         .where(
-            ResourceRow.res_type == include.source_type,
-            ResourceRow.deleted.is_(False),
+            ReferenceIndex.resource_pk.in_(pks),
+            ReferenceIndex.res_type == include.source_type,
             ReferenceIndex.param == include.param.name,
-            ReferenceIndex.target_id.in_(ids),
-            or_(
-                ReferenceIndex.target_type == rows[0].res_type,
-                ReferenceIndex.target_type.is_(None),
-            ),
         )
-    ).scalars()
-    for row in matches:
-        found.setdefault((row.res_type, row.res_id), orjson.loads(row.content))
+        .distinct()
+    ).all()
+    wanted: dict[str, set[str]] = {}
+    for target_type, target_id in refs:
+        if target_type is None or target_id is None or target_type not in served:
+            continue  # a type stored in another service is simply absent
+        if include.target_type and target_type != include.target_type:
+            continue
+        wanted.setdefault(target_type, set()).add(target_id)
+    for target_type, ids in wanted.items():
+        targets = session.execute(
+            select(ResourceRow).where(
+                ResourceRow.res_type == target_type,
+                ResourceRow.res_id.in_(sorted(ids)),
+                ResourceRow.deleted.is_(False),
+            )
+        ).scalars()
+        for row in targets:
+            found.setdefault((row.res_type, row.res_id), row)
+
+
+def _revinclude(
+    session: Session,
+    rows: list[ResourceRow],
+    include: Include,
+    found: dict[tuple[str, str], ResourceRow],
+) -> None:
+    by_type: dict[str, list[str]] = {}
+    for row in rows:
+        by_type.setdefault(row.res_type, []).append(row.res_id)
+    for target_type, ids in by_type.items():
+        if include.param.targets and target_type not in include.param.targets:
+            continue
+        matches = session.execute(
+            select(ResourceRow)
+            .join(ReferenceIndex, ReferenceIndex.resource_pk == ResourceRow.pk)
+            .where(
+                ResourceRow.res_type == include.source_type,
+                ResourceRow.deleted.is_(False),
+                ReferenceIndex.res_type == include.source_type,
+                ReferenceIndex.param == include.param.name,
+                ReferenceIndex.target_id.in_(ids),
+                or_(
+                    ReferenceIndex.target_type == target_type,
+                    ReferenceIndex.target_type.is_(None),
+                ),
+            )
+            .order_by(ResourceRow.pk)
+        ).scalars()
+        for row in matches:
+            found.setdefault((row.res_type, row.res_id), row)

@@ -74,9 +74,12 @@ class ResourceStore:
             query = query.with_for_update()
         return session.execute(query).scalar_one_or_none()
 
-    def read(self, session: Session, res_type: str, res_id: str) -> Stored:
-        """The current version; 404 when it never existed, 410 when deleted."""
-        row = self._current(session, res_type, res_id, lock=False)
+    def read(self, session: Session, res_type: str, res_id: str, *, lock: bool = False) -> Stored:
+        """The current version; 404 when it never existed, 410 when deleted.
+
+        With `lock`, the row stays locked until the transaction ends (to write it next).
+        """
+        row = self._current(session, res_type, res_id, lock=lock)
         if row is None:
             raise not_found(f"{res_type}/{res_id} is not known")
         if row.deleted:

@@ -52,19 +52,46 @@ class Entry:
         parts = urlsplit(url)
         self.query = parts.query
         segments = [s for s in parts.path.strip("/").split("/") if s]
-        if not segments:
+        # Supported: Type, Type/id and (for GET) Type/id/_history/vid.
+        versioned = len(segments) == 4 and segments[2] == "_history" and self.method == "GET"
+        if not segments or (len(segments) > 2 and not versioned):
             raise bad_request(
-                f"{where}.request.url names no resource type", [f"{where}.request.url"]
+                f"{where}.request.url '{url}' is not [type], [type]/[id] or, for a GET, "
+                "[type]/[id]/_history/[vid]",
+                [f"{where}.request.url"],
             )
         self.type = segments[0]
         self.id = segments[1] if len(segments) > 1 else None
-        self.version = segments[3] if len(segments) > 3 and segments[2] == "_history" else None
+        self.version = segments[3] if versioned else None
         self.full_url = raw.get("fullUrl") if isinstance(raw.get("fullUrl"), str) else None
         self.resource = raw.get("resource")
-        self.if_match = parse_etag(request.get("ifMatch"))
-        self.if_none_exist = request.get("ifNoneExist")
+        try:
+            self.if_match = parse_etag(request.get("ifMatch"))
+        except FHIRError as exc:
+            raise _locate(exc, self) from None
+        if_none_exist = request.get("ifNoneExist")
+        if if_none_exist is not None and not isinstance(if_none_exist, str):
+            raise bad_request(
+                f"{where}.request.ifNoneExist must be a search query string",
+                [f"{where}.request.ifNoneExist"],
+            )
+        self.if_none_exist = if_none_exist or None
         self.assigned_id: str | None = None
         self.existing: Result | None = None
+
+    @property
+    def identity(self) -> str | None:
+        """`Type/id` of a write that names its target; None for creates and conditionals."""
+        if self.method in ("PUT", "PATCH", "DELETE") and self.id is not None:
+            return f"{self.type}/{self.id}"
+        return None
+
+    @property
+    def conditional(self) -> bool:
+        """True when the entry selects its target by a search (and so takes the type's lock)."""
+        if self.method == "POST":
+            return bool(self.if_none_exist)
+        return self.method in ("PUT", "DELETE") and self.id is None
 
 
 def _rewrite(node: Any, mapping: dict[str, str]) -> Any:
@@ -82,11 +109,12 @@ def _rewrite(node: Any, mapping: dict[str, str]) -> Any:
     return node
 
 
-def _patch_operations(entry: Entry) -> Any:
+def _patch_operations(entry: Entry, mapping: dict[str, str]) -> Any:
     resource = entry.resource
     if isinstance(resource, dict) and resource.get("resourceType") == "Binary":
         try:
-            return orjson.loads(base64.b64decode(resource.get("data", ""), validate=True))
+            operations = orjson.loads(base64.b64decode(resource.get("data", ""), validate=True))
+            return _rewrite(operations, mapping) if mapping else operations
         except (binascii.Error, orjson.JSONDecodeError, ValueError):
             raise bad_request(
                 f"{entry.where}.resource: Binary.data is not a base64 JSON Patch",
@@ -139,30 +167,42 @@ class BundleProcessor:
         }
 
     def _transaction(self, entries: list[Entry], base: str) -> list[Result]:
+        _check_unique(entries)
         results: list[Result | None] = [None] * len(entries)
         with self.database.write() as session:
+            # Type locks first, in one order, so that transactions never wait on each other
+            # in a cycle (row locks are only taken after them).
+            for res_type in sorted({e.type for e in entries if e.conditional}):
+                self.database.lock(session, f"conditional:{res_type}")
             mapping = self._assign_ids(session, entries)
             for entry in entries:
                 if mapping and entry.resource is not None:
                     entry.resource = _rewrite(entry.resource, mapping)
             for entry in sorted(entries, key=lambda e: (_ORDER[e.method], e.index)):
                 try:
-                    results[entry.index] = self._execute(session, entry, base)
+                    results[entry.index] = self._execute(session, entry, base, mapping)
                 except FHIRError as exc:
                     raise _locate(exc, entry) from None
         return [r for r in results if r is not None]
 
     def _assign_ids(self, session: Session, entries: list[Entry]) -> dict[str, str]:
+        """Decide the id of every entry that creates or names one, keyed by its fullUrl."""
+        ix = self.interactions
         mapping: dict[str, str] = {}
         for entry in entries:
-            if entry.method != "POST":
+            if entry.method not in ("POST", "PUT"):
                 continue
             try:
-                self.interactions.writable(entry.type)
-                if entry.if_none_exist:
-                    found = self.interactions.match_for_condition(
-                        session, entry.type, entry.if_none_exist
-                    )
+                ix.writable(entry.type)
+                if entry.method == "PUT" and entry.id is not None:
+                    entry.assigned_id = entry.id
+                elif entry.method == "PUT":
+                    # Conditional update: the match's id, the body's id, or a new one.
+                    found = ix.match_for_condition(session, entry.type, entry.query, source="url")
+                    body_id = entry.resource.get("id") if isinstance(entry.resource, dict) else None
+                    entry.assigned_id = (found.id if found else None) or body_id
+                elif entry.if_none_exist:
+                    found = ix.match_for_condition(session, entry.type, entry.if_none_exist)
                     if found is not None:
                         entry.existing = Result(200, found)
                         entry.assigned_id = found.id
@@ -173,7 +213,9 @@ class BundleProcessor:
                 mapping[entry.full_url] = f"{entry.type}/{entry.assigned_id}"
         return mapping
 
-    def _execute(self, session: Session, entry: Entry, base: str) -> Result:
+    def _execute(
+        self, session: Session, entry: Entry, base: str, mapping: dict[str, str] | None = None
+    ) -> Result:
         ix = self.interactions
         if entry.method == "POST":
             if entry.existing is not None:
@@ -191,17 +233,26 @@ class BundleProcessor:
         if entry.method == "PUT":
             if entry.id is None:
                 return ix.conditional_update(
-                    session, entry.type, entry.query, entry.resource, if_match=entry.if_match
+                    session,
+                    entry.type,
+                    entry.query,
+                    entry.resource,
+                    if_match=entry.if_match,
+                    assigned_id=entry.assigned_id,
                 )
             return ix.update(session, entry.type, entry.id, entry.resource, if_match=entry.if_match)
         if entry.method == "PATCH":
             if entry.id is None:
                 raise bad_request(f"{entry.where}: PATCH needs Type/id")
-            return ix.patch(
-                session, entry.type, entry.id, _patch_operations(entry), if_match=entry.if_match
-            )
+            operations = _patch_operations(entry, mapping or {})
+            return ix.patch(session, entry.type, entry.id, operations, if_match=entry.if_match)
         if entry.method == "DELETE":
             if entry.id is None:
+                if not entry.query:
+                    raise bad_request(
+                        f"{entry.where}: DELETE needs Type/id or search parameters",
+                        [f"{entry.where}.request.url"],
+                    )
                 return ix.conditional_delete(session, entry.type, entry.query)
             return ix.delete(session, entry.type, entry.id)
         # GET / HEAD
@@ -233,10 +284,14 @@ class BundleProcessor:
     ) -> dict[str, Any]:
         try:
             entry = Entry(index, raw, base)
+        except FHIRError as exc:
+            return {"response": {"status": _status_line(exc.status), "outcome": exc.outcome()}}
+        try:
             with self.database.write() as session:
                 result = self._execute(session, entry, base)
             return self._render(entry, result, base, return_pref)
         except FHIRError as exc:
+            exc = _locate(exc, entry)
             return {"response": {"status": _status_line(exc.status), "outcome": exc.outcome()}}
 
     @staticmethod
@@ -246,7 +301,8 @@ class BundleProcessor:
         stored = result.stored
         if stored is not None:
             rendered["fullUrl"] = f"{base}/{stored.type}/{stored.id}"
-            response["location"] = f"{stored.type}/{stored.id}/_history/{stored.version_id}"
+            if entry.method not in ("GET", "HEAD"):
+                response["location"] = stored.location
             response["etag"] = stored.etag
             response["lastModified"] = format_instant(stored.last_updated)
             if return_pref != "minimal" and stored.resource is not None:
@@ -257,13 +313,49 @@ class BundleProcessor:
         return rendered
 
 
+def _check_unique(entries: list[Entry]) -> None:
+    """A resource may appear only once in a transaction, and each fullUrl only once."""
+    seen: dict[str, Entry] = {}
+    for entry in entries:
+        for key in (entry.identity, entry.full_url):
+            if key is None:
+                continue
+            if key in seen:
+                raise bad_request(
+                    f"{entry.where} and {seen[key].where} both name {key}; a transaction may "
+                    "touch a resource (or use a fullUrl) only once",
+                    [entry.where],
+                )
+            seen[key] = entry
+
+
+def _entry_path(expression: str, entry: Entry) -> str:
+    """Turn an expression from an interaction into a FHIRPath inside the Bundle."""
+    where = entry.where
+    if expression.startswith("Bundle."):
+        return expression
+    if expression == "If-Match":
+        return f"{where}.request.ifMatch"
+    if expression == "If-None-Exist":
+        return f"{where}.request.ifNoneExist"
+    if expression == "url":
+        return f"{where}.request.url"
+    if expression == "resourceType":
+        return f"{where}.resource.resourceType"
+    head, dot, rest = expression.partition(".")
+    if head[:1].isupper() and head.isalnum():  # Patient.gender, or Patient itself
+        return f"{where}.resource.{rest}" if dot else f"{where}.resource"
+    # A search parameter: it came from the condition or the entry's URL.
+    if entry.method == "POST" and entry.if_none_exist:
+        return f"{where}.request.ifNoneExist"
+    return f"{where}.request.url"
+
+
 def _locate(exc: FHIRError, entry: Entry) -> FHIRError:
     """Point an error at the entry that caused it."""
     for item in exc.issues:
         if not item["diagnostics"].startswith("Bundle.entry["):
             item["diagnostics"] = f"{entry.where}: {item['diagnostics']}"
-        item["expression"] = [
-            f"{entry.where}.resource.{e.split('.', 1)[1]}" if "." in e else f"{entry.where}"
-            for e in item.get("expression", [entry.where])
-        ]
+        expressions = item.get("expression") or [entry.where]
+        item["expression"] = [_entry_path(e, entry) for e in expressions]
     return exc

@@ -1,0 +1,156 @@
+"""Load the stored Observations fast: the first through ResourceStore, the rest in bulk."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+from sqlalchemy import func, insert, select
+from sqlalchemy.orm import Session
+
+from bench.data import Key, key_of, stored_observations
+from services.outcomes.app import registry
+from shared.db.engine import Database
+from shared.db.migrate import upgrade
+from shared.db.models import INDEX_TABLES, ResourceRow, VersionRow, metadata
+from shared.fhir.dates import format_instant, utcnow
+from shared.fhir.indexing import index_rows
+from shared.fhir.registry import ResourceDef
+from shared.fhir.store import ResourceStore
+
+BATCH = 2000
+RESOURCES = ResourceRow.__table__
+VERSIONS = VersionRow.__table__
+
+
+class Progress:
+    """One progress line on stderr: rewritten in place on a terminal, every 10 % otherwise."""
+
+    def __init__(self, label: str, total: int) -> None:
+        self.label, self.total = label, total
+        self.started = time.monotonic()
+        self.tty = sys.stderr.isatty()
+        self._next_tenth = 1
+
+    def update(self, done: int) -> None:
+        elapsed = time.monotonic() - self.started
+        rate = done / elapsed if elapsed > 0 else 0.0
+        eta = (self.total - done) / rate if rate else 0.0
+        line = (
+            f"  loading {self.label}: {done:,}/{self.total:,} Observations "
+            f"({rate:,.0f}/s, {elapsed:.0f}s elapsed, ETA {eta:.0f}s)"
+        )
+        if self.tty:
+            end = "\n" if done >= self.total else ""
+            print(f"\r{line}\033[K", end=end, file=sys.stderr, flush=True)
+        elif done >= self.total or done * 10 >= self._next_tenth * self.total:
+            self._next_tenth = done * 10 // self.total + 1
+            print(line, file=sys.stderr, flush=True)
+
+
+def bulk_create(
+    session: Session, definition: ResourceDef, batch: list[tuple[str, dict[str, Any]]]
+) -> None:
+    """Write what ResourceStore.create writes (row, version 1, index rows), a batch at a time."""
+    now = utcnow()
+    stamp = {"versionId": "1", "lastUpdated": format_instant(now)}
+    rows = []
+    for res_id, resource in batch:
+        resource["id"] = res_id
+        resource["meta"] = {**resource.get("meta", {}), **stamp}
+        rows.append(
+            {
+                "res_type": definition.type,
+                "res_id": res_id,
+                "version_id": 1,
+                "last_updated": now,
+                "deleted": False,
+                "content": orjson.dumps(resource).decode(),
+            }
+        )
+    statement = insert(RESOURCES).returning(RESOURCES.c.pk, sort_by_parameter_order=True)
+    pks = session.execute(statement, rows).scalars().all()
+    session.execute(insert(VERSIONS), [{**row, "method": "POST"} for row in rows])
+    per_kind: dict[str, list[dict[str, Any]]] = {}
+    for pk, (_, resource) in zip(pks, batch, strict=True):
+        for kind, found in index_rows(definition, resource).items():
+            for row in found:
+                row["resource_pk"] = pk
+            per_kind.setdefault(kind, []).extend(found)
+    for kind, found in per_kind.items():
+        session.execute(insert(INDEX_TABLES[kind].__table__), found)
+
+
+def _row_counts(session: Session) -> dict[str, int]:
+    return {
+        table.name: int(session.execute(select(func.count()).select_from(table)).scalar_one())
+        for table in metadata.sorted_tables
+    }
+
+
+def _check_same_tables(reference: dict[str, int], bulk: dict[str, int]) -> None:
+    """Fail loudly when ResourceStore.create now writes a table the bulk path does not."""
+    missing = sorted(name for name, rows in reference.items() if rows and not bulk.get(name))
+    if missing:
+        raise RuntimeError(
+            "bench/load.py no longer writes what ResourceStore.create writes; update "
+            f"bulk_create for: {', '.join(missing)}"
+        )
+
+
+def _chunks(items: Iterable[tuple[str, dict[str, Any]]], size: int) -> Iterable[list[Any]]:
+    chunk: list[Any] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def load(
+    url: str, label: str, count: int, *, patients: int, seed: int = 1
+) -> tuple[list[Key], float]:
+    """Migrate the database and store `count` Observations; returns their keys and seconds."""
+    database = Database(url)
+    try:
+        upgrade(database)
+        services = registry()
+        store = ResourceStore(database, services)
+        definition = services.resources["Observation"]
+        progress = Progress(label, count)
+        started = time.monotonic()
+        observations = iter(stored_observations(count, patients=patients, seed=seed))
+        # The first goes through the store itself: the reference the bulk path is checked against.
+        res_id, resource = next(observations)
+        keys = [key_of(res_id, resource)]
+        with database.write() as session:
+            store.create(session, "Observation", resource, res_id=res_id)
+            reference = _row_counts(session)
+        for batch in _chunks(observations, BATCH):
+            keys.extend(key_of(res_id, resource) for res_id, resource in batch)
+            with database.write() as session:
+                bulk_create(session, definition, batch)
+            progress.update(len(keys))
+        with database.read() as session:
+            counts = _row_counts(session)
+        _check_same_tables(reference, {k: v - reference.get(k, 0) for k, v in counts.items()})
+        _analyse(database)
+        return keys, time.monotonic() - started
+    finally:
+        database.dispose()
+
+
+def _analyse(database: Database) -> None:
+    """Fresh planner statistics, as a long-running database would have."""
+    if database.is_sqlite:
+        with database.write_engine.connect() as connection:
+            connection.exec_driver_sql("ANALYZE")
+        return
+    autocommit = database.write_engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    with autocommit as connection:
+        connection.exec_driver_sql("VACUUM ANALYZE")
