@@ -6,13 +6,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from shared.db.engine import Database
 from shared.db.migrate import upgrade
 from shared.errors_http import install_error_handlers
+from shared.events.outbox import current_traceparent
+from shared.events.runtime import EventRuntime
 from shared.fhir.api import FHIRContext, build_router
 from shared.fhir.interactions import Interactions
 from shared.fhir.registry import Registry
@@ -42,12 +44,16 @@ def build_context(settings: ServiceSettings, registry: Registry) -> FHIRContext:
 def create_service_app(settings: ServiceSettings, registry: Registry) -> FastAPI:
     """A FastAPI app serving the registry's resource types as FHIR R4."""
     context = build_context(settings, registry)
+    events = EventRuntime(settings, registry, context.database, context.store)
+    context.after_write.append(events.relay.wake)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if settings.migrate_on_start:
             await run_in_threadpool(upgrade, context.database)
+        await events.start()
         yield
+        await events.stop()
         context.database.dispose()
 
     app = FastAPI(
@@ -57,7 +63,18 @@ def create_service_app(settings: ServiceSettings, registry: Registry) -> FastAPI
         description=f"FHIR R4 API of the {registry.service} service; base {settings.base_path}",
     )
     app.state.fhir = context
+    app.state.events = events
     install_error_handlers(app)
+
+    @app.middleware("http")
+    async def trace_context(request: Request, call_next):  # type: ignore[no-untyped-def]
+        # Events written by this request continue the caller's W3C trace.
+        token = current_traceparent.set(request.headers.get("traceparent"))
+        try:
+            return await call_next(request)
+        finally:
+            current_traceparent.reset(token)
+
     app.include_router(build_router(context))
 
     @app.get("/healthz", tags=["ops"], summary="Liveness")
@@ -71,5 +88,9 @@ def create_service_app(settings: ServiceSettings, registry: Registry) -> FastAPI
         except Exception:
             return JSONResponse({"status": "unavailable", "database": "down"}, status_code=503)
         return JSONResponse({"status": "ok", "database": "up"})
+
+    @app.get("/status/events", tags=["ops"], summary="Outbox relay and consumer state")
+    async def event_status() -> JSONResponse:
+        return JSONResponse(await run_in_threadpool(events.status))
 
     return app

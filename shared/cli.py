@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import logging
+import sys
 from collections.abc import Callable
 
 import uvicorn
@@ -21,7 +24,14 @@ def main(
 ) -> int:
     """Run a service's command line."""
     parser = argparse.ArgumentParser(description="FHIR service")
-    parser.add_argument("command", nargs="?", default="serve", choices=["serve", "migrate"])
+    parser.add_argument(
+        "command",
+        nargs="?",
+        default="serve",
+        choices=["serve", "migrate", "relay", "resync", "replay"],
+        help="serve (default); migrate the database; relay the outbox to Kafka; resync "
+        "replicas from their owners' _history; replay topics to rebuild replicas",
+    )
     args = parser.parse_args(argv)
     settings = settings_factory()
     logging.basicConfig(
@@ -35,6 +45,8 @@ def main(
             database.dispose()
         print(f"{settings.service_name}: database schema is up to date")
         return 0
+    if args.command in ("relay", "resync", "replay"):
+        return asyncio.run(_event_command(args.command, settings, app_factory))
     uvicorn.run(
         app_factory(settings),
         host=settings.host,
@@ -42,4 +54,33 @@ def main(
         log_level=settings.log_level,
         proxy_headers=False,
     )
+    return 0
+
+
+async def _event_command(
+    command: str, settings: ServiceSettings, app_factory: Callable[[ServiceSettings], FastAPI]
+) -> int:
+    """Run one event command against the service's database and broker."""
+    settings = settings.model_copy(update={"relay_in_process": False, "resync_on_start": False})
+    app = app_factory(settings)
+    events = app.state.events
+    database = app.state.fhir.database
+    upgrade(database)
+    try:
+        if command == "resync":
+            print(json.dumps({"resynced": await events.resync_all()}))
+        elif command == "replay":
+            if not events.enabled:
+                print("KAFKA_BOOTSTRAP_SERVERS is not set", file=sys.stderr)
+                return 2
+            print(json.dumps({"replayed": await events.replay_all()}))
+        else:
+            if not events.enabled:
+                print("KAFKA_BOOTSTRAP_SERVERS is not set", file=sys.stderr)
+                return 2
+            brokers = settings.kafka_bootstrap_servers
+            print(f"{settings.service_name}: relaying the outbox to {brokers}")
+            await events.relay.run()
+    finally:
+        database.dispose()
     return 0

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_PEERS = {
+    "intake": "http://127.0.0.1:8001/fhir",
+    "scheduling": "http://127.0.0.1:8002/fhir",
+    "outcomes": "http://127.0.0.1:8003/fhir",
+}
 
 
 class ServiceSettings(BaseSettings):
@@ -24,6 +31,25 @@ class ServiceSettings(BaseSettings):
     # Run alembic upgrade at start; a Kubernetes Job can do it instead and switch this off.
     migrate_on_start: bool = True
     log_level: str = "info"
+
+    # Events. Empty bootstrap servers: the outbox still fills, nothing is relayed or consumed.
+    kafka_bootstrap_servers: str = Field(
+        default="",
+        validation_alias=AliasChoices("kafka_bootstrap_servers", "KAFKA_BOOTSTRAP_SERVERS"),
+    )
+    topic_prefix: str = "fhir."
+    # On for Apache Kafka; the dev broker (Tansu, in memory) does not support it.
+    kafka_idempotent_producer: bool = False
+    # Resources larger than this travel as id-only events that consumers fetch over HTTP.
+    event_max_data_bytes: int = 256 * 1024
+    # Run the outbox relay inside the service; Kubernetes may run `relay` as its own process.
+    relay_in_process: bool = True
+    relay_batch_size: int = 500
+    consumer_max_attempts: int = 5
+    consumer_backoff_seconds: float = 0.2
+    # The FHIR base of each service, for catching up replicas over `_history`.
+    peer_urls: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_PEERS))
+    resync_on_start: bool = True
 
     def resolved_database_url(self) -> str:
         """The SQLAlchemy URL to use: the configured one or the embedded SQLite file."""

@@ -155,10 +155,25 @@ async def test_capability_statement_reflects_registrations(
     assert patient_entry["updateCreate"] is True
     assert {i["code"] for i in rest["interaction"]} >= {"transaction", "batch"}
     scheduled = (await scheduling.get("/metadata")).json()
-    assert sorted(r["type"] for r in scheduled["rest"][0]["resource"]) == [
-        "Appointment",
-        "MedicationAdministration",
-    ]
+    by_type = {r["type"]: r for r in scheduled["rest"][0]["resource"]}
+    assert sorted(by_type) == ["Appointment", "MedicationAdministration", "Patient"]
+    replica = {i["code"] for i in by_type["Patient"]["interaction"]}
+    assert replica == {"read", "vread", "search-type", "history-instance", "history-type"}
+    assert "intake" in by_type["Patient"]["documentation"]
+
+
+async def test_replicated_types_refuse_writes_naming_the_owner(
+    scheduling: httpx.AsyncClient,
+) -> None:
+    for method, path in (
+        ("POST", "/Patient"),
+        ("PUT", "/Patient/p1"),
+        ("DELETE", "/Patient/p1"),
+        ("PATCH", "/Patient/p1"),
+    ):
+        response = await scheduling.request(method, path, json=patient(), headers=FHIR_JSON)
+        assert response.status_code == 405, (method, response.text)
+        assert "intake" in _outcome(response)["issue"][0]["diagnostics"]
 
 
 async def test_forwarded_headers_shape_absolute_urls(intake: httpx.AsyncClient) -> None:

@@ -29,7 +29,10 @@ def main() -> int:
     for (name, _port), colour in zip(SERVICES, COLOURS, strict=True):
         process = subprocess.Popen(
             [sys.executable, "-m", f"services.{name}", "serve"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=os.environ.copy(),
         )
         processes.append(process)
         assert process.stdout is not None

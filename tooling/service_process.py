@@ -18,9 +18,16 @@ ROOT = Path(__file__).resolve().parents[1]
 class ServiceProcess:
     """`python -m services.<name> serve` with the given settings as environment variables."""
 
-    def __init__(self, name: str, **settings: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        **settings: str,
+    ) -> None:
         self.name = name
-        self.port = free_port()
+        self.port = port or free_port()
         prefix = f"{name.upper()}_"
         self.env = {
             **os.environ,
@@ -28,6 +35,7 @@ class ServiceProcess:
             f"{prefix}HOST": "127.0.0.1",
             f"{prefix}LOG_LEVEL": "warning",
             **{f"{prefix}{key.upper()}": value for key, value in settings.items()},
+            **(env or {}),
         }
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -37,7 +45,9 @@ class ServiceProcess:
 
     def start(self, timeout: float = 60) -> ServiceProcess:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", f"services.{self.name}", "serve"], cwd=ROOT, env=self.env,
+            [sys.executable, "-m", f"services.{self.name}", "serve"],
+            cwd=ROOT,
+            env=self.env,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

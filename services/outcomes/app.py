@@ -17,6 +17,10 @@ def registry() -> Registry:
     """The resource types the outcomes service serves."""
     registry = Registry(SERVICE)
     registry.add(resource("Observation", owner=SERVICE))
+    # Read-only replicas, kept current from intake's and scheduling's events.
+    registry.add(resource("Patient", owner="intake"))
+    registry.add(resource("Appointment", owner="scheduling"))
+    registry.add(resource("MedicationAdministration", owner="scheduling"))
     return registry
 
 

@@ -18,6 +18,8 @@ def registry() -> Registry:
     registry = Registry(SERVICE)
     registry.add(resource("Appointment", owner=SERVICE))
     registry.add(resource("MedicationAdministration", owner=SERVICE))
+    # Read-only replicas, kept current from intake's events.
+    registry.add(resource("Patient", owner="intake"))
     return registry
 
 

@@ -147,3 +147,33 @@ INDEX_TABLES = {
     "reference": ReferenceIndex,
     "quantity": QuantityIndex,
 }
+
+
+class OutboxRow(SQLModel, table=True):
+    """An event written in the same transaction as the change it reports, until relayed."""
+
+    __tablename__ = "event_outbox"
+    __table_args__ = (
+        UniqueConstraint("event_id", name="uq_outbox_event_id"),
+        Index("ix_outbox_unsent", "sent_at", "pk"),
+    )
+
+    pk: int | None = Field(default=None, sa_column=Column(PK, primary_key=True, autoincrement=True))
+    event_id: str = Field(max_length=36)
+    topic: str = Field(max_length=255)
+    key: str = Field(max_length=200)
+    event_type: str = Field(max_length=255)
+    payload: str = Field(sa_column=Column(Text, nullable=False))
+    traceparent: str | None = Field(default=None, max_length=64)
+    created_at: datetime = Field(sa_type=DateTime())
+    sent_at: datetime | None = Field(default=None, sa_type=DateTime())
+
+
+class ProcessedEvent(SQLModel, table=True):
+    """An event a consumer has applied; inserting it twice fails, so replays apply nothing."""
+
+    __tablename__ = "processed_events"
+
+    consumer: str = Field(max_length=100, primary_key=True)
+    event_id: str = Field(max_length=36, primary_key=True)
+    processed_at: datetime = Field(sa_type=DateTime())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -61,6 +61,12 @@ class FHIRContext:
     interactions: Interactions
     bundles: BundleProcessor
     version: str
+    # Called after every committed write (e.g. to wake the outbox relay).
+    after_write: list[Callable[[], None]] = field(default_factory=list)
+
+    def written(self) -> None:
+        for callback in self.after_write:
+            callback()
 
 
 def _resource_headers(result: Result, base: str) -> dict[str, str]:
@@ -162,7 +168,9 @@ def build_router(ctx: FHIRContext) -> APIRouter:
             with ctx.database.write() as session:
                 return fn(session, *args, **kwargs)
 
-        return await run_in_threadpool(work)
+        result = await run_in_threadpool(work)
+        ctx.written()
+        return result
 
     async def in_read(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         def work() -> Any:
@@ -186,6 +194,7 @@ def build_router(ctx: FHIRContext) -> APIRouter:
         response = await run_in_threadpool(
             ctx.bundles.process, body, where, prefer(request.headers, "return")
         )
+        ctx.written()
         return fhir_response(response)
 
     @router.get("/_history", tags=["system"], summary="System history")

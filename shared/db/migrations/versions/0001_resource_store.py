@@ -29,18 +29,14 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.Column("resource_pk", sa.BigInteger(), nullable=False),
-        sa.Column(
-            "res_type", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False
-        ),
+        sa.Column("res_type", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
         sa.Column("param", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
         sa.Column("low", sa.DateTime(), nullable=False),
         sa.Column("high", sa.DateTime(), nullable=False),
         sa.PrimaryKeyConstraint("pk"),
     )
     with op.batch_alter_table("idx_date", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_date_high", ["res_type", "param", "high"], unique=False
-        )
+        batch_op.create_index("ix_date_high", ["res_type", "param", "high"], unique=False)
         batch_op.create_index("ix_date_low", ["res_type", "param", "low"], unique=False)
         batch_op.create_index("ix_date_resource", ["resource_pk"], unique=False)
 
@@ -53,9 +49,7 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.Column("resource_pk", sa.BigInteger(), nullable=False),
-        sa.Column(
-            "res_type", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False
-        ),
+        sa.Column("res_type", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
         sa.Column("param", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
         sa.Column("value", sa.Float(), nullable=False),
         sa.Column("system", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
@@ -65,9 +59,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("idx_quantity", schema=None) as batch_op:
         batch_op.create_index("ix_quantity_resource", ["resource_pk"], unique=False)
-        batch_op.create_index(
-            "ix_quantity_value", ["res_type", "param", "value"], unique=False
-        )
+        batch_op.create_index("ix_quantity_value", ["res_type", "param", "value"], unique=False)
 
     op.create_table(
         "idx_reference",
@@ -78,13 +70,9 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.Column("resource_pk", sa.BigInteger(), nullable=False),
-        sa.Column(
-            "res_type", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False
-        ),
+        sa.Column("res_type", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
         sa.Column("param", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
-        sa.Column(
-            "target_type", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True
-        ),
+        sa.Column("target_type", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
         sa.Column("target_id", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
         sa.Column("url", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
         sa.PrimaryKeyConstraint("pk"),
@@ -106,18 +94,14 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.Column("resource_pk", sa.BigInteger(), nullable=False),
-        sa.Column(
-            "res_type", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False
-        ),
+        sa.Column("res_type", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
         sa.Column("param", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
         sa.Column("norm", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
         sa.Column("exact", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
         sa.PrimaryKeyConstraint("pk"),
     )
     with op.batch_alter_table("idx_string", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_string_norm", ["res_type", "param", "norm"], unique=False
-        )
+        batch_op.create_index("ix_string_norm", ["res_type", "param", "norm"], unique=False)
         batch_op.create_index("ix_string_resource", ["resource_pk"], unique=False)
 
     op.create_table(
@@ -129,9 +113,7 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.Column("resource_pk", sa.BigInteger(), nullable=False),
-        sa.Column(
-            "res_type", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False
-        ),
+        sa.Column("res_type", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
         sa.Column("param", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
         sa.Column("system", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
         sa.Column("code", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
@@ -151,21 +133,15 @@ def upgrade() -> None:
             autoincrement=True,
             nullable=False,
         ),
-        sa.Column(
-            "res_type", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False
-        ),
-        sa.Column(
-            "res_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False
-        ),
+        sa.Column("res_type", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.Column("res_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
         sa.Column("version_id", sa.Integer(), nullable=False),
         sa.Column("last_updated", sa.DateTime(), nullable=False),
         sa.Column("method", sqlmodel.sql.sqltypes.AutoString(length=8), nullable=False),
         sa.Column("deleted", sa.Boolean(), nullable=False),
         sa.Column("content", sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint("pk"),
-        sa.UniqueConstraint(
-            "res_type", "res_id", "version_id", name="uq_versions_type_id_vid"
-        ),
+        sa.UniqueConstraint("res_type", "res_id", "version_id", name="uq_versions_type_id_vid"),
     )
     with op.batch_alter_table("resource_versions", schema=None) as batch_op:
         batch_op.create_index(
@@ -181,12 +157,8 @@ def upgrade() -> None:
             autoincrement=True,
             nullable=False,
         ),
-        sa.Column(
-            "res_type", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False
-        ),
-        sa.Column(
-            "res_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False
-        ),
+        sa.Column("res_type", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.Column("res_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
         sa.Column("version_id", sa.Integer(), nullable=False),
         sa.Column("last_updated", sa.DateTime(), nullable=False),
         sa.Column("deleted", sa.Boolean(), nullable=False),
@@ -198,8 +170,6 @@ def upgrade() -> None:
         batch_op.create_index(
             "ix_resources_type_updated", ["res_type", "last_updated"], unique=False
         )
-
-
 
 
 def downgrade() -> None:
@@ -239,4 +209,3 @@ def downgrade() -> None:
         batch_op.drop_index("ix_date_high")
 
     op.drop_table("idx_date")
-

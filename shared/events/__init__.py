@@ -1,0 +1,1 @@
+"""Resource-change events: outbox, relay to Kafka, idempotent consumers, replicas, catch-up."""

@@ -1,0 +1,96 @@
+"""The CloudEvents 1.0 structured JSON envelope of a resource change."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Any
+
+import orjson
+
+from shared.fhir.dates import format_instant
+from shared.fhir.store import Stored
+
+SPEC_VERSION = "1.0"
+
+
+def topic_for(prefix: str, resource_type: str) -> str:
+    """`fhir.Patient` for prefix `fhir.`."""
+    return f"{prefix}{resource_type}"
+
+
+def event_type(stored: Stored) -> str:
+    """`fhir.<Type>.created|updated|deleted`."""
+    if stored.deleted:
+        action = "deleted"
+    elif stored.version_id == 1 or stored.method == "POST":
+        action = "created"
+    else:
+        action = "updated"
+    return f"fhir.{stored.type}.{action}"
+
+
+def new_traceparent() -> str:
+    """A fresh W3C traceparent, for changes that arrived without one."""
+    return f"00-{os.urandom(16).hex()}-{os.urandom(8).hex()}-01"
+
+
+def build_event(stored: Stored, *, source: str, max_data_bytes: int) -> dict[str, Any]:
+    """The envelope; `data` is the full resource unless larger than `max_data_bytes`."""
+    event: dict[str, Any] = {
+        "specversion": SPEC_VERSION,
+        "id": str(uuid.uuid4()),
+        "source": source,
+        "type": event_type(stored),
+        "subject": f"{stored.type}/{stored.id}",
+        "time": format_instant(stored.last_updated),
+        "datacontenttype": "application/fhir+json",
+        "versionid": str(stored.version_id),
+    }
+    if stored.resource is not None:
+        size = len(orjson.dumps(stored.resource))
+        if size <= max_data_bytes:
+            event["data"] = stored.resource
+        else:
+            # Consumers fetch the version over HTTP; the event still orders and dedupes.
+            event["dataomitted"] = True
+    return event
+
+
+class EnvelopeError(ValueError):
+    """A message that is not one of our events (a poison message)."""
+
+
+def parse_event(raw: bytes) -> dict[str, Any]:
+    """Decode and check an envelope; anything malformed is an EnvelopeError."""
+    try:
+        event = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise EnvelopeError(f"not JSON: {exc}") from None
+    if not isinstance(event, dict):
+        raise EnvelopeError("the envelope is not a JSON object")
+    for field in ("id", "type", "subject", "versionid"):
+        if not isinstance(event.get(field), str) or not event[field]:
+            raise EnvelopeError(f"the envelope has no '{field}'")
+    try:
+        uuid.UUID(event["id"])
+    except ValueError:
+        raise EnvelopeError("the envelope id is not a UUID") from None
+    if not event["versionid"].isascii() or not event["versionid"].isdigit():
+        raise EnvelopeError("versionid is not a number")
+    parts = event["subject"].split("/")
+    if len(parts) != 2 or not all(parts):
+        raise EnvelopeError("subject is not Type/id")
+    action = event["type"].rsplit(".", 1)[-1]
+    if action not in ("created", "updated", "deleted"):
+        raise EnvelopeError(f"unknown event type '{event['type']}'")
+    if action != "deleted" and "data" not in event and not event.get("dataomitted"):
+        raise EnvelopeError("a created/updated event carries no data")
+    data = event.get("data")
+    if data is not None and (
+        not isinstance(data, dict)
+        or data.get("resourceType") != parts[0]
+        or data.get("id") != parts[1]
+    ):
+        raise EnvelopeError("data does not match the subject")
+    return event

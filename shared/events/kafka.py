@@ -1,0 +1,58 @@
+"""aiokafka clients configured the same way everywhere (standard Kafka protocol only)."""
+
+from __future__ import annotations
+
+import logging
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from shared.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+
+def producer(settings: ServiceSettings) -> AIOKafkaProducer:
+    """A producer waiting for all in-sync replicas; idempotence as configured."""
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        acks="all",
+        enable_idempotence=settings.kafka_idempotent_producer,
+        linger_ms=2,
+        request_timeout_ms=10_000,
+        client_id=f"{settings.service_name}-relay",
+    )
+
+
+def consumer(settings: ServiceSettings, *topics: str, group: str | None) -> AIOKafkaConsumer:
+    """A consumer with auto-commit off; offsets are committed after the database commit."""
+    return AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        client_id=f"{settings.service_name}-consumer",
+        max_poll_records=500,
+    )
+
+
+async def ensure_topics(settings: ServiceSettings, topics: list[str]) -> None:
+    """Create topics that do not exist yet (one partition keeps each resource's order)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [
+            NewTopic(t, num_partitions=1, replication_factor=1) for t in topics if t not in existing
+        ]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass
+            except KafkaError as exc:
+                log.warning("could not create topics: %s", exc)
+    finally:
+        await admin.close()

@@ -1,0 +1,46 @@
+"""Write one outbox row per committed change, inside the change's own transaction."""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+
+import orjson
+from sqlalchemy import insert
+from sqlalchemy.orm import Session
+
+from shared.db.models import OutboxRow
+from shared.events.envelope import build_event, new_traceparent, topic_for
+from shared.fhir.dates import utcnow
+from shared.fhir.registry import Registry
+from shared.fhir.store import Stored
+
+# The incoming request's traceparent, so events continue the caller's trace.
+current_traceparent: ContextVar[str | None] = ContextVar("current_traceparent", default=None)
+
+
+class Outbox:
+    """A store listener: records events for the owned types only (replicas never republish)."""
+
+    def __init__(
+        self, registry: Registry, *, source: str, topic_prefix: str, max_data_bytes: int
+    ) -> None:
+        self.registry = registry
+        self.source = source
+        self.topic_prefix = topic_prefix
+        self.max_data_bytes = max_data_bytes
+
+    def __call__(self, session: Session, stored: Stored) -> None:
+        if not self.registry.owns(stored.type):
+            return
+        event = build_event(stored, source=self.source, max_data_bytes=self.max_data_bytes)
+        session.execute(
+            insert(OutboxRow).values(
+                event_id=event["id"],
+                topic=topic_for(self.topic_prefix, stored.type),
+                key=event["subject"],
+                event_type=event["type"],
+                payload=orjson.dumps(event).decode(),
+                traceparent=current_traceparent.get() or new_traceparent(),
+                created_at=utcnow(),
+            )
+        )

@@ -1,0 +1,117 @@
+"""Keep read-only replicas of other services' resources, at the owner's versionId."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
+
+from shared.db.models import ResourceRow, VersionRow
+from shared.fhir.dates import DateFormatError, date_range, utcnow
+from shared.fhir.store import ResourceStore
+
+
+def _last_updated(resource: dict[str, Any] | None, fallback: str | None) -> Any:
+    for value in ((resource or {}).get("meta", {}).get("lastUpdated"), fallback):
+        if isinstance(value, str):
+            try:
+                return date_range(value)[0]
+            except DateFormatError:
+                continue
+    return utcnow()
+
+
+class ReplicaWriter:
+    """Applies owners' versions; older or repeated versions change nothing (idempotent)."""
+
+    def __init__(self, store: ResourceStore) -> None:
+        self.store = store
+
+    def apply_event(self, session: Session, event: dict[str, Any]) -> None:
+        """The consumer handler: write the event's version if it is newer than ours."""
+        res_type, res_id = event["subject"].split("/", 1)
+        deleted = event["type"].endswith(".deleted")
+        self.put_version(
+            session,
+            res_type,
+            res_id,
+            int(event["versionid"]),
+            None if deleted else event["data"],
+            event.get("time"),
+        )
+
+    def put_version(
+        self,
+        session: Session,
+        res_type: str,
+        res_id: str,
+        version_id: int,
+        resource: dict[str, Any] | None,
+        time: str | None = None,
+    ) -> bool:
+        """Store the owner's version (None: a delete); False when ours is as new already."""
+        if self.store.registry.get(res_type) is None or self.store.registry.owns(res_type):
+            return False
+        row = self.store._current(session, res_type, res_id, lock=True)
+        if row is not None and row.version_id >= version_id:
+            return False
+        when = _last_updated(resource, time)
+        content = orjson.dumps(resource).decode() if resource is not None else None
+        deleted = resource is None
+        if row is None:
+            pk = session.execute(
+                insert(ResourceRow)
+                .values(
+                    res_type=res_type,
+                    res_id=res_id,
+                    version_id=version_id,
+                    last_updated=when,
+                    deleted=deleted,
+                    content=content,
+                )
+                .returning(ResourceRow.pk)
+            ).scalar_one()
+        else:
+            pk = row.pk
+            session.execute(
+                update(ResourceRow)
+                .where(ResourceRow.pk == pk)
+                .values(version_id=version_id, last_updated=when, deleted=deleted, content=content)
+            )
+            self.store._clear_index(session, pk)
+        exists = session.execute(
+            select(VersionRow.pk).where(
+                VersionRow.res_type == res_type,
+                VersionRow.res_id == res_id,
+                VersionRow.version_id == version_id,
+            )
+        ).first()
+        if not exists:
+            session.execute(
+                insert(VersionRow).values(
+                    res_type=res_type,
+                    res_id=res_id,
+                    version_id=version_id,
+                    last_updated=when,
+                    method="DELETE" if deleted else ("POST" if version_id == 1 else "PUT"),
+                    deleted=deleted,
+                    content=content,
+                )
+            )
+        if resource is not None:
+            self.store._write_index(session, pk, res_type, resource)
+        return True
+
+    def clear(self, session: Session, res_type: str) -> None:
+        """Forget every replicated resource of a type (before a rebuild by replay)."""
+        from sqlalchemy import delete
+
+        from shared.db.models import INDEX_TABLES
+
+        pks = select(ResourceRow.pk).where(ResourceRow.res_type == res_type)
+        for table in INDEX_TABLES.values():
+            session.execute(delete(table).where(table.resource_pk.in_(pks)))
+        session.execute(delete(ResourceRow).where(ResourceRow.res_type == res_type))
+        session.execute(delete(VersionRow).where(VersionRow.res_type == res_type))
