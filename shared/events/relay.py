@@ -125,10 +125,11 @@ class OutboxRelay:
                 self.status.connected = True
                 backoff = 0.2
                 while not self._stopping:
+                    # Clear first: a write committing while we publish wakes the next round.
+                    self._wake.clear()
                     await self.publish_pending(producer)
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), timeout=poll_seconds)
-                    self._wake.clear()
             except (TimeoutError, KafkaError, OSError) as exc:
                 self.status.connected = False
                 self.status.failures += 1
