@@ -8,9 +8,9 @@ import json
 from typing import Any
 
 import httpx
-from sqlalchemy import func, insert, select
+from sqlalchemy import select
 
-from shared.db.models import VersionRow
+from shared.db.models import OutboxRow
 from tests.conftest import BACKENDS
 from tests.factories import FHIR_JSON, appointment, medication_administration, observation
 
@@ -107,6 +107,14 @@ async def _stored_counts(client: httpx.AsyncClient) -> tuple[int, int]:
     return found, await _total(client, "/_history")
 
 
+def _outbox_subjects(client: httpx.AsyncClient) -> list[tuple[str, str]]:
+    """(subject, versionid) of every event in the service's outbox."""
+    database = client._transport.app.state.fhir.database  # type: ignore[attr-defined]
+    with database.read() as session:
+        payloads = session.execute(select(OutboxRow.payload)).scalars().all()
+    return [(e["subject"], e["versionid"]) for e in map(json.loads, payloads)]
+
+
 # ---- transactions ------------------------------------------------------------------------
 async def test_transaction_resolves_urn_uuid_references(outcomes: httpx.AsyncClient):
     panel, phq9, gad7 = (f"urn:uuid:{n}1a2b3c4-0000-4000-8000-00000000000{n}" for n in (1, 2, 3))
@@ -200,25 +208,9 @@ async def test_transaction_processing_order_and_answers_in_request_order(
 
 
 async def test_failed_transaction_stores_nothing(outcomes: httpx.AsyncClient):
-    store = outcomes._transport.app.state.fhir.store  # type: ignore[attr-defined]
+    app = outcomes._transport.app  # type: ignore[attr-defined]
     calls: list[str] = []
-
-    def outbox(session: Any, stored: Any) -> None:
-        # Like an outbox writer: a row in the same unit of work as the resource.
-        calls.append(f"{stored.type}/{stored.id}")
-        session.execute(
-            insert(VersionRow).values(
-                res_type="OutboxEvent",
-                res_id=f"evt-{len(calls)}",
-                version_id=1,
-                last_updated=stored.last_updated,
-                method="POST",
-                deleted=False,
-                content=None,
-            )
-        )
-
-    store.listeners.append(outbox)
+    app.state.fhir.store.listeners.append(lambda _s, stored: calls.append(stored.id))
     panel = "urn:uuid:00000000-0000-4000-8000-0000000000aa"
     bundle = _bundle(
         [
@@ -230,16 +222,19 @@ async def test_failed_transaction_stores_nothing(outcomes: httpx.AsyncClient):
     issue = _failure(await _send(outcomes, bundle), 422, "code-invalid")
     assert issue["expression"] == ["Bundle.entry[2].resource.status"]
     assert issue["diagnostics"].startswith("Bundle.entry[2]")
-    assert len(calls) == 2  # the listener ran for the two good entries...
-    assert await _stored_counts(outcomes) == (0, 0)  # ...and all of it was rolled back
-    database = outcomes._transport.app.state.fhir.database  # type: ignore[attr-defined]
-    with database.read() as session:
-        assert session.execute(select(func.count()).select_from(VersionRow)).scalar_one() == 0
+    # The listeners (the outbox among them) ran for the two good entries...
+    assert len(calls) == 2
+    # ...and everything they wrote was rolled back with the resources.
+    assert await _stored_counts(outcomes) == (0, 0)
+    assert _outbox_subjects(outcomes) == []
 
-    # The same Bundle without the bad entry commits resources and listener rows together.
+    # The same Bundle without the bad entry commits resources and events together.
     entries = await _ok(outcomes, _bundle(bundle["entry"][:2]))
     assert [e["response"]["status"] for e in entries] == ["201 Created"] * 2
-    assert await _stored_counts(outcomes) == (2, 4)
+    assert await _stored_counts(outcomes) == (2, 2)
+    assert sorted(_outbox_subjects(outcomes)) == sorted(
+        (f"Observation/{_id_of(e)}", "1") for e in entries
+    )
 
 
 async def test_if_match_and_if_none_exist_inside_a_transaction(outcomes: httpx.AsyncClient):
@@ -398,8 +393,9 @@ async def test_malformed_bundles_and_entries(outcomes: httpx.AsyncClient):
     assert _failure(await _send(outcomes, bad_etag), 400, "invalid")["expression"] == [
         "Bundle.entry[0].request.ifMatch"
     ]
-    wrong_type = _bundle([_post(_obs(PHQ9_TOTAL)), _post({"resourceType": "Patient"})])
-    assert _failure(await _send(outcomes, wrong_type), 404, "not-found")["expression"] == [
+    # Patient is a read-only replica in outcomes: written only at intake.
+    replica = _bundle([_post(_obs(PHQ9_TOTAL)), _post({"resourceType": "Patient"})])
+    assert _failure(await _send(outcomes, replica), 405, "not-supported")["expression"] == [
         "Bundle.entry[1]"
     ]
     mismatch = _bundle([{**_post(_obs(PHQ9_TOTAL)), "request": {"method": "POST", "url": "Basic"}}])
@@ -426,11 +422,18 @@ async def test_malformed_bundles_and_entries(outcomes: httpx.AsyncClient):
     assert empty == []
 
 
-async def test_prefer_return_minimal_leaves_out_resources(outcomes: httpx.AsyncClient):
+async def test_prefer_return_minimal_or_operation_outcome(outcomes: httpx.AsyncClient):
     entries = await _ok(outcomes, _bundle([_post(_obs(PHQ9_TOTAL))]), Prefer="return=minimal")
     assert "resource" not in entries[0]
     assert entries[0]["response"]["status"] == "201 Created"
     assert entries[0]["response"]["location"].endswith("/_history/1")
+    entries = await _ok(
+        outcomes, _bundle([_post(_obs(PHQ9_TOTAL))]), Prefer="return=OperationOutcome"
+    )
+    assert "resource" not in entries[0]
+    outcome = entries[0]["response"]["outcome"]
+    assert outcome["resourceType"] == "OperationOutcome"
+    assert outcome["issue"][0]["severity"] == "information"
 
 
 async def test_scheduling_transaction_is_atomic_across_types(scheduling: httpx.AsyncClient):
@@ -439,10 +442,12 @@ async def test_scheduling_transaction_is_atomic_across_types(scheduling: httpx.A
         **medication_administration("pt-9"),
         "supportingInformation": [{"reference": visit}],
     }
-    entries = await _ok(
-        scheduling,
-        _bundle([_post(appointment("pt-9"), visit), _post(dose)]),
-    )
+    # A request URL may also be absolute, under this server's base.
+    absolute = {
+        **_post(dose),
+        "request": {"method": "POST", "url": f"{BASE}/MedicationAdministration"},
+    }
+    entries = await _ok(scheduling, _bundle([_post(appointment("pt-9"), visit), absolute]))
     visit_id = _id_of(entries[0])
     assert entries[1]["resource"]["supportingInformation"] == [
         {"reference": f"Appointment/{visit_id}"}
@@ -457,6 +462,10 @@ async def test_scheduling_transaction_is_atomic_across_types(scheduling: httpx.A
     ]
     assert await _total(scheduling, "/Appointment", patient="Patient/pt-10") == 0
     assert await _stored_counts(scheduling) == (2, 2)
+    assert sorted(_outbox_subjects(scheduling)) == [
+        (f"Appointment/{visit_id}", "1"),
+        (f"MedicationAdministration/{_id_of(entries[1])}", "1"),
+    ]
 
 
 async def test_parallel_conditional_transactions_create_once(scheduling: httpx.AsyncClient):
@@ -508,6 +517,9 @@ async def test_batch_entries_succeed_or_fail_independently(scheduling: httpx.Asy
             _request("GET", "Appointment?patient=Patient/pt-1"),
             _request("DELETE", f"MedicationAdministration/{given['id']}"),
             {"request": {"method": "PUT"}},
+            _request("GET", "Appointment/no such id"),
+            _request("GET", f"Appointment/{other['id']}/_history/99999999999"),
+            _put({**other, "id": "bad$id"}, "Appointment/bad$id"),
         ],
         kind="batch",
     )
@@ -521,8 +533,11 @@ async def test_batch_entries_succeed_or_fail_independently(scheduling: httpx.Asy
         "200 OK",
         "204 No Content",
         "400 Bad Request",
+        "404 Not Found",
+        "404 Not Found",
+        "400 Bad Request",
     ]
-    for index in (2, 3, 4, 7):
+    for index in (2, 3, 4, 7, 8, 9, 10):
         outcome = entries[index]["response"]["outcome"]
         assert outcome["resourceType"] == "OperationOutcome"
         assert outcome["issue"][0]["severity"] == "error"
@@ -539,3 +554,16 @@ async def test_batch_entries_succeed_or_fail_independently(scheduling: httpx.Asy
     assert await _total(scheduling, "/MedicationAdministration", patient="Patient/pt-1") == 1
     assert (await scheduling.get(f"/Appointment/{other['id']}")).json()["status"] == "booked"
     assert (await scheduling.get(f"/MedicationAdministration/{given['id']}")).status_code == 410
+
+
+async def test_strict_handling_applies_to_search_entries(outcomes: httpx.AsyncClient):
+    bundle = _bundle([_request("GET", "Observation?shoe-size=42")], kind="batch")
+    lenient = await _ok(outcomes, bundle)
+    assert lenient[0]["response"]["status"] == "200 OK"
+    assert lenient[0]["resource"]["total"] == 0
+    # The processor takes Prefer: handling=strict from the route (see api.py).
+    processor = outcomes._transport.app.state.fhir.bundles  # type: ignore[attr-defined]
+    strict = processor.process(bundle, BASE, None, strict=True)
+    assert strict["entry"][0]["response"]["status"] == "400 Bad Request"
+    issue = strict["entry"][0]["response"]["outcome"]["issue"][0]
+    assert issue["expression"] == ["Bundle.entry[0].request.url"]

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import httpx
+from sqlalchemy import select
 
+from shared.db.models import OutboxRow
 from tests.conftest import BACKENDS
 from tests.factories import FHIR_JSON, observation, patient
 
@@ -27,6 +30,15 @@ async def _versions(client: httpx.AsyncClient, path: str) -> list[int]:
     versions = [int(e["response"]["etag"][3:-1]) for e in body.get("entry", [])]
     assert body["total"] == len(versions)
     return versions
+
+
+def _event_versions(client: httpx.AsyncClient, subject: str) -> list[int]:
+    """The versionids of the outbox events about one resource, in outbox order."""
+    database = client._transport.app.state.fhir.database  # type: ignore[attr-defined]
+    with database.read() as session:
+        rows = session.execute(select(OutboxRow.payload).order_by(OutboxRow.pk)).scalars()
+        events = [json.loads(payload) for payload in rows]
+    return [int(e["versionid"]) for e in events if e["subject"] == subject]
 
 
 async def test_fifty_concurrent_updates_make_fifty_one_versions(intake: httpx.AsyncClient):
@@ -51,6 +63,8 @@ async def test_fifty_concurrent_updates_make_fifty_one_versions(intake: httpx.As
     winner = next(r.json() for r in responses if r.json()["meta"]["versionId"] == "51")
     assert current == winner
     assert (await intake.get("/Patient", params={"family": "Writer"})).json()["total"] == 1
+    # Exactly one event per committed version, in commit order.
+    assert _event_versions(intake, f"Patient/{pid}") == list(range(1, 52))
 
 
 async def test_two_updates_with_the_same_if_match_one_wins(intake: httpx.AsyncClient):
@@ -69,6 +83,7 @@ async def test_two_updates_with_the_same_if_match_one_wins(intake: httpx.AsyncCl
     assert current["meta"]["versionId"] == "2"
     assert current["gender"] == winner.json()["gender"]
     assert sorted(await _versions(intake, f"/Patient/{pid}")) == [1, 2]
+    assert _event_versions(intake, f"Patient/{pid}") == [1, 2]
 
 
 async def test_concurrent_patches_without_if_match_all_apply(intake: httpx.AsyncClient):
@@ -126,6 +141,7 @@ async def test_concurrent_deletes_and_updates_keep_a_consistent_history(
     assert [r.status_code for r in responses] == [204] * 5
     versions = await _versions(outcomes, f"/Observation/{oid}")
     assert versions == [2, 1]  # exactly one deletion was recorded
+    assert _event_versions(outcomes, f"Observation/{oid}") == [1, 2]
     assert (await outcomes.get(f"/Observation/{oid}")).status_code == 410
 
 
@@ -154,6 +170,7 @@ async def test_failed_writes_change_nothing(intake: httpx.AsyncClient):
     current = (await intake.get(f"/Patient/{pid}")).json()
     assert current == created
     assert await _versions(intake, f"/Patient/{pid}") == [1]
+    assert _event_versions(intake, f"Patient/{pid}") == [1]
     # The search index still describes version 1.
     assert (await intake.get("/Patient", params={"gender": "male"})).json()["total"] == 1
 
@@ -192,3 +209,56 @@ async def test_mixed_concurrent_traffic_never_fails_with_500(intake: httpx.Async
     assert guarded.count(200) <= 1 and set(guarded) <= {200, 412}
     successes = len(writes) + guarded.count(200)
     assert sorted(await _versions(intake, f"/Patient/{pid}")) == list(range(1, successes + 2))
+
+
+async def test_transactions_writing_the_same_resources_in_opposite_orders(
+    outcomes: httpx.AsyncClient,
+):
+    first = await _create(outcomes, observation(code="44261-6"))
+    second = await _create(outcomes, observation(code="70274-6"))
+
+    def put(resource: dict, value: int) -> dict:
+        body = {**resource, "valueQuantity": {**resource["valueQuantity"], "value": value}}
+        return {"resource": body, "request": {"method": "PUT", "url": f"Observation/{body['id']}"}}
+
+    def bundle(n: int) -> dict:
+        pair = [put(first, n), put(second, n)]
+        entries = pair if n % 2 else pair[::-1]
+        return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+
+    responses = await asyncio.gather(
+        *(outcomes.post("/", json=bundle(n), headers=FHIR_JSON) for n in range(20))
+    )
+    assert [r.status_code for r in responses] == [200] * 20, [
+        r.text for r in responses if r.status_code != 200
+    ]
+    for resource in (first, second):
+        path = f"/Observation/{resource['id']}"
+        assert sorted(await _versions(outcomes, path)) == list(range(1, 22))
+    # Each transaction wrote both resources at once: their final values agree.
+    values = [
+        (await outcomes.get(f"/Observation/{r['id']}")).json()["valueQuantity"]["value"]
+        for r in (first, second)
+    ]
+    assert values[0] == values[1]
+
+    # The same with ids that do not exist yet: one transaction creates both, the rest update.
+    fresh = [
+        {**observation(code="44261-6"), "id": "obs-new-a"},
+        {**observation(code="70274-6"), "id": "obs-new-b"},
+    ]
+    first, second = fresh
+    responses = await asyncio.gather(
+        *(outcomes.post("/", json=bundle(n), headers=FHIR_JSON) for n in range(10))
+    )
+    assert [r.status_code for r in responses] == [200] * 10, [
+        r.text for r in responses if r.status_code != 200
+    ]
+    created = [
+        [e["response"]["status"] for e in r.json()["entry"]].count("201 Created") for r in responses
+    ]
+    assert sorted(created) == [0] * 9 + [2]
+    for resource in fresh:
+        assert sorted(await _versions(outcomes, f"/Observation/{resource['id']}")) == list(
+            range(1, 11)
+        )

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import httpx
+from sqlalchemy import select
 
+from shared.db.models import OutboxRow
 from tests.conftest import BACKENDS
 from tests.factories import FHIR_JSON, patient
 
@@ -27,6 +30,13 @@ def _assert_outcome(response: httpx.Response, status: int, code: str) -> dict:
     assert first["code"] == code
     assert first["diagnostics"]
     return first
+
+
+def _event_subjects(client: httpx.AsyncClient) -> list[str]:
+    database = client._transport.app.state.fhir.database  # type: ignore[attr-defined]
+    with database.read() as session:
+        payloads = session.execute(select(OutboxRow.payload)).scalars().all()
+    return [json.loads(payload)["subject"] for payload in payloads]
 
 
 async def _total(client: httpx.AsyncClient, res_type: str, **params: str) -> int:
@@ -98,6 +108,8 @@ async def test_eight_parallel_conditional_creates_make_one_resource(intake: http
     assert await _total(intake, "Patient", identifier=f"{MRN}|parallel-1") == 1
     history = (await intake.get("/Patient/_history")).json()
     assert history["total"] == 1
+    # The seven that found the resource wrote nothing, so no event either.
+    assert _event_subjects(intake) == [f"Patient/{ids.pop()}"]
 
 
 async def test_conditional_update_creates_updates_or_refuses(intake: httpx.AsyncClient):

@@ -212,7 +212,10 @@ async def test_appointment_parameters(scheduling: httpx.AsyncClient):
     )
     c_body = appointment("p1", "2026-05-01T09:00:00Z")
     c_body["participant"] = [{"actor": {"reference": "Location/room1"}, "status": "accepted"}]
-    c_body["participant"].append({"actor": {"reference": "Practitioner/dr2"}, "status": "accepted"})
+    c_body["participant"] += [
+        {"actor": {"reference": "Practitioner/dr2"}, "status": "accepted"},
+        {"actor": {"reference": "kid1", "type": "Patient"}, "status": "accepted"},
+    ]
     c = await create(scheduling, c_body)
 
     async def appts(params: dict[str, str]) -> list[str]:
@@ -224,6 +227,8 @@ async def test_appointment_parameters(scheduling: httpx.AsyncClient):
     assert await appts({"practitioner": "dr1"}) == sorted([a, b])
     assert await appts({"practitioner": "Practitioner/dr2"}) == [c]
     assert await appts({"actor": "Location/room1"}) == [c]
+    assert await appts({"patient": "Patient/kid1"}) == [c]  # typed by Reference.type
+    assert await appts({"actor:Location": "kid1"}) == []
     assert await appts({"actor": "Patient/p1"}) == [a]
     assert await appts({"actor:Practitioner": "dr1"}) == sorted([a, b])
     assert await appts({"date": "2026-03"}) == [a]

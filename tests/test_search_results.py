@@ -7,6 +7,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 
+from shared.events.replica import ReplicaWriter
 from tests.conftest import BACKENDS
 from tests.factories import FHIR_JSON, appointment, medication_administration, observation, patient
 from tests.search_helpers import bad, create, found, include_ids, link, match_ids, search
@@ -64,6 +65,8 @@ async def test_unknown_parameters_ignored_or_400_when_strict(intake: httpx.Async
     a = await create(intake, patient("Chalmers"))
     b = await create(intake, patient("Windsor"))
     assert await found(intake, "/Patient", {"nonsense": "1"}) == sorted([a, b])
+    # Chained parameters are not supported, so they are unknown too.
+    assert await found(intake, "/Patient", {"general-practitioner.name": "x"}) == sorted([a, b])
     lenient = await intake.get(
         "/Patient", params={"nonsense": "1"}, headers={"Prefer": "handling=lenient"}
     )
@@ -71,6 +74,9 @@ async def test_unknown_parameters_ignored_or_400_when_strict(intake: httpx.Async
     for params, name in (
         ({"family": "chalmers", "nonsense": "1"}, "nonsense"),
         ({"_nonsense": "1"}, "_nonsense"),
+        ({"general-practitioner.name": "x"}, "general-practitioner.name"),
+        ({"organization:Organization.name": "x"}, "organization:Organization.name"),
+        ({"family": ""}, "family"),
     ):
         strict = await intake.get("/Patient", params=params, headers={"Prefer": "handling=strict"})
         assert strict.status_code == 400, strict.text
@@ -112,7 +118,6 @@ async def test_bad_values_are_400_naming_the_parameter(
         ({"_include": "Patient:nosuch"}, "_include"),
         ({"_include": "Patient"}, "_include"),
         ({"family": "a\x00b"}, "family"),
-        ({"general-practitioner.name": "x"}, "general-practitioner.name"),
     ]
     for params, expression in cases:
         await bad(intake, "/Patient", params, expression)
@@ -147,7 +152,9 @@ async def test_count_default_and_maximum(
     assert default["total"] == 52 and len(default["entry"]) == 50  # default page size 50
     assert dict(query_of(link(default, "next") or ""))["_count"] == "50"
     assert sorted(id_ for page in await follow(intake, default) for id_ in page) == sorted(ids)
-    assert len((await search(intake, "/Patient", {"_count": "5000"}))["entry"]) == 52
+    above_max = await search(intake, "/Patient", {"_count": "5000"})
+    assert len(above_max["entry"]) == 52
+    assert query_of(link(above_max, "self") or "") == [("_count", "1000")]  # the maximum
 
     async with service_client("intake", default_page_size=2, max_page_size=3) as small:
         page = await search(small, "/Patient")
@@ -304,6 +311,35 @@ async def test_include_and_revinclude_has_member(outcomes: httpx.AsyncClient):
     assert match_ids(subject) == [m1] and include_ids(subject) == []
 
 
+async def test_include_iterate_follows_nested_panels(outcomes: httpx.AsyncClient):
+    leaf = await create(outcomes, observation(code="44261-6"))
+    middle = await create(
+        outcomes, observation(code="77580-0", hasMember=[{"reference": f"Observation/{leaf}"}])
+    )
+    top = await create(
+        outcomes, observation(code="77580-0", hasMember=[{"reference": f"Observation/{middle}"}])
+    )
+    once = await search(
+        outcomes, "/Observation", {"_id": top, "_include": "Observation:has-member"}
+    )
+    assert include_ids(once) == [middle]
+    nested = await search(
+        outcomes, "/Observation", {"_id": top, "_include:iterate": "Observation:has-member"}
+    )
+    assert match_ids(nested) == [top] and include_ids(nested) == sorted([middle, leaf])
+    assert ("_include:iterate", "Observation:has-member") in query_of(link(nested, "self") or "")
+    up = await search(
+        outcomes, "/Observation", {"_id": leaf, "_revinclude:iterate": "Observation:has-member"}
+    )
+    assert include_ids(up) == sorted([middle, top])
+    await bad(
+        outcomes,
+        "/Observation",
+        {"_include:deep": "Observation:has-member"},
+        "_include:deep",
+    )
+
+
 async def test_included_types_not_stored_here_are_absent(
     scheduling: httpx.AsyncClient, intake: httpx.AsyncClient
 ):
@@ -324,6 +360,29 @@ async def test_included_types_not_stored_here_are_absent(
         bundle = await search(intake, "/Patient", params)
         assert match_ids(bundle) == [pid] and include_ids(bundle) == []
     await bad(intake, "/Patient", {"_revinclude": "Observation:nosuch"}, "_revinclude")
+
+
+async def test_include_reaches_replicated_resources(scheduling: httpx.AsyncClient):
+    """Patients replicated into scheduling can be included; a deleted replica cannot."""
+    context = scheduling._transport.app.state.fhir  # type: ignore[attr-defined]
+    writer = ReplicaWriter(context.store)
+    with context.database.write() as session:
+        for pid in ("p1", "p2"):
+            writer.put_version(session, "Patient", pid, 1, {**patient(), "id": pid})
+        writer.put_version(session, "Patient", "p2", 2, None)  # deleted at intake
+    first = await create(scheduling, appointment("p1"))
+    second = await create(scheduling, appointment("p2"))
+    bundle = await search(scheduling, "/Appointment", {"_include": "Appointment:patient"})
+    assert sorted(match_ids(bundle)) == sorted([first, second])
+    assert include_ids(bundle) == ["p1"]
+    include = [e for e in bundle["entry"] if e["search"]["mode"] == "include"]
+    assert include[0]["fullUrl"] == f"{BASE}/Patient/p1"
+    rev = await search(scheduling, "/Patient", {"_revinclude": "Appointment:patient"})
+    assert match_ids(rev) == ["p1"] and include_ids(rev) == [first]
+    actor = await search(
+        scheduling, "/Appointment", {"_id": first, "_include": "Appointment:actor:Patient"}
+    )
+    assert include_ids(actor) == ["p1"]
 
 
 async def test_forwarded_headers_shape_full_urls_and_links(intake: httpx.AsyncClient):
@@ -348,7 +407,7 @@ async def test_forwarded_headers_shape_full_urls_and_links(intake: httpx.AsyncCl
     assert plain["entry"][0]["fullUrl"] == f"{BASE}/Patient/{ids[0]}"
 
 
-async def test_search_by_id_in_batch_has_no_dead_next(intake: httpx.AsyncClient):
+async def test_search_in_batch_has_no_dead_next(intake: httpx.AsyncClient):
     ids = [await create(intake, patient()) for _ in range(2)]
     batch = {
         "resourceType": "Bundle",

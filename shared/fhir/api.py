@@ -192,10 +192,13 @@ def build_router(ctx: FHIRContext) -> APIRouter:
         body = await read_json(request, settings.max_body_bytes)
         where = base(request)
         response = await run_in_threadpool(
-            ctx.bundles.process, body, where, prefer(request.headers, "return")
+            ctx.bundles.process, body, where, prefer(request.headers, "return"), _strict(request)
         )
         ctx.written()
         return fhir_response(response)
+
+    # HAPI and most clients POST Bundles to the base without a trailing slash.
+    router.add_api_route("", bundle, methods=["POST"], include_in_schema=False)
 
     @router.get("/_history", tags=["system"], summary="System history")
     async def system_history(request: Request) -> Response:
@@ -258,12 +261,7 @@ def _type_routes(
         check_accept(request)
         pairs = _search_pairs(request, extra)
         found = await in_read(lambda s: ix.search(s, res_type, pairs, strict=_strict(request)))
-        query = found.query
-        full_page = len(found.resources) == query.count and query.count > 0
-        more = (found.total is None and full_page) or (
-            found.total is not None and query.offset + len(found.resources) < found.total
-        )
-        body = searchset(base(request), query, found.resources, found.total, found.included, more)
+        body = searchset(base(request), found.query, found.resources, found.total, found.included)
         return fhir_response(body)
 
     async def search_get(request: Request) -> Response:

@@ -70,16 +70,15 @@ def searchset(
     resources: list[dict[str, Any]],
     total: int | None,
     included: list[dict[str, Any]],
-    has_next: bool,
 ) -> dict[str, Any]:
     """A searchset Bundle: matches, then included resources, with self/next links.
 
-    `has_next` is the caller's guess; the search itself knows (`query.more`) and wins, so
-    the last page never carries a dead `next` link (hapi-fhir #1300).
+    The search fetched one row beyond the page (`query.more`), so the last page never
+    carries a dead `next` link (hapi-fhir #1300).
     """
     bundle = _bundle("searchset", total)
     url = f"{base}/{query.resource_type}"
-    more = query.more if query.more is not None else has_next
+    more = bool(query.more)
     bundle["link"] = _paging_links(
         url,
         query.applied,

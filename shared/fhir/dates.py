@@ -37,7 +37,7 @@ def date_range(value: str) -> tuple[datetime, datetime]:
         day = int(parts["d"])
         if parts["H"] is None:
             start = datetime(year, month, day)
-            return start, start + timedelta(days=1) - timedelta(microseconds=1)
+            return start, start + (timedelta(days=1) - timedelta(microseconds=1))
         hour, minute = int(parts["H"]), int(parts["M"])
         tz = parts["tz"]
         offset = timedelta(0)

@@ -128,6 +128,8 @@ def _rows_for(resource_type: str, param: SearchParam, path: str, value: Any) -> 
         target_type, target_id = parse_reference(url)
         if target_id is None:
             return []
+        if target_type is None and isinstance(value.get("type"), str):
+            target_type = value["type"]  # a relative id with Reference.type beside it
         if param.targets and target_type is not None and target_type not in param.targets:
             return []
         if param.targets and target_type is None and len(param.targets) == 1:

@@ -45,7 +45,7 @@ def parse_etag(value: str | None) -> int | None:
     if text.startswith("W/"):
         text = text[2:]
     text = text.strip('"')
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise bad_request(f"If-Match '{value}' is not a version ETag like W/\"1\"", ["If-Match"])
     return int(text)
 
@@ -275,8 +275,8 @@ class Interactions:
 
     def vread(self, session: Session, res_type: str, res_id: str, version: str) -> Result:
         self.definition(res_type)
-        if not version.isdigit():
-            raise not_found(f"{res_type}/{res_id}/_history/{version} is not known")
+        if not (version.isascii() and version.isdigit()):
+            raise not_found(f"{res_type}/{res_id}/_history/{version[:20]} is not known")
         return Result(200, self.store.vread(session, res_type, res_id, int(version)))
 
     def search(

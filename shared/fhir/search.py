@@ -118,7 +118,7 @@ def _split_commas(raw: str) -> list[str]:
             current = ""
         else:
             current += char
-    parts.append(current)
+    parts.append(current + ("\\" if escaped else ""))
     return parts
 
 
@@ -183,11 +183,15 @@ def parse_search(
     for key, raw in pairs:
         if "\x00" in key or "\x00" in raw:
             raise bad_request(f"Search parameter '{key}' contains a NUL character", [key])
-        if raw == "":
-            # FHIR: a parameter without a value is ignored.
+        name, _, modifier = key.partition(":")
+        parts = [part for part in _split_commas(raw) if part != ""]
+        if not parts:
+            # FHIR: a parameter without a value is ignored (an error when strict, so that a
+            # conditional create or update never matches everything by accident).
+            if strict:
+                raise bad_request(f"Search parameter '{key}' has no value", [key])
             query.ignored.append(key)
             continue
-        name, _, modifier = key.partition(":")
         if name in CONTROL_PARAMS:
             _control(query, definition, name, modifier, raw, registry, max_count)
             continue
@@ -221,10 +225,6 @@ def parse_search(
                 raise bad_request(f"'{key}' takes true or false", [key])
             query.clauses.append(Clause(param, mod, (), raw == "true"))
         else:
-            parts = [part for part in _split_commas(raw) if part != ""]
-            if not parts:
-                query.ignored.append(key)
-                continue
             values = tuple(_parse_value(param, part, mod) for part in parts)
             query.clauses.append(Clause(param, mod, values))
         query.applied.append((key, raw))

@@ -41,6 +41,9 @@ class Stored:
         return f"{self.type}/{self.id}/_history/{self.version_id}"
 
 
+# versionId is a 32-bit INTEGER column.
+MAX_VERSION = 2**31 - 1
+
 # Called inside the writing transaction, so whatever it records commits or rolls back with it.
 ChangeListener = Callable[[Session, Stored], None]
 
@@ -98,12 +101,27 @@ class ResourceStore:
             orjson.loads(row.content),
         )
 
+    def lock_rows(self, session: Session, keys: list[tuple[str, str]]) -> None:
+        """Lock the named resources up front, in one fixed order.
+
+        Writers that touch the same resources in different orders then queue up instead of
+        deadlocking. An id not stored yet gets the lock that `update` takes to create it.
+        """
+        if self.database.is_sqlite:
+            return  # BEGIN IMMEDIATE already serialises writers
+        for res_type, res_id in sorted(set(keys)):
+            if self._current(session, res_type, res_id, lock=True) is None:
+                self.database.lock(session, f"create:{res_type}/{res_id}")
+
     def exists(self, session: Session, res_type: str, res_id: str) -> bool:
         row = self._current(session, res_type, res_id, lock=False)
         return row is not None and not row.deleted
 
     def vread(self, session: Session, res_type: str, res_id: str, version_id: int) -> Stored:
         """One version; 404 when it does not exist, 410 when that version is a delete."""
+        if not 0 < version_id <= MAX_VERSION:
+            # Beyond the column's range (PostgreSQL would refuse the query): no such version.
+            raise not_found(f"{res_type}/{res_id}/_history/{version_id} is not known")
         row = session.execute(
             select(VersionRow).where(
                 VersionRow.res_type == res_type,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
-from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -16,8 +15,9 @@ from sqlalchemy.orm import Session
 from shared.db.engine import Database
 from shared.fhir.bundles import searchset
 from shared.fhir.dates import format_instant
-from shared.fhir.errors import FHIRError, bad_request
+from shared.fhir.errors import FHIRError, bad_request, issue, operation_outcome
 from shared.fhir.interactions import Interactions, Result, parse_etag
+from shared.fhir.references import ID_PATTERN
 
 # Order in which a transaction's entries are processed (FHIR R4 http.html#trules).
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
@@ -56,13 +56,23 @@ class Entry:
         versioned = len(segments) == 4 and segments[2] == "_history" and self.method == "GET"
         if not segments or (len(segments) > 2 and not versioned):
             raise bad_request(
-                f"{where}.request.url '{url}' is not [type], [type]/[id] or, for a GET, "
+                f"{where}.request.url is not [type], [type]/[id] or, for a GET, "
                 "[type]/[id]/_history/[vid]",
                 [f"{where}.request.url"],
             )
         self.type = segments[0]
         self.id = segments[1] if len(segments) > 1 else None
         self.version = segments[3] if versioned else None
+        if self.id is not None and not ID_PATTERN.fullmatch(self.id):
+            # Writing under such an id is a bad request; anything else finds nothing.
+            status, code = (400, "invalid") if self.method == "PUT" else (404, "not-found")
+            raise FHIRError(
+                status,
+                f"{where}: '{self.id[:80]}' is not a valid FHIR id "
+                "(1-64 of A-Z, a-z, 0-9, '-', '.')",
+                code=code,
+                expression=[f"{where}.request.url"],
+            )
         self.full_url = raw.get("fullUrl") if isinstance(raw.get("fullUrl"), str) else None
         self.resource = raw.get("resource")
         try:
@@ -129,15 +139,17 @@ def _patch_operations(entry: Entry, mapping: dict[str, str]) -> Any:
 class BundleProcessor:
     """Runs transaction and batch Bundles through the same interactions as the REST API."""
 
-    def __init__(
-        self, interactions: Interactions, database: Database, strict: Callable[[], bool]
-    ) -> None:
+    def __init__(self, interactions: Interactions, database: Database) -> None:
         self.interactions = interactions
         self.database = database
-        self.strict = strict
 
-    def process(self, bundle: Any, base: str, return_pref: str | None) -> dict[str, Any]:
-        """Process a transaction or batch Bundle and build its response Bundle."""
+    def process(
+        self, bundle: Any, base: str, return_pref: str | None, strict: bool = False
+    ) -> dict[str, Any]:
+        """Process a transaction or batch Bundle and build its response Bundle.
+
+        `strict` (Prefer: handling=strict) applies to the searches of GET entries.
+        """
         if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
             raise bad_request("POST to the base takes a Bundle", ["resourceType"])
         kind = bundle.get("type")
@@ -153,12 +165,13 @@ class BundleProcessor:
             raise bad_request("Bundle.entry must be an array", ["Bundle.entry"])
         if kind == "transaction":
             entries = [Entry(i, raw, base) for i, raw in enumerate(raw_entries)]
-            results = self._transaction(entries, base)
+            results = self._transaction(entries, base, strict)
             pairs = zip(entries, results, strict=True)
             rendered = [self._render(e, r, base, return_pref) for e, r in pairs]
         else:
             rendered = [
-                self._batch_entry(i, raw, base, return_pref) for i, raw in enumerate(raw_entries)
+                self._batch_entry(i, raw, base, return_pref, strict)
+                for i, raw in enumerate(raw_entries)
             ]
         return {
             "resourceType": "Bundle",
@@ -166,7 +179,7 @@ class BundleProcessor:
             "entry": rendered,
         }
 
-    def _transaction(self, entries: list[Entry], base: str) -> list[Result]:
+    def _transaction(self, entries: list[Entry], base: str, strict: bool) -> list[Result]:
         _check_unique(entries)
         results: list[Result | None] = [None] * len(entries)
         with self.database.write() as session:
@@ -174,13 +187,17 @@ class BundleProcessor:
             # in a cycle (row locks are only taken after them).
             for res_type in sorted({e.type for e in entries if e.conditional}):
                 self.database.lock(session, f"conditional:{res_type}")
+            # Then the rows the entries name, sorted, whatever order the entries come in.
+            self.interactions.store.lock_rows(
+                session, [(e.type, e.id) for e in entries if e.identity and e.id]
+            )
             mapping = self._assign_ids(session, entries)
             for entry in entries:
                 if mapping and entry.resource is not None:
                     entry.resource = _rewrite(entry.resource, mapping)
             for entry in sorted(entries, key=lambda e: (_ORDER[e.method], e.index)):
                 try:
-                    results[entry.index] = self._execute(session, entry, base, mapping)
+                    results[entry.index] = self._execute(session, entry, base, strict, mapping)
                 except FHIRError as exc:
                     raise _locate(exc, entry) from None
         return [r for r in results if r is not None]
@@ -214,7 +231,12 @@ class BundleProcessor:
         return mapping
 
     def _execute(
-        self, session: Session, entry: Entry, base: str, mapping: dict[str, str] | None = None
+        self,
+        session: Session,
+        entry: Entry,
+        base: str,
+        strict: bool,
+        mapping: dict[str, str] | None = None,
     ) -> Result:
         ix = self.interactions
         if entry.method == "POST":
@@ -261,26 +283,16 @@ class BundleProcessor:
                 session,
                 entry.type,
                 parse_qsl(entry.query, keep_blank_values=True),
-                strict=self.strict(),
+                strict=strict,
             )
-            has_next = (
-                found.total is None or found.query.offset + len(found.resources) < found.total
-            )
-            body = searchset(
-                base,
-                found.query,
-                found.resources,
-                found.total,
-                found.included,
-                has_next and len(found.resources) == found.query.count,
-            )
+            body = searchset(base, found.query, found.resources, found.total, found.included)
             return Result(200, body=body)
         if entry.version is not None:
             return ix.vread(session, entry.type, entry.id, entry.version)
         return ix.read(session, entry.type, entry.id)
 
     def _batch_entry(
-        self, index: int, raw: Any, base: str, return_pref: str | None
+        self, index: int, raw: Any, base: str, return_pref: str | None, strict: bool
     ) -> dict[str, Any]:
         try:
             entry = Entry(index, raw, base)
@@ -288,7 +300,7 @@ class BundleProcessor:
             return {"response": {"status": _status_line(exc.status), "outcome": exc.outcome()}}
         try:
             with self.database.write() as session:
-                result = self._execute(session, entry, base)
+                result = self._execute(session, entry, base, strict)
             return self._render(entry, result, base, return_pref)
         except FHIRError as exc:
             exc = _locate(exc, entry)
@@ -305,7 +317,17 @@ class BundleProcessor:
                 response["location"] = stored.location
             response["etag"] = stored.etag
             response["lastModified"] = format_instant(stored.last_updated)
-            if return_pref != "minimal" and stored.resource is not None:
+            if return_pref == "operationoutcome":
+                response["outcome"] = operation_outcome(
+                    [
+                        issue(
+                            "information",
+                            "informational",
+                            f"{stored.type}/{stored.id} is at version {stored.version_id}",
+                        )
+                    ]
+                )
+            elif return_pref != "minimal" and stored.resource is not None:
                 rendered["resource"] = stored.resource
         elif result.body is not None:
             rendered["resource"] = result.body
