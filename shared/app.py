@@ -35,7 +35,7 @@ def build_context(settings: ServiceSettings, registry: Registry) -> FHIRContext:
     database = Database(settings.resolved_database_url())
     store = ResourceStore(database, registry)
     interactions = Interactions(settings, registry, store)
-    bundles = BundleProcessor(interactions, database, strict=lambda: False)
+    bundles = BundleProcessor(interactions, database)
     return FHIRContext(
         settings, registry, database, store, interactions, bundles, package_version()
     )

@@ -205,3 +205,20 @@ async def test_health_endpoints(intake: httpx.AsyncClient, path: str) -> None:
     response = await intake.get(f"http://testserver{path}")
     assert response.status_code == 200
     assert response.json()["status"] == "ok"
+
+
+async def test_bundle_posted_to_the_base_without_a_slash(intake: httpx.AsyncClient) -> None:
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [{"request": {"method": "GET", "url": "Patient?_count=1"}}],
+    }
+    response = await intake.post("http://testserver/fhir", json=bundle, headers=FHIR_JSON)
+    assert response.status_code == 200
+    assert response.json()["type"] == "batch-response"
+    strict = await intake.post(
+        "http://testserver/fhir",
+        json={**bundle, "entry": [{"request": {"method": "GET", "url": "Patient?bogus=1"}}]},
+        headers={**FHIR_JSON, "Prefer": "handling=strict"},
+    )
+    assert strict.json()["entry"][0]["response"]["status"].startswith("400")
