@@ -51,6 +51,7 @@ def create_service_app(settings: ServiceSettings, registry: Registry) -> FastAPI
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if settings.migrate_on_start:
             await run_in_threadpool(upgrade, context.database)
+        await run_in_threadpool(context.database.optimize)
         await events.start()
         yield
         await events.stop()

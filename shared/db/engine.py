@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,6 +29,10 @@ class Database:
             )
             self.read_engine = self.write_engine
         self._write_sessions = sessionmaker(self.write_engine, expire_on_commit=False)
+        self._stats_lock = threading.Lock()
+        self._writes = 0
+        self._analyze_every = 1000
+        self._analyzed_at = time.monotonic()
         self._read_sessions = sessionmaker(self.read_engine, expire_on_commit=False)
 
     @staticmethod
@@ -71,6 +77,29 @@ class Database:
                 yield session
         finally:
             session.close()
+        if self.is_sqlite:
+            self._count_write()
+
+    def _count_write(self) -> None:
+        # SQLite plans searches well only with statistics: refresh them as the data grows.
+        with self._stats_lock:
+            self._writes += 1
+            due = self._writes >= self._analyze_every or (
+                self._writes and time.monotonic() - self._analyzed_at > 60
+            )
+            if not due:
+                return
+            self._writes = 0
+            self._analyzed_at = time.monotonic()
+        self.optimize()
+
+    def optimize(self) -> None:
+        """Refresh the query planner's statistics (sampled, so it takes milliseconds)."""
+        if not self.is_sqlite:
+            return
+        with self.write_engine.connect() as connection:
+            connection.exec_driver_sql("PRAGMA analysis_limit=10000")
+            connection.exec_driver_sql("ANALYZE")
 
     @contextmanager
     def read(self) -> Iterator[Session]:

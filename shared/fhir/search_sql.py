@@ -136,22 +136,64 @@ def _special_condition(clause: Clause) -> ColumnElement[bool]:
     )
 
 
-def clause_condition(resource_type: str, clause: Clause) -> ColumnElement[bool]:
-    """The SQL condition on ResourceRow for one search clause."""
+# How selective a clause usually is: the most selective one drives the query.
+_SELECTIVITY = {"reference": 0, "token": 1, "string": 2, "quantity": 3, "date": 4}
+
+
+def _driving(clause: Clause) -> int:
+    if clause.missing is not None or clause.modifier == "not":
+        return 99
+    if clause.param.name == "_id":
+        return -1
+    if clause.param.name.startswith("_"):
+        return 98
+    return _SELECTIVITY.get(clause.param.type, 50)
+
+
+def clause_condition(resource_type: str, clause: Clause, *, drive: bool = False) -> Any:
+    """The SQL condition on ResourceRow for one search clause.
+
+    The driving clause is `pk IN (index lookup)`, so the search starts from its index; the
+    others are correlated EXISTS probes of the candidates (SQLite otherwise scans the type).
+    """
     if clause.param.name.startswith("_"):
         return _special_condition(clause)
     table = INDEX_TABLES[clause.param.type]
-    scope = and_(
-        table.resource_pk == ResourceRow.pk,
-        table.res_type == resource_type,
-        table.param == clause.param.name,
-    )
+    scope = and_(table.res_type == resource_type, table.param == clause.param.name)
+    # Probes go through the per-resource index; SQLite's planner, without statistics,
+    # would pick the value index and scan it for every candidate.
+    probe_hint = f"INDEXED BY ix_{clause.param.type}_resource"
     if clause.missing is not None:
-        any_row = exists().where(scope)
+        any_row = (
+            select(table.resource_pk)
+            .where(table.resource_pk == ResourceRow.pk, scope)
+            .with_hint(table, probe_hint, dialect_name="sqlite")
+            .exists()
+        )
         return not_(any_row) if clause.missing else any_row
     alternatives = or_(*(_value_condition(clause, table, v) for v in clause.values))
-    matched = exists().where(scope, alternatives)
+    if drive:
+        return ResourceRow.pk.in_(select(table.resource_pk).where(scope, alternatives))
+    matched = (
+        select(table.resource_pk)
+        .where(table.resource_pk == ResourceRow.pk, scope, alternatives)
+        .with_hint(table, probe_hint, dialect_name="sqlite")
+        .exists()
+    )
     return not_(matched) if clause.modifier == "not" else matched
+
+
+def search_conditions(query: SearchQuery) -> list[Any]:
+    """All conditions of a search, the most selective clause first as the driver."""
+    conditions: list[Any] = [
+        ResourceRow.res_type == query.resource_type,
+        ResourceRow.deleted.is_(False),
+    ]
+    ordered = sorted(query.clauses, key=_driving)
+    for index, clause in enumerate(ordered):
+        drive = index == 0 and _driving(clause) < 50 and not clause.param.name.startswith("_")
+        conditions.append(clause_condition(query.resource_type, clause, drive=drive))
+    return conditions
 
 
 def _sort_key(name: str, descending: bool, definition: Any) -> Any:
@@ -182,8 +224,7 @@ def run_search(
     session: Session, query: SearchQuery, definition: Any
 ) -> tuple[list[ResourceRow], int | None]:
     """The page of matching current resources and the total (None when not asked for)."""
-    conditions = [ResourceRow.res_type == query.resource_type, ResourceRow.deleted.is_(False)]
-    conditions += [clause_condition(query.resource_type, c) for c in query.clauses]
+    conditions = search_conditions(query)
     total = None
     if query.total != "none" or query.summary_count:
         total = int(
