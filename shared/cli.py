@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import signal
 import sys
 from collections.abc import Callable
 
@@ -80,6 +81,10 @@ async def _event_command(
                 return 2
             brokers = settings.kafka_bootstrap_servers
             print(f"{settings.service_name}: relaying the outbox to {brokers}")
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                # Finish the round in flight, so a stop publishes no duplicates.
+                loop.add_signal_handler(signum, events.relay.stop)
             await events.relay.run()
     finally:
         database.dispose()

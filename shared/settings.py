@@ -38,6 +38,13 @@ class ServiceSettings(BaseSettings):
         validation_alias=AliasChoices("kafka_bootstrap_servers", "KAFKA_BOOTSTRAP_SERVERS"),
     )
     topic_prefix: str = "fhir."
+    # Kafka refuses sessions under 6 s by default; on the dev broker a group's first join
+    # waits about half of it, so `make run` and the tests lower it.
+    kafka_session_timeout_ms: int = Field(
+        default=10_000,
+        ge=1000,
+        validation_alias=AliasChoices("kafka_session_timeout_ms", "KAFKA_SESSION_TIMEOUT_MS"),
+    )
     # On for Apache Kafka; the dev broker (Tansu, in memory) does not support it.
     kafka_idempotent_producer: bool = False
     # Resources larger than this travel as id-only events that consumers fetch over HTTP.

@@ -37,6 +37,8 @@ def _start_broker(env: dict[str, str]) -> Broker | None:
     port = None if _port_in_use(DEV_BROKER_PORT) else DEV_BROKER_PORT
     broker = Broker(port=port).start()
     env["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap
+    # Tansu makes a group's first join wait about half the session timeout.
+    env.setdefault("KAFKA_SESSION_TIMEOUT_MS", "2000")
     # The dev broker keeps events in memory only; replicas catch up over _history at start.
     print(f"{'broker':<10}| Tansu (Kafka protocol) on {broker.bootstrap}", flush=True)
     return broker

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -14,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from shared.db.engine import Database
 from shared.db.models import ResourceRow
+from shared.events import kafka
 from shared.events.envelope import EnvelopeError, parse_event, topic_for
 from shared.events.replica import ReplicaWriter
 from shared.fhir.dates import format_instant, utcnow
@@ -66,7 +68,9 @@ async def resync_from_owner(
         url: str | None = f"{owner_base}/{res_type}/_history"
         query: dict[str, str] | None = params
         while url:
-            response = await http.get(url, params=query)
+            response = await http.get(
+                url, params=query, headers={"Accept": "application/fhir+json"}
+            )
             response.raise_for_status()
             bundle = response.json()
             entries.extend(bundle.get("entry") or [])
@@ -81,13 +85,16 @@ async def resync_from_owner(
     versions = []
     for entry in reversed(entries):
         subject, version = _subject(entry), _version_of(entry)
-        if subject and version:
-            versions.append((subject, version, entry.get("resource")))
+        if subject and version and subject[0] == res_type:
+            # The owner's time of the change (a deletion has no meta.lastUpdated).
+            when = (entry.get("response") or {}).get("lastModified")
+            versions.append((subject, version, entry.get("resource"), when))
 
     def apply(batch: list) -> int:
         with database.write() as session:
             return sum(
-                writer.put_version(session, t, i, v, resource) for (t, i), v, resource in batch
+                writer.put_version(session, t, i, v, resource, when)
+                for (t, i), v, resource, when in batch
             )
 
     applied = 0
@@ -95,6 +102,59 @@ async def resync_from_owner(
         applied += await run_in_threadpool(apply, versions[start : start + _BATCH])
     log.info("resync %s from %s: %d versions applied", res_type, owner_base, applied)
     return applied
+
+
+async def _read_until(
+    consumer: AIOKafkaConsumer,
+    partitions: list[TopicPartition],
+    ends: dict[TopicPartition, int],
+    prepare: Any,
+    *,
+    idle_timeout: float = 60,
+) -> list[dict[str, Any]]:
+    """The events from the consumer's positions up to the end of each partition.
+
+    The end is `ends` or, when larger, the high-water mark of the first fetch: some brokers
+    (Tansu 0.6) answer ListOffsets with the last batch's base offset + 1, short of the end.
+    """
+    events: list[dict[str, Any]] = []
+    target = dict(ends)
+    learned: set[TopicPartition] = set()
+    deadline = time.monotonic() + idle_timeout
+    while any([await consumer.position(p) < target[p] for p in partitions]):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the topic could not be read to its end")
+        batches = await consumer.getmany(*partitions, timeout_ms=500)
+        for partition in partitions:
+            highwater = consumer.highwater(partition)
+            if partition not in learned and highwater is not None:
+                learned.add(partition)
+                target[partition] = max(target[partition], highwater)
+        for partition, messages in batches.items():
+            for message in messages:
+                if message.offset >= target[partition]:
+                    continue  # beyond this pass; the next one reads it
+                deadline = time.monotonic() + idle_timeout
+                try:
+                    event = parse_event(message.value or b"")
+                except EnvelopeError:
+                    continue  # poison messages are the DLQ's business, not the replica's
+                if event.get("dataomitted") and prepare is not None:
+                    event = await prepare(event)
+                events.append(event)
+        for partition in partitions:
+            # getmany may have fetched past the end of this pass: come back to it.
+            if await consumer.position(partition) > target[partition]:
+                consumer.seek(partition, target[partition])
+    return events
+
+
+def _apply_events(writer: ReplicaWriter, session: Any, events: list[dict[str, Any]]) -> int:
+    count = 0
+    for event in events:
+        if "data" in event or event["type"].endswith(".deleted"):
+            count += bool(writer.apply_event(session, event))
+    return count
 
 
 async def replay_topic(
@@ -106,52 +166,45 @@ async def replay_topic(
     rebuild: bool = True,
     prepare: Any = None,
 ) -> int:
-    """Rebuild a replica from the topic's first offset; returns events applied."""
+    """Rebuild a replica from the topic's first offset; returns versions applied.
+
+    The replica is cleared and refilled in one transaction, so readers never see it half
+    built; a second pass then applies what arrived meanwhile (and what the live consumer
+    may have applied before the rebuild cleared it). A missing topic clears nothing.
+    """
     topic = topic_for(settings.topic_prefix, res_type)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        enable_auto_commit=False,
-        group_id=None,
-    )
+    consumer = kafka.consumer(settings, group=None)
     await consumer.start()
-    applied = 0
     try:
         await consumer.topics()  # loads the cluster metadata
-        known = consumer.partitions_for_topic(topic) or {0}
+        known = consumer.partitions_for_topic(topic)
+        if not known:
+            log.warning("replay of %s: topic %s does not exist; nothing replayed", res_type, topic)
+            return 0
         partitions = [TopicPartition(topic, p) for p in sorted(known)]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)
-        if rebuild:
-            await run_in_threadpool(_clear, database, writer, res_type)
-        while any(await consumer.position(p) < ends[p] for p in partitions):
-            batches = await consumer.getmany(timeout_ms=1000)
-            events = []
-            for messages in batches.values():
-                for message in messages:
-                    try:
-                        event = parse_event(message.value or b"")
-                    except EnvelopeError:
-                        continue  # poison messages are the DLQ's business, not the replica's
-                    if event.get("dataomitted") and prepare is not None:
-                        event = await prepare(event)
-                    events.append(event)
+        events = await _read_until(consumer, partitions, ends, prepare)
 
-            def apply(batch: list[dict[str, Any]]) -> int:
-                count = 0
-                with database.write() as session:
-                    for event in batch:
-                        if "data" in event or event["type"].endswith(".deleted"):
-                            writer.apply_event(session, event)
-                            count += 1
-                return count
+        def rebuild_all() -> int:
+            with database.write() as session:
+                if rebuild:
+                    writer.clear(session, res_type)
+                return _apply_events(writer, session, events)
 
-            applied += await run_in_threadpool(apply, events)
+        applied = await run_in_threadpool(rebuild_all)
+        # What arrived (or was consumed live) while the first pass ran.
+        later_ends = await consumer.end_offsets(partitions)
+        later = await _read_until(consumer, partitions, later_ends, prepare)
+
+        def merge() -> int:
+            with database.write() as session:
+                return _apply_events(writer, session, later)
+
+        if later:
+            applied += await run_in_threadpool(merge)
     finally:
         await consumer.stop()
+    log.info("replay %s from %s: %d versions applied", res_type, topic, applied)
     return applied
-
-
-def _clear(database: Database, writer: ReplicaWriter, res_type: str) -> None:
-    with database.write() as session:
-        writer.clear(session, res_type)

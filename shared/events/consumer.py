@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.errors import KafkaError
+from aiokafka.structs import TopicPartition
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -39,9 +41,13 @@ class ConsumerStatus:
     duplicates: int = 0
     retries: int = 0
     dead_lettered: int = 0
+    # Reconnections because the broker had lost the group's offsets.
+    resets: int = 0
     connected: bool = False
     last_error: str | None = None
     lag: dict[str, int] = field(default_factory=dict)
+    # Messages this runner sent to each dead-letter topic since it started.
+    dlq: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -49,11 +55,21 @@ class ConsumerStatus:
             "duplicates": self.duplicates,
             "retries": self.retries,
             "deadLettered": self.dead_lettered,
+            "resets": self.resets,
+            "dlq": dict(self.dlq),
             "connected": self.connected,
             "lastError": self.last_error,
             "lag": dict(self.lag),
             "totalLag": sum(self.lag.values()),
         }
+
+
+_COMMIT_TIMEOUT = 10.0
+_OFFSET_CHECK_SECONDS = 2.0
+
+
+class OffsetsLost(Exception):
+    """The broker forgot the group's committed offsets (e.g. an in-memory broker restarted)."""
 
 
 class ConsumerRunner:
@@ -67,28 +83,40 @@ class ConsumerRunner:
         *,
         name: str,
         prepare: Prepare | None = None,
+        on_connect: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.settings = settings
         self.database = database
         self.handlers = handlers
         self.name = name
         self.prepare = prepare
+        # Runs at every (re)connection before consuming, e.g. to catch up replicas whose
+        # offsets the broker lost. It must not raise.
+        self.on_connect = on_connect
         self.status = ConsumerStatus()
         self._stopping = False
+        self._stop_event = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
+        # What this runner committed, to notice a broker that lost its offsets.
+        self._committed: dict[TopicPartition, int] = {}
+        self._last_check = 0.0
 
     # ---- one message -------------------------------------------------------------------
+    def _seen(self, session: Session, event_id: str) -> bool:
+        return (
+            session.execute(
+                select(ProcessedEvent.event_id).where(
+                    ProcessedEvent.consumer == self.name, ProcessedEvent.event_id == event_id
+                )
+            ).first()
+            is not None
+        )
+
     def apply(self, topic: str, event: dict[str, Any]) -> bool:
         """Apply an event once; returns False when it had been applied already."""
         try:
             with self.database.write() as session:
-                seen = session.execute(
-                    select(ProcessedEvent.event_id).where(
-                        ProcessedEvent.consumer == self.name,
-                        ProcessedEvent.event_id == event["id"],
-                    )
-                ).first()
-                if seen:
+                if self._seen(session, event["id"]):
                     return False
                 self.handlers[topic](session, event)
                 session.execute(
@@ -97,34 +125,48 @@ class ConsumerRunner:
                     )
                 )
         except IntegrityError:
-            return False  # another runner applied it at the same moment
+            # Another runner applied it at the same moment; any other conflict is an error.
+            with self.database.read() as session:
+                if self._seen(session, event["id"]):
+                    return False
+            raise
         return True
 
-    async def handle(self, message: ConsumerRecord, dlq: AIOKafkaProducer) -> None:
-        """Process one message: apply it, retry transient failures, dead-letter the rest."""
+    async def handle(self, message: ConsumerRecord, dlq: AIOKafkaProducer) -> bool:
+        """Process one message: apply it, retry transient failures, dead-letter the rest.
+
+        Returns False when shutdown interrupted the retries: the message is then neither
+        applied nor dead-lettered, and its offset must not be committed.
+        """
         try:
             event = parse_event(message.value or b"")
         except EnvelopeError as exc:
             await self._dead_letter(dlq, message, f"poison: {exc}", attempts=1)
-            return
+            return True
         attempt = 0
         while True:
             attempt += 1
             try:
-                if self.prepare is not None:
-                    event = await self.prepare(event)
-                applied = await run_in_threadpool(self.apply, message.topic, event)
+                prepared = event if self.prepare is None else await self.prepare(event)
+                applied = await run_in_threadpool(self.apply, message.topic, prepared)
                 if applied:
                     self.status.processed += 1
                 else:
                     self.status.duplicates += 1
-                return
+                return True
             except Exception as exc:
-                if attempt >= self.settings.consumer_max_attempts or self._stopping:
+                self.status.last_error = f"{type(exc).__name__}: {exc}"[:500]
+                if attempt >= self.settings.consumer_max_attempts:
                     await self._dead_letter(dlq, message, f"{type(exc).__name__}: {exc}", attempt)
-                    return
+                    return True
+                log.info("%s: attempt %d failed (%s); retrying", self.name, attempt, exc)
                 self.status.retries += 1
-                await asyncio.sleep(self.settings.consumer_backoff_seconds * 2 ** (attempt - 1))
+                delay = self.settings.consumer_backoff_seconds * 2 ** (attempt - 1)
+                # A shutdown cuts the wait short; the message is redelivered after the restart.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop_event.wait(), timeout=delay)
+                if self._stopping:
+                    return False
 
     async def _dead_letter(
         self, dlq: AIOKafkaProducer, message: ConsumerRecord, reason: str, attempts: int
@@ -134,14 +176,22 @@ class ConsumerRunner:
             ("dlq_error", reason[:500].encode()),
             ("dlq_attempts", str(attempts).encode()),
             ("dlq_source_topic", message.topic.encode()),
+            ("dlq_source_partition", str(message.partition).encode()),
             ("dlq_source_offset", str(message.offset).encode()),
             ("dlq_consumer", self.name.encode()),
         ]
-        await dlq.send_and_wait(
-            f"{message.topic}.dlq", key=message.key, value=message.value, headers=headers
-        )
+        topic = f"{message.topic}.dlq"
+        await dlq.send_and_wait(topic, key=message.key, value=message.value, headers=headers)
         self.status.dead_lettered += 1
-        log.warning("%s: message at %s:%s dead-lettered", self.name, message.topic, message.offset)
+        self.status.dlq[topic] = self.status.dlq.get(topic, 0) + 1
+        log.warning(
+            "%s: message at %s[%s]:%s dead-lettered: %s",
+            self.name,
+            message.topic,
+            message.partition,
+            message.offset,
+            reason[:200],
+        )
 
     # ---- the loop ----------------------------------------------------------------------
     async def run(self) -> None:
@@ -153,23 +203,37 @@ class ConsumerRunner:
             dlq = kafka.producer(self.settings)
             try:
                 await kafka.ensure_topics(self.settings, topics + [f"{t}.dlq" for t in topics])
+                if self.on_connect is not None:
+                    await self.on_connect()
+                self._committed.clear()
+                self._last_check = time.monotonic()
                 await consumer.start()
                 await dlq.start()
                 self._consumer = consumer
                 self.status.connected = True
                 backoff = 0.2
                 await self._loop(consumer, dlq)
+            except OffsetsLost as exc:
+                self.status.last_error = str(exc)
+                self.status.resets += 1
+                log.warning("%s: %s; reconnecting", self.name, exc)
+                backoff = 0  # at once: the broker answers, it only forgot
             except (TimeoutError, KafkaError, OSError) as exc:
-                self.status.connected = False
-                self.status.last_error = type(exc).__name__
+                self.status.last_error = f"{type(exc).__name__}: {exc}"[:500]
                 log.warning("%s: Kafka unavailable (%s); retrying", self.name, exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5)
+            except Exception as exc:  # never let the replica consumer die silently
+                self.status.last_error = f"{type(exc).__name__}: {exc}"[:500]
+                log.exception("%s: consumer failed; restarting", self.name)
             finally:
                 self._consumer = None
+                self.status.connected = False
                 for client in (consumer, dlq):
-                    with contextlib.suppress(KafkaError, OSError):
+                    with contextlib.suppress(Exception):
                         await client.stop()
+            if not self._stopping:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop_event.wait(), timeout=backoff)
+                backoff = min(max(backoff, 0.1) * 2, 5)
 
     async def _loop(self, consumer: AIOKafkaConsumer, dlq: AIOKafkaProducer) -> None:
         while not self._stopping:
@@ -177,24 +241,64 @@ class ConsumerRunner:
             for partition, messages in batches.items():
                 done: int | None = None
                 for message in messages:
-                    if self._stopping:
+                    if self._stopping or not await self.handle(message, dlq):
                         break
-                    await self.handle(message, dlq)
                     done = message.offset
                 if done is not None:
                     # After the database commits: a crash in between replays, harmlessly.
-                    await consumer.commit({partition: done + 1})
+                    await self._commit(consumer, partition, done + 1)
+                if self._stopping:
+                    return
             await self._update_lag(consumer)
+            if time.monotonic() - self._last_check > _OFFSET_CHECK_SECONDS:
+                await self._check_offsets(consumer)
+
+    async def _commit(
+        self, consumer: AIOKafkaConsumer, partition: TopicPartition, offset: int
+    ) -> None:
+        try:
+            # aiokafka retries some failures for ever (a topic the broker forgot, say).
+            await asyncio.wait_for(consumer.commit({partition: offset}), _COMMIT_TIMEOUT)
+        except TimeoutError:
+            raise OffsetsLost(
+                f"committing {partition.topic}[{partition.partition}] hangs"
+            ) from None
+        self._committed[partition] = offset
+
+    async def _check_offsets(self, consumer: AIOKafkaConsumer) -> None:
+        """Raise OffsetsLost when the broker no longer has what we committed.
+
+        The dev broker keeps everything in memory: after its restart the group, offsets and
+        topics are gone while aiokafka quietly reconnects. Starting over (and letting
+        `on_connect` catch the replicas up) is then the only safe way on.
+        """
+        self._last_check = time.monotonic()
+        assigned = consumer.assignment()
+        for partition, offset in list(self._committed.items()):
+            if partition not in assigned:
+                del self._committed[partition]  # another member's now
+                continue
+            try:
+                known = await asyncio.wait_for(consumer.committed(partition), _COMMIT_TIMEOUT)
+            except TimeoutError:
+                known = None
+            if known is None or known < offset:
+                raise OffsetsLost(
+                    f"the broker lost the offset {offset} of {partition.topic}"
+                    f"[{partition.partition}] (it has {known})"
+                )
 
     async def _update_lag(self, consumer: AIOKafkaConsumer) -> None:
+        lag: dict[str, int] = {}
         for partition in consumer.assignment():
             highwater = consumer.highwater(partition)
             if highwater is None:
                 continue
             position = await consumer.position(partition)
-            self.status.lag[f"{partition.topic}[{partition.partition}]"] = max(
-                highwater - position, 0
-            )
+            lag[f"{partition.topic}[{partition.partition}]"] = max(highwater - position, 0)
+        # Partitions this runner no longer holds drop out.
+        self.status.lag = lag
 
     def stop(self) -> None:
         self._stopping = True
+        self._stop_event.set()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from typing import Any
 
@@ -12,6 +13,8 @@ from shared.fhir.dates import format_instant
 from shared.fhir.store import Stored
 
 SPEC_VERSION = "1.0"
+_TYPE = re.compile(r"[A-Z][A-Za-z]{0,63}")
+_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 
 
 def topic_for(prefix: str, resource_type: str) -> str:
@@ -73,20 +76,27 @@ def parse_event(raw: bytes) -> dict[str, Any]:
         if not isinstance(event.get(field), str) or not event[field]:
             raise EnvelopeError(f"the envelope has no '{field}'")
     try:
-        uuid.UUID(event["id"])
+        canonical = str(uuid.UUID(event["id"]))
     except ValueError:
         raise EnvelopeError("the envelope id is not a UUID") from None
-    if not event["versionid"].isascii() or not event["versionid"].isdigit():
-        raise EnvelopeError("versionid is not a number")
+    if canonical != event["id"].lower():
+        # processed_events keeps 36 characters: "{...}" or "urn:uuid:" forms would not fit.
+        raise EnvelopeError("the envelope id is not a UUID in its canonical form")
+    version = event["versionid"]
+    if not (version.isascii() and version.isdigit() and len(version) <= 9 and int(version) > 0):
+        raise EnvelopeError("versionid is not a positive number")
     parts = event["subject"].split("/")
-    if len(parts) != 2 or not all(parts):
+    if len(parts) != 2 or not _TYPE.fullmatch(parts[0]) or not _ID.fullmatch(parts[1]):
         raise EnvelopeError("subject is not Type/id")
     action = event["type"].rsplit(".", 1)[-1]
-    if action not in ("created", "updated", "deleted"):
-        raise EnvelopeError(f"unknown event type '{event['type']}'")
-    if action != "deleted" and "data" not in event and not event.get("dataomitted"):
+    if action not in ("created", "updated", "deleted") or event["type"] != (
+        f"fhir.{parts[0]}.{action}"
+    ):
+        raise EnvelopeError(f"unknown event type '{event['type'][:100]}'")
+    if action != "deleted" and event.get("data") is None and event.get("dataomitted") is not True:
+        # A null `data` must never be taken for a deletion.
         raise EnvelopeError("a created/updated event carries no data")
-    data = event.get("data")
+    data = event.get("data") if action != "deleted" else None
     if data is not None and (
         not isinstance(data, dict)
         or data.get("resourceType") != parts[0]

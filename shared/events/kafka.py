@@ -21,12 +21,15 @@ def producer(settings: ServiceSettings) -> AIOKafkaProducer:
         enable_idempotence=settings.kafka_idempotent_producer,
         linger_ms=2,
         request_timeout_ms=10_000,
+        # Large enough for an envelope just under event_max_data_bytes plus its headers.
+        max_request_size=max(1024 * 1024, settings.event_max_data_bytes + 64 * 1024),
         client_id=f"{settings.service_name}-relay",
     )
 
 
 def consumer(settings: ServiceSettings, *topics: str, group: str | None) -> AIOKafkaConsumer:
     """A consumer with auto-commit off; offsets are committed after the database commit."""
+    session = settings.kafka_session_timeout_ms
     return AIOKafkaConsumer(
         *topics,
         bootstrap_servers=settings.kafka_bootstrap_servers,
@@ -35,24 +38,36 @@ def consumer(settings: ServiceSettings, *topics: str, group: str | None) -> AIOK
         auto_offset_reset="earliest",
         client_id=f"{settings.service_name}-consumer",
         max_poll_records=500,
+        session_timeout_ms=session,
+        heartbeat_interval_ms=max(session // 4, 100),
+        # Topics re-created after a broker restart are noticed within seconds.
+        metadata_max_age_ms=10_000,
+    )
+
+
+def admin(settings: ServiceSettings) -> AIOKafkaAdminClient:
+    return AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        client_id=f"{settings.service_name}-admin",
+        request_timeout_ms=10_000,
     )
 
 
 async def ensure_topics(settings: ServiceSettings, topics: list[str]) -> None:
     """Create topics that do not exist yet (one partition keeps each resource's order)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await admin.start()
+    client = admin(settings)
+    await client.start()
     try:
-        existing = set(await admin.list_topics())
+        existing = set(await client.list_topics())
         missing = [
             NewTopic(t, num_partitions=1, replication_factor=1) for t in topics if t not in existing
         ]
         if missing:
             try:
-                await admin.create_topics(missing)
+                await client.create_topics(missing)
             except TopicAlreadyExistsError:
                 pass
             except KafkaError as exc:
                 log.warning("could not create topics: %s", exc)
     finally:
-        await admin.close()
+        await client.close()

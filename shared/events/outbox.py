@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from contextvars import ContextVar
 
 import orjson
@@ -16,6 +17,19 @@ from shared.fhir.store import Stored
 
 # The incoming request's traceparent, so events continue the caller's trace.
 current_traceparent: ContextVar[str | None] = ContextVar("current_traceparent", default=None)
+
+# W3C Trace Context: version-traceid-parentid-flags, lower-case hex; all-zero ids are invalid.
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}$")
+
+
+def valid_traceparent(value: str | None) -> str | None:
+    """The header when it is a well-formed W3C traceparent (version ff is invalid), else None."""
+    if value is None:
+        return None
+    value = value.strip()
+    if not _TRACEPARENT.match(value) or value.startswith("ff-"):
+        return None
+    return value
 
 
 class Outbox:
@@ -40,7 +54,8 @@ class Outbox:
                 key=event["subject"],
                 event_type=event["type"],
                 payload=orjson.dumps(event).decode(),
-                traceparent=current_traceparent.get() or new_traceparent(),
+                # A malformed header starts a new trace rather than failing the write.
+                traceparent=valid_traceparent(current_traceparent.get()) or new_traceparent(),
                 created_at=utcnow(),
             )
         )

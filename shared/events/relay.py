@@ -31,6 +31,10 @@ class RelayStatus:
     extra: dict = field(default_factory=dict)
 
 
+class TopicsLost(KafkaError):
+    """Sends were acknowledged for topics the broker then did not have: publish again."""
+
+
 class OutboxRelay:
     """One relay per database publishes (a PostgreSQL advisory lock elects it)."""
 
@@ -42,6 +46,7 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._stopping = False
         self._leader_connection = None
+        self._holds_lock = False
 
     def wake(self) -> None:
         """Called after a write commits, so events leave without waiting for the next poll."""
@@ -74,23 +79,58 @@ class OutboxRelay:
             )
 
     def _try_lead(self) -> bool:
+        """Whether this relay leads (PostgreSQL: holds the advisory lock on its connection)."""
         if self.database.is_sqlite:
             return True
-        if self._leader_connection is None:
-            self._leader_connection = self.database.write_engine.connect()
-        got = self._leader_connection.execute(
-            text("SELECT pg_try_advisory_lock(:k)"), {"k": _LEADER_LOCK}
-        ).scalar_one()
-        self._leader_connection.commit()
-        return bool(got)
+        try:
+            if self._leader_connection is None:
+                self._leader_connection = self.database.write_engine.connect()
+                self._holds_lock = False
+            if self._holds_lock:
+                # Still leading as long as the session (and so the lock) is alive.
+                self._leader_connection.execute(text("SELECT 1"))
+                self._leader_connection.commit()
+                return True
+            got = self._leader_connection.execute(
+                text("SELECT pg_try_advisory_lock(:k)"), {"k": _LEADER_LOCK}
+            ).scalar_one()
+            self._leader_connection.commit()
+        except Exception:
+            # A broken connection lost the lock with it; the next round reconnects.
+            self._release_leadership()
+            raise
+        self._holds_lock = bool(got)
+        return self._holds_lock
+
+    def _release_leadership(self) -> None:
+        """End the lock's session for good: closing would only return it to the pool, lock
+        and all, so the connection is invalidated (really closed) instead."""
+        connection, self._leader_connection = self._leader_connection, None
+        self._holds_lock = False
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                connection.invalidate()
+            with contextlib.suppress(Exception):
+                connection.close()
+
+    async def _missing_topics(self, producer, topics: set[str]) -> set[str]:  # type: ignore[no-untyped-def]
+        """Which of `topics` the broker does not know (asked afresh, never auto-creating)."""
+        cluster = await producer.client.fetch_all_metadata()
+        return topics - set(cluster.topics())
 
     async def publish_pending(self, producer) -> int:  # type: ignore[no-untyped-def]
-        """Publish everything unsent now; returns how many rows were published."""
+        """Publish everything unsent now; returns how many rows were published.
+
+        Rows are marked sent only once acknowledged *and* their topics still exist: an
+        in-memory broker restarted under a producer acknowledges sends to topics it no
+        longer has, and drops them (Tansu 0.6).
+        """
         total = 0
         while True:
             rows = await run_in_threadpool(self._fetch)
             if not rows:
                 return total
+            topics = {row.topic for row in rows}
             futures = [
                 await producer.send(
                     row.topic,
@@ -105,45 +145,69 @@ class OutboxRelay:
                 for row in rows
             ]
             await asyncio.gather(*futures)
+            lost = await self._missing_topics(producer, topics)
+            if lost:
+                # Reconnecting re-creates the topics (ensure_topics), then these rows go again.
+                raise TopicsLost(f"the broker lost {sorted(lost)} while we published")
             await run_in_threadpool(self._mark_sent, [row.pk for row in rows])
             total += len(rows)
             self.status.published += len(rows)
 
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, but wake at once when stopped."""
+        self._wake.clear()
+        if not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+
     async def run(self, poll_seconds: float = 0.5) -> None:
         """Relay until stopped; Kafka outages are retried with backoff and lose nothing."""
         backoff = 0.2
-        while not self._stopping:
-            producer = kafka.producer(self.settings)
-            try:
-                if not await run_in_threadpool(self._try_lead):
-                    self.status.leader = False
-                    await asyncio.sleep(2)
-                    continue
-                self.status.leader = True
-                await producer.start()
-                await kafka.ensure_topics(self.settings, self.topics)
-                self.status.connected = True
-                backoff = 0.2
-                while not self._stopping:
-                    # Clear first: a write committing while we publish wakes the next round.
-                    self._wake.clear()
-                    await self.publish_pending(producer)
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), timeout=poll_seconds)
-            except (TimeoutError, KafkaError, OSError) as exc:
-                self.status.connected = False
-                self.status.failures += 1
-                self.status.last_error = type(exc).__name__
-                log.warning("relay: Kafka unavailable (%s); retrying in %.1f s", exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5)
-            finally:
-                with contextlib.suppress(KafkaError, OSError):
-                    await producer.stop()
+        try:
+            while not self._stopping:
+                producer = kafka.producer(self.settings)
+                failed = False
+                try:
+                    if not await run_in_threadpool(self._try_lead):
+                        self.status.leader = False
+                        await self._pause(2)
+                        continue
+                    self.status.leader = True
+                    await producer.start()
+                    await kafka.ensure_topics(self.settings, self.topics)
+                    self.status.connected = True
+                    backoff = 0.2
+                    while not self._stopping:
+                        # Clear first: a write committing while we publish wakes the next round.
+                        self._wake.clear()
+                        if not await run_in_threadpool(self._try_lead):
+                            break  # the lock went with its connection: compete again
+                        await self.publish_pending(producer)
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self._wake.wait(), timeout=poll_seconds)
+                except (TimeoutError, KafkaError, OSError) as exc:
+                    failed = True
+                    self._failed(exc)
+                    log.warning("relay: Kafka unavailable (%s); retrying in %.1f s", exc, backoff)
+                except Exception as exc:  # e.g. the database is away: retry, never die
+                    failed = True
+                    self._failed(exc)
+                    log.exception("relay: publishing failed; retrying in %.1f s", backoff)
+                finally:
+                    with contextlib.suppress(Exception):
+                        await producer.stop()
+                if failed:
+                    await self._pause(backoff)
+                    backoff = min(backoff * 2, 5)
+        finally:
+            self.status.connected = False
+            await run_in_threadpool(self._release_leadership)
+
+    def _failed(self, exc: BaseException) -> None:
+        self.status.connected = False
+        self.status.failures += 1
+        self.status.last_error = f"{type(exc).__name__}: {exc}"[:500]
 
     def stop(self) -> None:
         self._stopping = True
         self._wake.set()
-        if self._leader_connection is not None:
-            self._leader_connection.close()
-            self._leader_connection = None

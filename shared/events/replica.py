@@ -29,11 +29,11 @@ class ReplicaWriter:
     def __init__(self, store: ResourceStore) -> None:
         self.store = store
 
-    def apply_event(self, session: Session, event: dict[str, Any]) -> None:
+    def apply_event(self, session: Session, event: dict[str, Any]) -> bool:
         """The consumer handler: write the event's version if it is newer than ours."""
         res_type, res_id = event["subject"].split("/", 1)
         deleted = event["type"].endswith(".deleted")
-        self.put_version(
+        return self.put_version(
             session,
             res_type,
             res_id,

@@ -8,7 +8,6 @@ import logging
 from typing import Any
 
 import httpx
-from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
 from shared.db.engine import Database
@@ -59,9 +58,15 @@ class EventRuntime:
                 topic_for(settings.topic_prefix, d.type): self.writer.apply_event
                 for d in self.replicated
             },
-            name=f"{settings.service_name}-replicas",
+            # Namespaced like the topics, so environments sharing a cluster never mix groups.
+            name=f"{settings.topic_prefix}{settings.service_name}-replicas",
             prepare=self.fetch_omitted,
         )
+        if settings.resync_on_start:
+            # At start, and whenever the broker turns out to have lost our offsets.
+            self.consumer.on_connect = self.catch_up_if_behind
+        # Tests may route the calls to owners through an in-process transport.
+        self.http_transport: httpx.AsyncBaseTransport | None = None
         self._tasks: list[asyncio.Task[Any]] = []
 
     @property
@@ -72,16 +77,33 @@ class EventRuntime:
         owner = self.registry.resources[res_type].owner
         return self.settings.peer_urls[owner].rstrip("/")
 
+    def http_client(self, timeout: float = 30) -> httpx.AsyncClient:
+        """A client for calls to the owners (vread of id-only events, `_history`)."""
+        return httpx.AsyncClient(
+            transport=self.http_transport,
+            timeout=timeout,
+            headers={"Accept": "application/fhir+json"},
+        )
+
     async def fetch_omitted(self, event: dict[str, Any]) -> dict[str, Any]:
         """Fill in an id-only event's resource from its owner (raises to retry later)."""
         if "data" in event or event["type"].endswith(".deleted"):
             return event
         res_type, res_id = event["subject"].split("/", 1)
         url = f"{self.owner_base(res_type)}/{res_type}/{res_id}/_history/{event['versionid']}"
-        async with httpx.AsyncClient(timeout=10) as client:
+        async with self.http_client(timeout=10) as client:
             response = await client.get(url)
             response.raise_for_status()
-        return {**event, "data": response.json()}
+        data = response.json()
+        meta = data.get("meta") if isinstance(data, dict) else None
+        if (
+            not isinstance(meta, dict)
+            or data.get("resourceType") != res_type
+            or data.get("id") != res_id
+            or meta.get("versionId") != event["versionid"]
+        ):
+            raise ValueError(f"{url} did not return {event['subject']} at the event's version")
+        return {**event, "data": data}
 
     # ---- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -91,12 +113,7 @@ class EventRuntime:
         if self.settings.relay_in_process:
             self._tasks.append(asyncio.create_task(self.relay.run(), name="outbox-relay"))
         if self.replicated:
-            self._tasks.append(asyncio.create_task(self._consume(), name="replica-consumer"))
-
-    async def _consume(self) -> None:
-        if self.settings.resync_on_start:
-            await self.catch_up_if_behind()
-        await self.consumer.run()
+            self._tasks.append(asyncio.create_task(self.consumer.run(), name="replica-consumer"))
 
     async def catch_up_if_behind(self) -> None:
         """Resync each replica over HTTP when the broker no longer knows our offsets."""
@@ -104,23 +121,34 @@ class EventRuntime:
             try:
                 if await self._has_committed_offset(definition.type):
                     continue
-                since = await asyncio.to_thread(newest_replicated, self.database, definition.type)
-                await resync_from_owner(
-                    self.writer,
-                    self.database,
-                    self.owner_base(definition.type),
-                    definition.type,
-                    since=since,
-                )
-            except (httpx.HTTPError, KafkaError, OSError) as exc:
+                await self._resync(definition.type)
+            except Exception as exc:  # the consumer must start whatever happens here
                 log.warning("catch-up of %s skipped: %s", definition.type, exc)
 
+    async def _resync(self, res_type: str) -> int:
+        since = await asyncio.to_thread(newest_replicated, self.database, res_type)
+        async with self.http_client() as client:
+            return await resync_from_owner(
+                self.writer,
+                self.database,
+                self.owner_base(res_type),
+                res_type,
+                since=since,
+                client=client,
+            )
+
     async def _has_committed_offset(self, res_type: str) -> bool:
+        """Whether our group has committed an offset on any partition of the type's topic."""
         topic = topic_for(self.settings.topic_prefix, res_type)
         client = kafka.consumer(self.settings, group=self.consumer.name)
         await client.start()
         try:
-            return await client.committed(TopicPartition(topic, 0)) is not None
+            await client.topics()
+            partitions = client.partitions_for_topic(topic) or set()
+            for partition in sorted(partitions):
+                if await client.committed(TopicPartition(topic, partition)) is not None:
+                    return True
+            return False
         finally:
             await client.stop()
 
@@ -140,17 +168,7 @@ class EventRuntime:
     # ---- commands ----------------------------------------------------------------------
     async def resync_all(self) -> dict[str, int]:
         """Resynchronise every replica from its owner, from its newest version on."""
-        done = {}
-        for definition in self.replicated:
-            since = await asyncio.to_thread(newest_replicated, self.database, definition.type)
-            done[definition.type] = await resync_from_owner(
-                self.writer,
-                self.database,
-                self.owner_base(definition.type),
-                definition.type,
-                since=since,
-            )
-        return done
+        return {d.type: await self._resync(d.type) for d in self.replicated}
 
     async def replay_all(self) -> dict[str, int]:
         """Rebuild every replica by replaying its topic from offset 0."""
@@ -163,14 +181,30 @@ class EventRuntime:
 
     def status(self) -> dict[str, Any]:
         """Relay and consumer state, for the status endpoint."""
+        try:
+            pending: int | None = self.relay.pending()
+        except Exception:  # the status must answer even when the database does not
+            pending = None
+        relay = self.relay.status
+        consumer = None
+        if self.replicated:
+            consumer = {
+                "group": self.consumer.name,
+                "topics": list(self.consumer.handlers),
+                **self.consumer.status.as_dict(),
+            }
         return {
             "enabled": self.enabled,
+            "topicPrefix": self.settings.topic_prefix,
             "relay": {
                 "inProcess": self.settings.relay_in_process,
-                "published": self.relay.status.published,
-                "connected": self.relay.status.connected,
-                "failures": self.relay.status.failures,
-                "pending": self.relay.pending(),
+                "topics": list(self.relay.topics),
+                "published": relay.published,
+                "connected": relay.connected,
+                "leader": relay.leader,
+                "failures": relay.failures,
+                "lastError": relay.last_error,
+                "pending": pending,
             },
-            "consumer": self.consumer.status.as_dict() if self.replicated else None,
+            "consumer": consumer,
         }
