@@ -32,6 +32,9 @@ def valid_traceparent(value: str | None) -> str | None:
     return value
 
 
+_INSERT_OUTBOX = insert(OutboxRow.__table__)
+
+
 class Outbox:
     """A store listener: records events for the owned types only (replicas never republish)."""
 
@@ -47,15 +50,16 @@ class Outbox:
         if not self.registry.owns(stored.type):
             return
         event = build_event(stored, source=self.source, max_data_bytes=self.max_data_bytes)
-        session.execute(
-            insert(OutboxRow).values(
-                event_id=event["id"],
-                topic=topic_for(self.topic_prefix, stored.type),
-                key=event["subject"],
-                event_type=event["type"],
-                payload=orjson.dumps(event).decode(),
+        session.connection().execute(
+            _INSERT_OUTBOX,
+            {
+                "event_id": event["id"],
+                "topic": topic_for(self.topic_prefix, stored.type),
+                "key": event["subject"],
+                "event_type": event["type"],
+                "payload": orjson.dumps(event).decode(),
                 # A malformed header starts a new trace rather than failing the write.
-                traceparent=valid_traceparent(current_traceparent.get()) or new_traceparent(),
-                created_at=utcnow(),
-            )
+                "traceparent": valid_traceparent(current_traceparent.get()) or new_traceparent(),
+                "created_at": utcnow(),
+            },
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from sqlalchemy import insert, select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shared.db.models import ResourceRow, VersionRow
@@ -54,33 +54,19 @@ class ReplicaWriter:
         """Store the owner's version (None: a delete); False when ours is as new already."""
         if self.store.registry.get(res_type) is None or self.store.registry.owns(res_type):
             return False
-        row = self.store._current(session, res_type, res_id, lock=True)
+        store = self.store
+        row = store.current_row(session, res_type, res_id, lock=True)
         if row is not None and row.version_id >= version_id:
             return False
         when = _last_updated(resource, time)
         content = orjson.dumps(resource).decode() if resource is not None else None
         deleted = resource is None
         if row is None:
-            pk = session.execute(
-                insert(ResourceRow)
-                .values(
-                    res_type=res_type,
-                    res_id=res_id,
-                    version_id=version_id,
-                    last_updated=when,
-                    deleted=deleted,
-                    content=content,
-                )
-                .returning(ResourceRow.pk)
-            ).scalar_one()
+            pk = store.insert_current(session, res_type, res_id, version_id, when, deleted, content)
         else:
             pk = row.pk
-            session.execute(
-                update(ResourceRow)
-                .where(ResourceRow.pk == pk)
-                .values(version_id=version_id, last_updated=when, deleted=deleted, content=content)
-            )
-            self.store._clear_index(session, pk)
+            store.set_current(session, pk, version_id, when, deleted, content)
+            store.clear_index(session, pk)
         exists = session.execute(
             select(VersionRow.pk).where(
                 VersionRow.res_type == res_type,
@@ -89,19 +75,12 @@ class ReplicaWriter:
             )
         ).first()
         if not exists:
-            session.execute(
-                insert(VersionRow).values(
-                    res_type=res_type,
-                    res_id=res_id,
-                    version_id=version_id,
-                    last_updated=when,
-                    method="DELETE" if deleted else ("POST" if version_id == 1 else "PUT"),
-                    deleted=deleted,
-                    content=content,
-                )
+            method = "DELETE" if deleted else ("POST" if version_id == 1 else "PUT")
+            store.write_version_row(
+                session, res_type, res_id, version_id, when, method, deleted, content
             )
         if resource is not None:
-            self.store._write_index(session, pk, res_type, resource)
+            store.write_index(session, pk, res_type, resource)
         return True
 
     def clear(self, session: Session, res_type: str) -> None:

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from shared.db.engine import Database
@@ -60,6 +60,31 @@ def _stamp(resource: dict[str, Any], res_id: str, version_id: int, when: datetim
     resource["meta"] = meta
 
 
+# Core statements built once: the ORM's per-statement bookkeeping cost more than the database.
+_RESOURCES = ResourceRow.__table__
+_VERSIONS = VersionRow.__table__
+_INSERT_RESOURCE = insert(_RESOURCES).returning(_RESOURCES.c.pk)
+_UPDATE_RESOURCE = (
+    update(_RESOURCES)
+    .where(_RESOURCES.c.pk == bindparam("row_pk"))
+    .values(
+        version_id=bindparam("version_id"),
+        last_updated=bindparam("last_updated"),
+        deleted=bindparam("deleted"),
+        content=bindparam("content"),
+    )
+)
+_INSERT_VERSION = insert(_VERSIONS)
+_CURRENT = select(_RESOURCES).where(
+    _RESOURCES.c.res_type == bindparam("res_type"), _RESOURCES.c.res_id == bindparam("res_id")
+)
+_INSERT_INDEX = {kind: insert(model.__table__) for kind, model in INDEX_TABLES.items()}
+_CLEAR_INDEX = [
+    delete(model.__table__).where(model.__table__.c.resource_pk == bindparam("row_pk"))
+    for model in INDEX_TABLES.values()
+]
+
+
 class ResourceStore:
     """Reads and writes resources of the registered types inside a caller's unit of work."""
 
@@ -69,20 +94,17 @@ class ResourceStore:
         self.listeners: list[ChangeListener] = []
 
     # ---- reads -------------------------------------------------------------------------
-    def _current(self, session: Session, res_type: str, res_id: str, *, lock: bool) -> Any:
-        query = select(ResourceRow).where(
-            ResourceRow.res_type == res_type, ResourceRow.res_id == res_id
-        )
-        if lock and not self.database.is_sqlite:
-            query = query.with_for_update()
-        return session.execute(query).scalar_one_or_none()
+    def current_row(self, session: Session, res_type: str, res_id: str, *, lock: bool) -> Any:
+        """The `resources` row (a Core row, never a stale ORM object), locked if asked."""
+        query = _CURRENT.with_for_update() if lock and not self.database.is_sqlite else _CURRENT
+        return session.connection().execute(query, {"res_type": res_type, "res_id": res_id}).first()
 
     def read(self, session: Session, res_type: str, res_id: str, *, lock: bool = False) -> Stored:
         """The current version; 404 when it never existed, 410 when deleted.
 
         With `lock`, the row stays locked until the transaction ends (to write it next).
         """
-        row = self._current(session, res_type, res_id, lock=lock)
+        row = self.current_row(session, res_type, res_id, lock=lock)
         if row is None:
             raise not_found(f"{res_type}/{res_id} is not known")
         if row.deleted:
@@ -110,11 +132,11 @@ class ResourceStore:
         if self.database.is_sqlite:
             return  # BEGIN IMMEDIATE already serialises writers
         for res_type, res_id in sorted(set(keys)):
-            if self._current(session, res_type, res_id, lock=True) is None:
+            if self.current_row(session, res_type, res_id, lock=True) is None:
                 self.database.lock(session, f"create:{res_type}/{res_id}")
 
     def exists(self, session: Session, res_type: str, res_id: str) -> bool:
-        row = self._current(session, res_type, res_id, lock=False)
+        row = self.current_row(session, res_type, res_id, lock=False)
         return row is not None and not row.deleted
 
     def vread(self, session: Session, res_type: str, res_id: str, version_id: int) -> Stored:
@@ -193,21 +215,10 @@ class ResourceStore:
         now = utcnow()
         _stamp(resource, res_id, 1, now)
         content = _dump(resource)
-        pk = session.execute(
-            insert(ResourceRow)
-            .values(
-                res_type=res_type,
-                res_id=res_id,
-                version_id=1,
-                last_updated=now,
-                deleted=False,
-                content=content,
-            )
-            .returning(ResourceRow.pk)
-        ).scalar_one()
+        pk = self.insert_current(session, res_type, res_id, 1, now, False, content)
         stored = Stored(res_type, res_id, 1, now, False, resource, method)
         self._write_version(session, stored, content)
-        self._write_index(session, pk, res_type, resource)
+        self.write_index(session, pk, res_type, resource)
         self._notify(session, stored)
         return stored
 
@@ -222,11 +233,11 @@ class ResourceStore:
         method: str = "PUT",
     ) -> tuple[Stored, bool]:
         """Write a new version (or create under this id); returns it and whether it was new."""
-        row = self._current(session, res_type, res_id, lock=True)
+        row = self.current_row(session, res_type, res_id, lock=True)
         if row is None:
             # Two PUTs creating the same id: the second waits here, then sees the first.
             self.database.lock(session, f"create:{res_type}/{res_id}")
-            row = self._current(session, res_type, res_id, lock=True)
+            row = self.current_row(session, res_type, res_id, lock=True)
         if row is None:
             if if_match is not None:
                 raise precondition_failed(
@@ -243,66 +254,133 @@ class ResourceStore:
         now = max(utcnow(), row.last_updated)
         _stamp(resource, res_id, version_id, now)
         content = _dump(resource)
-        session.execute(
-            update(ResourceRow)
-            .where(ResourceRow.pk == row.pk)
-            .values(version_id=version_id, last_updated=now, deleted=False, content=content)
-        )
+        self.set_current(session, row.pk, version_id, now, False, content)
         stored = Stored(res_type, res_id, version_id, now, False, resource, method)
         self._write_version(session, stored, content)
-        self._clear_index(session, row.pk)
-        self._write_index(session, row.pk, res_type, resource)
+        self.clear_index(session, row.pk)
+        self.write_index(session, row.pk, res_type, resource)
         self._notify(session, stored)
         return stored, was_deleted
 
     def delete(self, session: Session, res_type: str, res_id: str) -> Stored | None:
         """Delete (keeping history); None when it was already deleted; 404 when never known."""
-        row = self._current(session, res_type, res_id, lock=True)
+        row = self.current_row(session, res_type, res_id, lock=True)
         if row is None:
             raise not_found(f"{res_type}/{res_id} is not known")
         if row.deleted:
             return None
         version_id = row.version_id + 1
         now = max(utcnow(), row.last_updated)
-        session.execute(
-            update(ResourceRow)
-            .where(ResourceRow.pk == row.pk)
-            .values(version_id=version_id, last_updated=now, deleted=True, content=None)
-        )
+        self.set_current(session, row.pk, version_id, now, True, None)
         stored = Stored(res_type, res_id, version_id, now, True, None, "DELETE")
         self._write_version(session, stored, None)
-        self._clear_index(session, row.pk)
+        self.clear_index(session, row.pk)
         self._notify(session, stored)
         return stored
 
-    def _write_version(self, session: Session, stored: Stored, content: str | None) -> None:
-        session.execute(
-            insert(VersionRow).values(
-                res_type=stored.type,
-                res_id=stored.id,
-                version_id=stored.version_id,
-                last_updated=stored.last_updated,
-                method=stored.method,
-                deleted=stored.deleted,
-                content=content,
+    @staticmethod
+    def insert_current(
+        session: Session,
+        res_type: str,
+        res_id: str,
+        version_id: int,
+        when: datetime,
+        deleted: bool,
+        content: str | None,
+    ) -> int:
+        """Insert the `resources` row of a new id; returns its primary key."""
+        return (
+            session.connection()
+            .execute(
+                _INSERT_RESOURCE,
+                {
+                    "res_type": res_type,
+                    "res_id": res_id,
+                    "version_id": version_id,
+                    "last_updated": when,
+                    "deleted": deleted,
+                    "content": content,
+                },
             )
+            .scalar_one()
         )
 
-    def _write_index(
+    @staticmethod
+    def set_current(
+        session: Session,
+        pk: int,
+        version_id: int,
+        when: datetime,
+        deleted: bool,
+        content: str | None,
+    ) -> None:
+        session.connection().execute(
+            _UPDATE_RESOURCE,
+            {
+                "row_pk": pk,
+                "version_id": version_id,
+                "last_updated": when,
+                "deleted": deleted,
+                "content": content,
+            },
+        )
+
+    def _write_version(self, session: Session, stored: Stored, content: str | None) -> None:
+        self.write_version_row(
+            session,
+            stored.type,
+            stored.id,
+            stored.version_id,
+            stored.last_updated,
+            stored.method,
+            stored.deleted,
+            content,
+        )
+
+    @staticmethod
+    def write_version_row(
+        session: Session,
+        res_type: str,
+        res_id: str,
+        version_id: int,
+        when: datetime,
+        method: str,
+        deleted: bool,
+        content: str | None,
+    ) -> None:
+        """Append one row to the version history."""
+        session.connection().execute(
+            _INSERT_VERSION,
+            {
+                "res_type": res_type,
+                "res_id": res_id,
+                "version_id": version_id,
+                "last_updated": when,
+                "method": method,
+                "deleted": deleted,
+                "content": content,
+            },
+        )
+
+    def write_index(
         self, session: Session, pk: int, res_type: str, resource: dict[str, Any]
     ) -> None:
+        """Insert the search index rows of a resource's current version."""
         definition = self.registry.get(res_type)
         if definition is None:
             return
+        connection = session.connection()
         for kind, rows in index_rows(definition, resource).items():
             for row in rows:
                 row["resource_pk"] = pk
-            session.execute(insert(INDEX_TABLES[kind]), rows)
+            connection.execute(_INSERT_INDEX[kind], rows)
 
     @staticmethod
-    def _clear_index(session: Session, pk: int) -> None:
-        for table in INDEX_TABLES.values():
-            session.execute(delete(table).where(table.resource_pk == pk))
+    def clear_index(session: Session, pk: int) -> None:
+        """Remove a resource's search index rows."""
+        connection = session.connection()
+        for statement in _CLEAR_INDEX:
+            connection.execute(statement, {"row_pk": pk})
 
     def _notify(self, session: Session, stored: Stored) -> None:
         for listener in self.listeners:
