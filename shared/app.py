@@ -6,9 +6,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared.db.engine import Database
 from shared.db.migrate import upgrade
@@ -41,6 +42,24 @@ def build_context(settings: ServiceSettings, registry: Registry) -> FHIRContext:
     )
 
 
+class TraceContext:
+    """Pure ASGI middleware: events written by a request continue the caller's W3C trace."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        header = next((v for k, v in scope["headers"] if k == b"traceparent"), None)
+        token = current_traceparent.set(header.decode("latin-1") if header else None)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            current_traceparent.reset(token)
+
+
 def create_service_app(settings: ServiceSettings, registry: Registry) -> FastAPI:
     """A FastAPI app serving the registry's resource types as FHIR R4."""
     context = build_context(settings, registry)
@@ -67,14 +86,7 @@ def create_service_app(settings: ServiceSettings, registry: Registry) -> FastAPI
     app.state.events = events
     install_error_handlers(app)
 
-    @app.middleware("http")
-    async def trace_context(request: Request, call_next):  # type: ignore[no-untyped-def]
-        # Events written by this request continue the caller's W3C trace.
-        token = current_traceparent.set(request.headers.get("traceparent"))
-        try:
-            return await call_next(request)
-        finally:
-            current_traceparent.reset(token)
+    app.add_middleware(TraceContext)
 
     app.include_router(build_router(context))
 
