@@ -14,7 +14,7 @@ import httpx
 import orjson
 
 from bench.client import Connection, HttpxConnection, LeanConnection
-from bench.servers import cpu_seconds
+from bench.servers import cpu_seconds, machine_ticks
 
 # A request is (method, path, body); the body is pre-serialised JSON so the client stays light.
 Request = tuple[str, str, bytes | None]
@@ -33,6 +33,7 @@ class Phase:
     error_count: int = 0
     client_cpu: float = 0.0  # share of one core the bench process used
     server_cpu: float = 0.0  # share of one core the server process used
+    machine_cpu: float = 0.0  # share of all cores busy, whoever used them
     hits: list[int] = field(default_factory=list)  # search matches, when asked for
 
     @property
@@ -126,9 +127,12 @@ def drive(
     """Send requests from `make(i)` with `concurrency` workers; measure after the warm-up."""
     phase = Phase(name, concurrency, seconds)
     client_before, server_before = time.process_time(), cpu_seconds(server_pid)
+    machine_before = machine_ticks()
     wall = time.perf_counter()
     asyncio.run(_run(base_url, phase, make, warmup, count_hits, client))
     wall = time.perf_counter() - wall
     phase.client_cpu = (time.process_time() - client_before) / wall
     phase.server_cpu = (cpu_seconds(server_pid) - server_before) / wall
+    busy, total = (a - b for a, b in zip(machine_ticks(), machine_before, strict=True))
+    phase.machine_cpu = busy / total if total else 0.0
     return phase

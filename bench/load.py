@@ -22,6 +22,8 @@ from shared.fhir.registry import ResourceDef
 from shared.fhir.store import ResourceStore
 
 BATCH = 2000
+# Preloaded Observations count as long since relayed: their events are not in the outbox.
+NOT_BULK_LOADED = {"event_outbox"}
 RESOURCES = ResourceRow.__table__
 VERSIONS = VersionRow.__table__
 
@@ -93,7 +95,11 @@ def _row_counts(session: Session) -> dict[str, int]:
 
 def _check_same_tables(reference: dict[str, int], bulk: dict[str, int]) -> None:
     """Fail loudly when ResourceStore.create now writes a table the bulk path does not."""
-    missing = sorted(name for name, rows in reference.items() if rows and not bulk.get(name))
+    missing = sorted(
+        name
+        for name, rows in reference.items()
+        if rows and not bulk.get(name) and name not in NOT_BULK_LOADED
+    )
     if missing:
         raise RuntimeError(
             "bench/load.py no longer writes what ResourceStore.create writes; update "
@@ -146,10 +152,12 @@ def load(
 
 
 def _analyse(database: Database) -> None:
-    """Fresh planner statistics, as a long-running database would have."""
+    """Planner statistics as the service would have them in production.
+
+    PostgreSQL's autovacuum analyses a table after a bulk load by itself; SQLite has statistics
+    only when someone runs ANALYZE, and the service never does, so none are made here either.
+    """
     if database.is_sqlite:
-        with database.write_engine.connect() as connection:
-            connection.exec_driver_sql("ANALYZE")
         return
     autocommit = database.write_engine.connect().execution_options(isolation_level="AUTOCOMMIT")
     with autocommit as connection:

@@ -15,6 +15,7 @@ import platform
 import random
 import shutil
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
@@ -25,6 +26,7 @@ from urllib.parse import urlencode
 
 import orjson
 import psycopg
+from sqlalchemy.exc import SQLAlchemyError
 
 from bench.data import Key, observation, search_date
 from bench.driver import Phase, Request, drive
@@ -173,11 +175,33 @@ def measure_service(
         p = backend.phases
         p["create"] = _phase(server, f"{backend.name} create", workload.create, args, c)
         p["read"] = _phase(server, f"{backend.name} read", workload.read, args, 1)
-        p["search"] = _phase(server, f"{backend.name} search", workload.search, args, 1, True)
         p["read-loaded"] = _phase(server, f"{backend.name} read", workload.read, args, c)
+        p["search"] = _phase(server, f"{backend.name} search", workload.search, args, 1, True)
         p["search-loaded"] = _phase(server, f"{backend.name} search", workload.search, args, c)
     finally:
         server.stop()
+
+
+def _revision() -> str:
+    """The commit measured, and whether the work tree had changes on top of it."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=RESULTS.parent,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=RESULTS.parent,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (no git)"
+    return f"{commit} with uncommitted changes" if dirty else commit
 
 
 def _header(args: argparse.Namespace, patients: int, pg_version: str | None) -> list[str]:
@@ -192,6 +216,7 @@ def _header(args: argparse.Namespace, patients: int, pg_version: str | None) -> 
         f"at start; Python {platform.python_version()}; one uvicorn worker per server, "
         f"log level warning; load from this machine with the {args.client} client, "
         f"concurrency {args.concurrency} for creates and the loaded columns",
+        f"- Code: {_revision()}",
         f"- SQLite {sqlite3.sqlite_version} (WAL, synchronous=NORMAL)",
     ]
     if pg_version:
@@ -220,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
                 pg_version = str(row[0]).split()[0] if row else "?"
         if "sqlite" in args.backends:
             urls["sqlite"] = f"sqlite:///{workdir / 'outcomes.db'}"
-        results = Results(_header(args, patients, pg_version), args.concurrency)
+        results = Results(_header(args, patients, pg_version), args.concurrency, args.observations)
         keys: list[Key] = []
         for name in args.backends:
             backend = Backend(name)
@@ -240,7 +265,14 @@ def main(argv: list[str] | None = None) -> int:
             f"({time.monotonic() - started:.0f} s in all)",
             file=sys.stderr,
         )
-    except (ServerError, RuntimeError, OSError, psycopg.Error) as exc:
+    except (
+        ServerError,
+        RuntimeError,
+        OSError,
+        subprocess.SubprocessError,
+        psycopg.Error,
+        SQLAlchemyError,
+    ) as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)
         return 2
     finally:

@@ -85,6 +85,8 @@ def outcomes_service(database_url: str) -> Server:
         "OUTCOMES_PORT": str(port),
         "OUTCOMES_MIGRATE_ON_START": "false",
         "OUTCOMES_LOG_LEVEL": LOG_LEVEL,
+        # No broker: the outbox fills in each write's transaction, nothing is relayed.
+        "KAFKA_BOOTSTRAP_SERVERS": "",
     }
     return Server("outcomes", ["-m", "services.outcomes", "serve"], env, port)
 
@@ -103,3 +105,10 @@ def cpu_seconds(pid: int) -> float:
     """User plus system CPU time a process has used so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_ticks() -> tuple[int, int]:
+    """(busy, total) CPU ticks of the whole machine so far (Linux /proc/stat)."""
+    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = ticks[3] + ticks[4]
+    return sum(ticks) - idle, sum(ticks)

@@ -6,7 +6,7 @@ import threading
 import time
 import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, text
@@ -25,11 +25,20 @@ class Database:
             self.read_engine = self._sqlite_engine(url, immediate=False)
         else:
             self.write_engine = create_engine(
-                url, pool_size=pool_size, max_overflow=pool_size * 2, pool_pre_ping=True
+                url,
+                pool_size=pool_size,
+                max_overflow=pool_size * 2,
+                pool_pre_ping=True,
+                # Server-side prepared statements switch to generic plans that ignore the
+                # searched values; a search then takes 100x longer (seen at 100k rows).
+                connect_args={"prepare_threshold": None},
             )
             self.read_engine = self.write_engine
         self._write_sessions = sessionmaker(self.write_engine, expire_on_commit=False)
         self._stats_lock = threading.Lock()
+        self._sqlite_writer: AbstractContextManager[object] = (
+            threading.Lock() if self.is_sqlite else nullcontext()
+        )
         self._writes = 0
         self._analyze_every = 1000
         self._analyzed_at = time.monotonic()
@@ -73,7 +82,9 @@ class Database:
         """A unit of work: commits when the block succeeds, rolls back on any error."""
         session = self._write_sessions()
         try:
-            with session.begin():
+            # SQLite has one writer at a time: queue in-process writers on a lock instead of
+            # letting them sleep in SQLite's busy handler (p99 1.1 s -> 0.14 s under load).
+            with self._sqlite_writer, session.begin():
                 yield session
         finally:
             session.close()
@@ -97,7 +108,7 @@ class Database:
         """Refresh the query planner's statistics (sampled, so it takes milliseconds)."""
         if not self.is_sqlite:
             return
-        with self.write_engine.connect() as connection:
+        with self._sqlite_writer, self.write_engine.begin() as connection:
             connection.exec_driver_sql("PRAGMA analysis_limit=10000")
             connection.exec_driver_sql("ANALYZE")
 
