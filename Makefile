@@ -27,6 +27,7 @@ lint: $(STAMP)
 
 bench: install
 	$(PY) -m bench.run
+	$(PY) -m bench.events
 
 migrate: $(STAMP)
 	for s in intake scheduling outcomes; do $(PY) -m services.$$s migrate; done

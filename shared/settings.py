@@ -45,6 +45,13 @@ class ServiceSettings(BaseSettings):
         ge=1000,
         validation_alias=AliasChoices("kafka_session_timeout_ms", "KAFKA_SESSION_TIMEOUT_MS"),
     )
+    # How long a fetch may wait for data. Apache Kafka answers as soon as data arrives; the
+    # dev broker tends to hold a fetch for part of it, which adds straight to the latency.
+    kafka_fetch_max_wait_ms: int = Field(
+        default=25,
+        ge=1,
+        validation_alias=AliasChoices("kafka_fetch_max_wait_ms", "KAFKA_FETCH_MAX_WAIT_MS"),
+    )
     # On for Apache Kafka; the dev broker (Tansu, in memory) does not support it.
     kafka_idempotent_producer: bool = False
     # Resources larger than this travel as id-only events that consumers fetch over HTTP.

@@ -39,6 +39,7 @@ def consumer(settings: ServiceSettings, *topics: str, group: str | None) -> AIOK
         client_id=f"{settings.service_name}-consumer",
         max_poll_records=500,
         session_timeout_ms=session,
+        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
         heartbeat_interval_ms=max(session // 4, 100),
         # Topics re-created after a broker restart are noticed within seconds.
         metadata_max_age_ms=10_000,
