@@ -32,8 +32,9 @@ from bench.data import Key, observation, search_date
 from bench.driver import Phase, Request, drive
 from bench.load import load
 from bench.report import Backend, Results, write
-from bench.servers import Server, ServerError, baseline_server, outcomes_service
+from bench.servers import baseline_server, outcomes_service
 from tooling.postgres import PostgresCluster
+from tooling.service_process import HTTPProcess, ServerError
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BACKENDS = ("sqlite", "postgres")
@@ -123,7 +124,7 @@ class Workload:
 
 
 def _phase(
-    server: Server,
+    server: HTTPProcess,
     name: str,
     make: Callable[[int], Request],
     args: argparse.Namespace,
