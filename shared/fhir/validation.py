@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import orjson
@@ -22,6 +23,7 @@ def parse_json(body: bytes) -> Any:
         raise bad_request(f"The request body is not valid JSON: {exc}") from None
 
 
+@functools.cache
 def model_class(resource_type: str) -> type[BaseModel]:
     """The fhir.resources R4B model class for a resource type name."""
     return get_fhir_model_class(resource_type)
