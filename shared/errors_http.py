@@ -7,7 +7,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from starlette.exceptions import HTTPException
 
 from shared.fhir.errors import FHIRError, issue, operation_outcome
@@ -56,8 +56,18 @@ def install_error_handlers(app: FastAPI) -> None:
         )
         return fhir_response(body, 409)
 
+    @app.exception_handler(DataError)
+    async def bad_value(_request: Request, _exc: DataError) -> Response:
+        body = operation_outcome(
+            [issue("error", "value", "A value is out of range for storage (too long or too large)")]
+        )
+        return fhir_response(body, 422)
+
     @app.exception_handler(OperationalError)
-    async def unavailable(_request: Request, exc: OperationalError) -> Response:
+    async def unavailable(request: Request, exc: OperationalError) -> Response:
+        # PostgreSQL "program limit exceeded" (54xxx) is the request's fault, not an outage.
+        if str(getattr(exc.orig, "sqlstate", "") or "").startswith("54"):
+            return await bad_value(request, exc)
         log.error("database unavailable: %s", type(exc).__name__)
         body = operation_outcome(
             [issue("error", "transient", "The database is unavailable; retry later")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import zlib
@@ -10,7 +11,10 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+
+log = logging.getLogger(__name__)
 
 
 class Database:
@@ -102,7 +106,11 @@ class Database:
                 return
             self._writes = 0
             self._analyzed_at = time.monotonic()
-        self.optimize()
+        try:
+            self.optimize()
+        except OperationalError as exc:
+            # The write has committed; fresher statistics can wait for the next round.
+            log.warning("ANALYZE skipped: %s", type(exc).__name__)
 
     def optimize(self) -> None:
         """Refresh the query planner's statistics (sampled, so it takes milliseconds)."""

@@ -161,7 +161,7 @@ class ConsumerRunner:
                     return True
                 log.info("%s: attempt %d failed (%s); retrying", self.name, attempt, exc)
                 self.status.retries += 1
-                delay = self.settings.consumer_backoff_seconds * 2 ** (attempt - 1)
+                delay = min(self.settings.consumer_backoff_seconds * 2 ** (attempt - 1), 10.0)
                 # A shutdown cuts the wait short; the message is redelivered after the restart.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop_event.wait(), timeout=delay)

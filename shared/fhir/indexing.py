@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Iterator
 from decimal import Decimal, InvalidOperation
@@ -13,6 +14,7 @@ from shared.fhir.errors import FHIRError
 from shared.fhir.references import parse_reference
 from shared.fhir.registry import ResourceDef, SearchParam
 
+_TYPE_NAME = re.compile(r"[A-Z][A-Za-z]{0,63}")
 _HUMAN_NAME_PARTS = ("family", "given", "prefix", "suffix", "text")
 _ADDRESS_PARTS = ("line", "city", "district", "state", "postalCode", "country", "text")
 
@@ -110,7 +112,11 @@ def _rows_for(resource_type: str, param: SearchParam, path: str, value: Any) -> 
     if param.type == "token":
         if isinstance(value, str):
             return [{**base, "system": IMPLICIT_SYSTEMS.get((resource_type, path)), "code": value}]
-        return [{**base, "system": s, "code": c} for s, c in _tokens(value)]
+        # Index columns hold the first 255 characters; longer values still match by prefix.
+        return [
+            {**base, "system": s[:255] if s else s, "code": c[:255] if c else c}
+            for s, c in _tokens(value)
+        ]
     if param.type == "string":
         return [{**base, "norm": normalise(s)[:255], "exact": s[:255]} for s in _strings(value)]
     if param.type == "date":
@@ -132,6 +138,8 @@ def _rows_for(resource_type: str, param: SearchParam, path: str, value: Any) -> 
             target_type = value["type"]  # a relative id with Reference.type beside it
         if param.targets and target_type is not None and target_type not in param.targets:
             return []
+        if target_type is not None and not _TYPE_NAME.fullmatch(target_type):
+            target_type = None  # not a resource type name (e.g. a canonical URL in .type)
         if param.targets and target_type is None and len(param.targets) == 1:
             target_type = param.targets[0]
         return [{**base, "target_type": target_type, "target_id": target_id, "url": url[:1024]}]

@@ -37,17 +37,24 @@ class SearchResult:
     included: list[dict[str, Any]]
 
 
-def parse_etag(value: str | None) -> int | None:
+def parse_etag(value: Any) -> int | None:
     """The version number in an `If-Match` ETag such as W/"3"; a malformed one is a 400."""
-    if value is None or value.strip() == "":
+    if value is None or (isinstance(value, str) and value.strip() == ""):
         return None
+    if not isinstance(value, str):
+        raise bad_request('If-Match must be a version ETag like W/"1"', ["If-Match"])
     text = value.strip()
     if text.startswith("W/"):
         text = text[2:]
     text = text.strip('"')
-    if not (text.isascii() and text.isdigit()):
-        raise bad_request(f"If-Match '{value}' is not a version ETag like W/\"1\"", ["If-Match"])
+    if not (text.isascii() and text.isdigit() and len(text) <= 12):
+        raise bad_request(
+            f"If-Match '{value[:40]}' is not a version ETag like W/\"1\"", ["If-Match"]
+        )
     return int(text)
+
+
+MAX_PATCH_OPERATIONS = 1000
 
 
 class Interactions:
@@ -233,8 +240,19 @@ class Interactions:
                 f'If-Match W/"{if_match}" does not match the current version '
                 f'W/"{current.version_id}"'
             )
+        if len(operations) > MAX_PATCH_OPERATIONS:
+            raise bad_request(f"A JSON Patch may hold at most {MAX_PATCH_OPERATIONS} operations")
         try:
-            patched = jsonpatch.JsonPatch(operations).apply(current.resource)
+            patched = current.resource
+            for operation in operations:
+                # One at a time, so a patch that copies a document into itself stops early.
+                patched = jsonpatch.JsonPatch([operation]).apply(patched)
+                if len(orjson.dumps(patched)) > self.settings.max_body_bytes:
+                    raise FHIRError(
+                        413,
+                        f"The patched resource exceeds {self.settings.max_body_bytes} bytes",
+                        code="too-costly",
+                    )
         except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as exc:
             raise FHIRError(
                 422, f"The JSON Patch cannot be applied: {exc}", code="processing"

@@ -155,7 +155,9 @@ def _parse_value(param: SearchParam, raw: str, modifier: str | None) -> Value:
             )
         try:
             parsed = Decimal(number)
-            if not parsed.is_finite():
+            # Beyond Decimal's own exponent range the precision arithmetic overflows (a 500);
+            # merely huge values are fine and match nothing.
+            if not parsed.is_finite() or abs(parsed.adjusted()) > 100_000:
                 raise InvalidOperation
         except InvalidOperation:
             raise bad_request(

@@ -90,7 +90,7 @@ def _value_condition(clause: Clause, table: Any, value: Value) -> ColumnElement[
                 table.system.is_(None) if value.system == "" else table.system == value.system
             )
         if value.code is not None:
-            parts.append(table.code == value.code)
+            parts.append(table.code == value.code[:255])
         return and_(true(), *parts)
     if kind == "string":
         if clause.modifier == "exact":

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import uuid
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import orjson
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from shared.db.engine import Database
@@ -18,6 +20,9 @@ from shared.fhir.dates import format_instant
 from shared.fhir.errors import FHIRError, bad_request, issue, operation_outcome
 from shared.fhir.interactions import Interactions, Result, parse_etag
 from shared.fhir.references import ID_PATTERN
+from shared.fhir.validation import check_json
+
+log = logging.getLogger(__name__)
 
 # Order in which a transaction's entries are processed (FHIR R4 http.html#trules).
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
@@ -124,8 +129,9 @@ def _patch_operations(entry: Entry, mapping: dict[str, str]) -> Any:
     if isinstance(resource, dict) and resource.get("resourceType") == "Binary":
         try:
             operations = orjson.loads(base64.b64decode(resource.get("data", ""), validate=True))
+            check_json(operations)
             return _rewrite(operations, mapping) if mapping else operations
-        except (binascii.Error, orjson.JSONDecodeError, ValueError):
+        except (binascii.Error, orjson.JSONDecodeError, ValueError, TypeError):
             raise bad_request(
                 f"{entry.where}.resource: Binary.data is not a base64 JSON Patch",
                 [f"{entry.where}.resource.data"],
@@ -305,6 +311,17 @@ class BundleProcessor:
         except FHIRError as exc:
             exc = _locate(exc, entry)
             return {"response": {"status": _status_line(exc.status), "outcome": exc.outcome()}}
+        except IntegrityError:
+            failure = FHIRError(
+                409, "A concurrent write conflicted with this entry; retry it", code="conflict"
+            )
+        except Exception as exc:
+            # Earlier entries have committed: one entry's failure must not turn the whole
+            # batch into a 500 that the client would retry, duplicating them.
+            log.exception("batch entry %d failed: %s", index, type(exc).__name__)
+            failure = FHIRError(500, "This entry failed on the server", code="exception")
+        failure = _locate(failure, entry)
+        return {"response": {"status": _status_line(failure.status), "outcome": failure.outcome()}}
 
     @staticmethod
     def _render(entry: Entry, result: Result, base: str, return_pref: str | None) -> dict[str, Any]:
