@@ -79,11 +79,15 @@ async def test_a_write_while_the_broker_is_down_is_delivered_once_it_is_back(
         events = {}
         for event in payloads(records):
             assert events.setdefault(event["id"], event) == event
-        assert [(e["subject"], e["versionid"]) for e in events.values()] == [
-            (f"Patient/{during_id}", "1"),
-            (f"Patient/{before}", "2"),
-            (f"Patient/{after}", "1"),
-        ]
+        seen = [(e["subject"], e["versionid"]) for e in events.values()]
+        assert sorted(seen) == sorted(
+            [(f"Patient/{during_id}", "1"), (f"Patient/{before}", "2"), (f"Patient/{after}", "1")]
+        )
+        # Order is promised per resource (the key), not across resources: a send re-made after
+        # the broker dropped an acknowledged batch may land after a later resource's event.
+        for subject in {s for s, _ in seen}:
+            versions = [int(v) for s, v in seen if s == subject]
+            assert versions == sorted(versions)
         status = (await intake.client.get("/../status/events")).json()["relay"]
         assert status["pending"] == 0
         assert (await scheduling.client.get(f"/Patient/{before}")).json() == updated.json()
