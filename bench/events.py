@@ -17,12 +17,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bench.client import LeanConnection
 from shared.db.engine import Database
 from shared.db.migrate import upgrade
 from shared.db.models import OutboxRow
+from shared.events import kafka
 from shared.events.relay import OutboxRelay
 from shared.fhir.dates import utcnow
 from shared.settings import ServiceSettings
@@ -204,8 +206,6 @@ async def relay_throughput(bootstrap: str, folder: Path, rows: int) -> float:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2)
     await producer.start()
     try:
-        from shared.events import kafka
-
         await kafka.ensure_topics(settings, ["bench.relay.Patient"])
         started = time.perf_counter()
         published = await relay.publish_pending(producer)
@@ -219,8 +219,6 @@ async def relay_throughput(bootstrap: str, folder: Path, rows: int) -> float:
 
 
 def _wait_for(url: str, deadline_s: float) -> None:
-    import httpx
-
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
         if httpx.get(url, timeout=5).status_code == 200:
@@ -324,8 +322,6 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(steady_writes(ports["intake"], 5, 1))
             _wait_for(f"{services[1].url}/fhir/Patient?_count=1&_total=accurate", 30)
             deadline = time.monotonic() + 60
-            import httpx
-
             while time.monotonic() < deadline:
                 status = httpx.get(f"{services[1].url}/status/events", timeout=5).json()
                 if (status.get("consumer") or {}).get("processed", 0) >= 5:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from aiokafka.errors import KafkaError
-from sqlalchemy import select, text, update
+from sqlalchemy import func, select, text, update
 from starlette.concurrency import run_in_threadpool
 
 from shared.db.engine import Database
@@ -28,7 +28,6 @@ class RelayStatus:
     last_error: str | None = None
     connected: bool = False
     leader: bool = False
-    extra: dict = field(default_factory=dict)
 
 
 class TopicsLost(KafkaError):
@@ -69,8 +68,6 @@ class OutboxRelay:
 
     def pending(self) -> int:
         """Outbox rows not yet published."""
-        from sqlalchemy import func
-
         with self.database.read() as session:
             return int(
                 session.execute(

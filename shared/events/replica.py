@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from shared.db.models import ResourceRow, VersionRow
+from shared.db.models import INDEX_TABLES, ResourceRow, VersionRow
 from shared.fhir.dates import DateFormatError, date_range, utcnow
 from shared.fhir.store import ResourceStore
 
@@ -85,10 +85,6 @@ class ReplicaWriter:
 
     def clear(self, session: Session, res_type: str) -> None:
         """Forget every replicated resource of a type (before a rebuild by replay)."""
-        from sqlalchemy import delete
-
-        from shared.db.models import INDEX_TABLES
-
         pks = select(ResourceRow.pk).where(ResourceRow.res_type == res_type)
         for table in INDEX_TABLES.values():
             session.execute(delete(table).where(table.resource_pk.in_(pks)))

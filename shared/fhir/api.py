@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from shared.db.engine import Database
 from shared.fhir.bundles import history, searchset
 from shared.fhir.capability import capability_statement
-from shared.fhir.dates import DateFormatError, date_range, format_instant, http_date
+from shared.fhir.dates import DateFormatError, date_range, http_date
 from shared.fhir.errors import FHIRError, bad_request, issue, operation_outcome
 from shared.fhir.http import base_url as _base_url
 from shared.fhir.http import (
@@ -447,7 +447,3 @@ def _read_only(ix: Interactions, res_type: str) -> Callable[..., Any]:
         return fhir_response(None, 405)
 
     return refuse
-
-
-def format_last_updated(value: Any) -> str:
-    return format_instant(value)
