@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 from typing import Any
 
@@ -13,6 +14,7 @@ from sqlalchemy import select
 from shared.db.models import OutboxRow
 from tests.conftest import BACKENDS
 from tests.factories import FHIR_JSON, appointment, medication_administration, observation
+from tests.fhir_asserts import assert_outcome
 
 pytestmark = BACKENDS
 
@@ -75,16 +77,8 @@ async def _ok(client: httpx.AsyncClient, bundle: Any, **headers: str) -> list[di
     return body["entry"]
 
 
-def _failure(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    outcome = response.json()
-    assert outcome["resourceType"] == "OperationOutcome"
-    issue = outcome["issue"][0]
-    assert issue["severity"] == "error"
-    assert issue["code"] == code
-    assert issue["diagnostics"]
-    assert issue["expression"]
-    return issue
+# Bundle failures must also name the entry at fault.
+_failure = functools.partial(assert_outcome, expression=True)
 
 
 def _id_of(entry: dict[str, Any]) -> str:

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from shared.db.models import OutboxRow
 from tests.conftest import BACKENDS
 from tests.factories import FHIR_JSON, patient
+from tests.fhir_asserts import assert_outcome
 
 pytestmark = BACKENDS
 
@@ -19,17 +20,6 @@ MRN = "http://hospital.example.org/mrn"
 
 def _with_mrn(value: str, **extra: object) -> dict:
     return patient(identifier=[{"system": MRN, "value": value}], **extra)
-
-
-def _assert_outcome(response: httpx.Response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert body["resourceType"] == "OperationOutcome"
-    first = body["issue"][0]
-    assert first["severity"] == "error"
-    assert first["code"] == code
-    assert first["diagnostics"]
-    return first
 
 
 def _event_subjects(client: httpx.AsyncClient) -> list[str]:
@@ -71,7 +61,7 @@ async def test_conditional_create_zero_one_and_many_matches(intake: httpx.AsyncC
     twin = await intake.post("/Patient", json=_with_mrn("100"), headers=FHIR_JSON)
     assert twin.status_code == 201
     many = await intake.post("/Patient", json=_with_mrn("100"), headers={**FHIR_JSON, **condition})
-    issue = _assert_outcome(many, 412, "conflict")
+    issue = assert_outcome(many, 412, "conflict")
     assert "2 Patient" in issue["diagnostics"]
     assert await _total(intake, "Patient", identifier=f"{MRN}|100") == 2
     assert (await intake.get("/Patient/_history")).json()["total"] == 2
@@ -81,18 +71,18 @@ async def test_conditional_create_refuses_bad_conditions_and_bodies(intake: http
     unknown = await intake.post(
         "/Patient", json=_with_mrn("1"), headers={**FHIR_JSON, "If-None-Exist": "shoe-size=42"}
     )
-    assert _assert_outcome(unknown, 400, "invalid")["expression"] == ["shoe-size"]
+    assert assert_outcome(unknown, 400, "invalid")["expression"] == ["shoe-size"]
     # A condition with no search criterion would match everything.
     empty = await intake.post(
         "/Patient", json=_with_mrn("1"), headers={**FHIR_JSON, "If-None-Exist": "_count=1"}
     )
-    _assert_outcome(empty, 400, "invalid")
+    assert_outcome(empty, 400, "invalid")
     invalid = await intake.post(
         "/Patient",
         json=_with_mrn("1", gender="bogus"),
         headers={**FHIR_JSON, "If-None-Exist": f"identifier={MRN}|1"},
     )
-    assert _assert_outcome(invalid, 422, "code-invalid")["expression"] == ["Patient.gender"]
+    assert assert_outcome(invalid, 422, "code-invalid")["expression"] == ["Patient.gender"]
     assert await _total(intake, "Patient") == 0
 
 
@@ -129,11 +119,11 @@ async def test_conditional_update_creates_updates_or_refuses(intake: httpx.Async
     same_id = await intake.put(url, json=_with_mrn("200", id=pid), headers=FHIR_JSON)
     assert same_id.status_code == 200 and same_id.headers["etag"] == 'W/"3"'
     other_id = await intake.put(url, json=_with_mrn("200", id="someone-else"), headers=FHIR_JSON)
-    assert _assert_outcome(other_id, 400, "invalid")["expression"] == ["Patient.id"]
+    assert assert_outcome(other_id, 400, "invalid")["expression"] == ["Patient.id"]
 
     # If-Match is honoured on the matched resource.
     stale = await intake.put(url, json=_with_mrn("200"), headers={**FHIR_JSON, "If-Match": 'W/"1"'})
-    _assert_outcome(stale, 412, "conflict")
+    assert_outcome(stale, 412, "conflict")
     current = await intake.put(
         url, json=_with_mrn("200", gender="other"), headers={**FHIR_JSON, "If-Match": 'W/"3"'}
     )
@@ -142,7 +132,7 @@ async def test_conditional_update_creates_updates_or_refuses(intake: httpx.Async
     # Two matches: 412, and neither resource changes.
     twin = await intake.post("/Patient", json=_with_mrn("200"), headers=FHIR_JSON)
     many = await intake.put(url, json=_with_mrn("200", gender="male"), headers=FHIR_JSON)
-    _assert_outcome(many, 412, "conflict")
+    assert_outcome(many, 412, "conflict")
     assert (await intake.get(f"/Patient/{pid}")).json()["meta"]["versionId"] == "4"
     assert (await intake.get(f"/Patient/{pid}")).json()["gender"] == "other"
     assert (await intake.get(f"/Patient/{twin.json()['id']}")).json()["meta"]["versionId"] == "1"
@@ -161,7 +151,7 @@ async def test_conditional_update_without_match_uses_the_body_id(intake: httpx.A
     assert invalid.status_code == 422
     assert await _total(intake, "Patient") == 1
     no_criteria = await intake.put("/Patient?_count=5", json=_with_mrn("302"), headers=FHIR_JSON)
-    _assert_outcome(no_criteria, 400, "invalid")
+    assert_outcome(no_criteria, 400, "invalid")
     assert await _total(intake, "Patient") == 1
 
 
@@ -182,8 +172,8 @@ async def test_conditional_delete(intake: httpx.AsyncClient):
     # Several matches: 412 (conditionalDelete is "single"), and both survive.
     await intake.post("/Patient", json=_with_mrn("401"), headers=FHIR_JSON)
     many = await intake.delete("/Patient", params={"identifier": f"{MRN}|401"})
-    _assert_outcome(many, 412, "conflict")
+    assert_outcome(many, 412, "conflict")
     assert await _total(intake, "Patient", identifier=f"{MRN}|401") == 2
     unknown = await intake.delete("/Patient", params={"shoe-size": "42"})
-    _assert_outcome(unknown, 400, "invalid")
+    assert_outcome(unknown, 400, "invalid")
     assert await _total(intake, "Patient") == 2
