@@ -64,6 +64,31 @@ class ServiceSettings(BaseSettings):
     # The FHIR base of each service, for catching up replicas over `_history`.
     peer_urls: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_PEERS))
     resync_on_start: bool = True
+    # Client time-outs of every Kafka client (request, metadata); the outage tests lower them.
+    kafka_request_timeout_ms: int = Field(
+        default=10_000,
+        ge=1000,
+        validation_alias=AliasChoices("kafka_request_timeout_ms", "KAFKA_REQUEST_TIMEOUT_MS"),
+    )
+    # A consumer that cannot consume this long although the broker answers fails liveness.
+    consumer_stall_s: float = Field(default=120.0, gt=0)
+    # A gap in an owner's event sequence open this long triggers a catch-up from `_history`.
+    gap_timeout_s: float = Field(default=30.0, gt=0)
+    # Anti-entropy: compare counts and newest lastUpdated with each owner this often (0: off).
+    reconcile_interval_s: float = Field(default=300.0, ge=0)
+    # How long the brokers keep events (Kafka's default is 7 days): a replica older than this
+    # cannot catch up from its topic and resynchronises from the owner at start.
+    kafka_topic_retention_hours: float = Field(default=168.0, gt=0)
+
+    # Query bounds: no single request may tie up a worker or the database.
+    max_sort_keys: int = Field(default=5, ge=1)
+    max_param_values: int = Field(default=100, ge=1)
+    max_query_params: int = Field(default=50, ge=1)
+    statement_timeout_ms: int = Field(default=10_000, ge=100)
+    # SIGTERM: in-flight requests get this long before the process exits anyway.
+    shutdown_grace_s: float = Field(default=20.0, gt=0)
+    # Where /docs loads Swagger UI's script and styles; empty serves them from the package.
+    docs_assets_url: str = ""
 
     def resolved_database_url(self) -> str:
         """The SQLAlchemy URL to use: the configured one or the embedded SQLite file."""
