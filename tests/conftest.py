@@ -28,7 +28,7 @@ SERVICES: dict[str, tuple[type[ServiceSettings], Callable[[ServiceSettings], Fas
     "scheduling": (SchedulingSettings, scheduling_app),
     "outcomes": (OutcomesSettings, outcomes_app),
 }
-EXAMPLES = Path(__file__).resolve().parents[2] / "shared" / "fhir-examples"
+EXAMPLES = Path(__file__).resolve().parent / "fixtures" / "fhir-examples"
 _counter = itertools.count()
 
 
