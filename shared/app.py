@@ -81,6 +81,9 @@ def create_service_app(settings: ServiceSettings, registry: Registry) -> FastAPI
         version=context.version,
         lifespan=lifespan,
         description=f"FHIR R4 API of the {registry.service} service; base {settings.base_path}",
+        # A redirect would point at a URL built from the client's Host header; a path with a
+        # trailing slash is answered (or 404) where it is instead.
+        redirect_slashes=False,
     )
     app.state.fhir = context
     app.state.events = events
@@ -90,8 +93,12 @@ def create_service_app(settings: ServiceSettings, registry: Registry) -> FastAPI
 
     app.include_router(build_router(context))
 
-    @app.get("/healthz", tags=["ops"], summary="Liveness")
+    @app.get("/healthz", tags=["ops"], summary="Liveness: fails when the consumer is stalled")
     async def healthz() -> JSONResponse:
+        if events.stalled:
+            # A restart is the cure: the broker answers, yet this process cannot consume.
+            body = {"status": "stalled", "service": registry.service, "reason": events.stalled}
+            return JSONResponse(body, status_code=503)
         return JSONResponse({"status": "ok", "service": registry.service})
 
     @app.get("/readyz", tags=["ops"], summary="Readiness: the database answers")

@@ -24,7 +24,9 @@ def _examples() -> list[Path]:
         for path in sorted(EXAMPLES.glob("*.json"))
         if json.loads(path.read_text()).get("resourceType") in OWNER
     ]
-    assert len(found) >= 20, f"expected the HL7 examples in tests/fixtures/fhir-examples, found {len(found)}"
+    assert len(found) >= 20, (
+        f"expected the HL7 examples in tests/fixtures/fhir-examples, found {len(found)}"
+    )
     return found
 
 

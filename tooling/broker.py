@@ -77,6 +77,13 @@ class Broker:
                 self.process.wait(timeout=10)
         self.process = None
 
+    def kill(self) -> None:
+        """SIGKILL, as a crashed node or an OOM kill does: no goodbye to any client."""
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self.process = None
+
     def restart(self, timeout: float = 30) -> Broker:
         """Stop and start again on the same port: clients reconnect, every message is gone."""
         self.stop()

@@ -167,6 +167,33 @@ class OutboxRow(SQLModel, table=True):
     traceparent: str | None = Field(default=None, max_length=64)
     created_at: datetime = Field(sa_type=DateTime())
     sent_at: datetime | None = Field(default=None, sa_type=DateTime())
+    # The topic's sequence number, given by the relay in publishing order (gap detection).
+    seq: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+
+
+class TopicSequence(SQLModel, table=True):
+    """The last sequence number the relay gave on each topic."""
+
+    __tablename__ = "event_sequences"
+
+    topic: str = Field(max_length=255, primary_key=True)
+    last_seq: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class ReplicaProgress(SQLModel, table=True):
+    """Per replicated topic: the sequence up to which every event was applied, and any gap."""
+
+    __tablename__ = "replica_progress"
+
+    topic: str = Field(max_length=255, primary_key=True)
+    # Every event up to this sequence number has been applied.
+    contiguous: int = Field(sa_column=Column(BigInteger, nullable=False))
+    # The owner's time of that event: a catch-up from `_history` starts there.
+    contiguous_time: datetime = Field(sa_type=DateTime())
+    # Sequences seen above `contiguous`, as JSON [[first, last], ...] ranges.
+    seen_above: str = Field(default="[]", sa_column=Column(Text, nullable=False))
+    # Since when a gap has been open (None: no gap).
+    gap_since: datetime | None = Field(default=None, sa_type=DateTime())
 
 
 class ProcessedEvent(SQLModel, table=True):

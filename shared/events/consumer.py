@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
@@ -21,8 +22,9 @@ from starlette.concurrency import run_in_threadpool
 from shared.db.engine import Database
 from shared.db.models import ProcessedEvent
 from shared.events import kafka
+from shared.events.describe import describe
 from shared.events.envelope import EnvelopeError, parse_event
-from shared.fhir.dates import utcnow
+from shared.fhir.dates import format_instant, utcnow
 from shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,12 @@ Prepare = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 class ConsumerStatus:
     """What the status endpoint (and later the metrics) show."""
 
+    # starting, connecting, consuming, waiting (backing off after a failure) or stopped.
+    state: str = "starting"
+    since: datetime = field(default_factory=utcnow)
+    reason: str | None = None
+    # time.monotonic() of the last completed poll: a consumer that stops polling is stalled.
+    last_poll: float = field(default_factory=time.monotonic)
     processed: int = 0
     duplicates: int = 0
     retries: int = 0
@@ -49,8 +57,16 @@ class ConsumerStatus:
     # Messages this runner sent to each dead-letter topic since it started.
     dlq: dict[str, int] = field(default_factory=dict)
 
+    def enter(self, state: str, reason: str | None = None) -> None:
+        """Record a change of state (and since when it holds)."""
+        if state != self.state or reason != self.reason:
+            self.state, self.reason, self.since = state, reason, utcnow()
+
     def as_dict(self) -> dict[str, Any]:
         return {
+            "state": self.state,
+            "since": format_instant(self.since),
+            "reason": self.reason,
             "processed": self.processed,
             "duplicates": self.duplicates,
             "retries": self.retries,
@@ -64,12 +80,35 @@ class ConsumerStatus:
         }
 
 
-_COMMIT_TIMEOUT = 10.0
 _OFFSET_CHECK_SECONDS = 2.0
 
 
 class OffsetsLost(Exception):
     """The broker forgot the group's committed offsets (e.g. an in-memory broker restarted)."""
+
+
+class BrokerUnavailable(Exception):
+    """The broker stopped answering while we consumed."""
+
+
+def cancelled_from_outside() -> bool:
+    """Whether the running task itself is being cancelled (shutdown), as opposed to a
+    CancelledError that escaped from inside a client library."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+async def close_quietly(client: AIOKafkaConsumer | AIOKafkaProducer, timeout: float) -> None:
+    """Stop a Kafka client whatever it raises (aiokafka's stop can raise CancelledError from
+    its fetcher after a broker outage) and however long it hangs."""
+    try:
+        await asyncio.wait_for(client.stop(), timeout)
+    except asyncio.CancelledError:
+        if cancelled_from_outside():
+            raise
+        log.debug("stopping a Kafka client raised CancelledError; ignored")
+    except Exception as exc:
+        log.debug("stopping a Kafka client failed: %s", describe(exc))
 
 
 class ConsumerRunner:
@@ -100,6 +139,11 @@ class ConsumerRunner:
         # What this runner committed, to notice a broker that lost its offsets.
         self._committed: dict[TopicPartition, int] = {}
         self._last_check = 0.0
+
+    @property
+    def _timeout(self) -> float:
+        """Seconds any one broker request may take before the broker counts as gone."""
+        return self.settings.kafka_request_timeout_ms / 1000
 
     # ---- one message -------------------------------------------------------------------
     def _seen(self, session: Session, event_id: str) -> bool:
@@ -155,7 +199,7 @@ class ConsumerRunner:
                     self.status.duplicates += 1
                 return True
             except Exception as exc:
-                self.status.last_error = f"{type(exc).__name__}: {exc}"[:500]
+                self.status.last_error = describe(exc)
                 if attempt >= self.settings.consumer_max_attempts:
                     await self._dead_letter(dlq, message, f"{type(exc).__name__}: {exc}", attempt)
                     return True
@@ -195,10 +239,12 @@ class ConsumerRunner:
 
     # ---- the loop ----------------------------------------------------------------------
     async def run(self) -> None:
-        """Consume until stopped; reconnects with backoff when the broker goes away."""
+        """Consume until stopped. Whatever fails (the broker gone for minutes, an error or a
+        stray cancellation inside the client library) ends in a backoff and a fresh consumer."""
         backoff = 0.2
         topics = list(self.handlers)
         while not self._stopping:
+            self.status.enter("connecting", self.status.reason)
             consumer = kafka.consumer(self.settings, *topics, group=self.name)
             dlq = kafka.producer(self.settings)
             try:
@@ -211,33 +257,44 @@ class ConsumerRunner:
                 await dlq.start()
                 self._consumer = consumer
                 self.status.connected = True
+                self.status.last_poll = time.monotonic()
+                self.status.enter("consuming")
                 backoff = 0.2
                 await self._loop(consumer, dlq)
             except OffsetsLost as exc:
-                self.status.last_error = str(exc)
+                self._failed(exc, "the broker lost our offsets")
                 self.status.resets += 1
-                log.warning("%s: %s; reconnecting", self.name, exc)
                 backoff = 0  # at once: the broker answers, it only forgot
-            except (TimeoutError, KafkaError, OSError) as exc:
-                self.status.last_error = f"{type(exc).__name__}: {exc}"[:500]
-                log.warning("%s: Kafka unavailable (%s); retrying", self.name, exc)
+            except (TimeoutError, KafkaError, OSError, BrokerUnavailable) as exc:
+                self._failed(exc, "broker unavailable")
+            except asyncio.CancelledError as exc:
+                if cancelled_from_outside():
+                    raise
+                self._failed(exc, "cancelled inside the Kafka client")
             except Exception as exc:  # never let the replica consumer die silently
-                self.status.last_error = f"{type(exc).__name__}: {exc}"[:500]
+                self._failed(exc, "consumer failed")
                 log.exception("%s: consumer failed; restarting", self.name)
             finally:
                 self._consumer = None
                 self.status.connected = False
                 for client in (consumer, dlq):
-                    with contextlib.suppress(Exception):
-                        await client.stop()
+                    await close_quietly(client, self._timeout)
             if not self._stopping:
+                self.status.enter("waiting", self.status.reason)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop_event.wait(), timeout=backoff)
                 backoff = min(max(backoff, 0.1) * 2, 5)
+        self.status.enter("stopped")
+
+    def _failed(self, exc: BaseException, reason: str) -> None:
+        self.status.last_error = describe(exc)
+        self.status.reason = f"{reason}: {self.status.last_error}"[:500]
+        log.warning("%s: %s; reconnecting", self.name, self.status.reason)
 
     async def _loop(self, consumer: AIOKafkaConsumer, dlq: AIOKafkaProducer) -> None:
         while not self._stopping:
             batches = await consumer.getmany(timeout_ms=200)
+            self.status.last_poll = time.monotonic()
             for partition, messages in batches.items():
                 done: int | None = None
                 for message in messages:
@@ -249,16 +306,32 @@ class ConsumerRunner:
                     await self._commit(consumer, partition, done + 1)
                 if self._stopping:
                     return
-            await self._update_lag(consumer)
             if time.monotonic() - self._last_check > _OFFSET_CHECK_SECONDS:
+                await self._check_broker(consumer)
                 await self._check_offsets(consumer)
+            # position() waits for the broker when a partition has no position yet.
+            try:
+                await asyncio.wait_for(self._update_lag(consumer), self._timeout)
+            except TimeoutError:
+                raise BrokerUnavailable("the broker did not answer for the consumer lag") from None
+
+    async def _check_broker(self, consumer: AIOKafkaConsumer) -> None:
+        """Raise BrokerUnavailable when the broker does not answer a metadata request.
+
+        aiokafka hides an outage from `getmany` (it answers nothing, for ever); starting
+        over with a fresh consumer once the broker is back is what proved reliable.
+        """
+        try:
+            await asyncio.wait_for(consumer.topics(), self._timeout)
+        except (TimeoutError, KafkaError, OSError) as exc:
+            raise BrokerUnavailable(f"no metadata from the broker ({describe(exc)})") from None
 
     async def _commit(
         self, consumer: AIOKafkaConsumer, partition: TopicPartition, offset: int
     ) -> None:
         try:
             # aiokafka retries some failures for ever (a topic the broker forgot, say).
-            await asyncio.wait_for(consumer.commit({partition: offset}), _COMMIT_TIMEOUT)
+            await asyncio.wait_for(consumer.commit({partition: offset}), self._timeout)
         except TimeoutError:
             raise OffsetsLost(
                 f"committing {partition.topic}[{partition.partition}] hangs"
@@ -279,7 +352,7 @@ class ConsumerRunner:
                 del self._committed[partition]  # another member's now
                 continue
             try:
-                known = await asyncio.wait_for(consumer.committed(partition), _COMMIT_TIMEOUT)
+                known = await asyncio.wait_for(consumer.committed(partition), self._timeout)
             except TimeoutError:
                 known = None
             if known is None or known < offset:
@@ -300,5 +373,6 @@ class ConsumerRunner:
         self.status.lag = lag
 
     def stop(self) -> None:
+        """Ask the runner to finish its current message and end."""
         self._stopping = True
         self._stop_event.set()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -20,7 +21,7 @@ def producer(settings: ServiceSettings) -> AIOKafkaProducer:
         acks="all",
         enable_idempotence=settings.kafka_idempotent_producer,
         linger_ms=2,
-        request_timeout_ms=10_000,
+        request_timeout_ms=settings.kafka_request_timeout_ms,
         # Large enough for an envelope just under event_max_data_bytes plus its headers.
         max_request_size=max(1024 * 1024, settings.event_max_data_bytes + 64 * 1024),
         client_id=f"{settings.service_name}-relay",
@@ -41,6 +42,8 @@ def consumer(settings: ServiceSettings, *topics: str, group: str | None) -> AIOK
         session_timeout_ms=session,
         fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
         heartbeat_interval_ms=max(session // 4, 100),
+        # Kafka wants requests to outlast the session (a JoinGroup may take that long).
+        request_timeout_ms=max(settings.kafka_request_timeout_ms, session + 5000),
         # Topics re-created after a broker restart are noticed within seconds.
         metadata_max_age_ms=10_000,
     )
@@ -50,7 +53,7 @@ def admin(settings: ServiceSettings) -> AIOKafkaAdminClient:
     return AIOKafkaAdminClient(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         client_id=f"{settings.service_name}-admin",
-        request_timeout_ms=10_000,
+        request_timeout_ms=settings.kafka_request_timeout_ms,
     )
 
 
@@ -72,3 +75,20 @@ async def ensure_topics(settings: ServiceSettings, topics: list[str]) -> None:
                 log.warning("could not create topics: %s", exc)
     finally:
         await client.close()
+
+
+async def broker_answers(settings: ServiceSettings) -> bool:
+    """Whether the broker answers a metadata request within the request time-out."""
+    timeout = settings.kafka_request_timeout_ms / 1000
+    client = admin(settings)
+    try:
+        await asyncio.wait_for(client.start(), timeout)
+        await asyncio.wait_for(client.list_topics(), timeout)
+        return True
+    except Exception:
+        return False
+    finally:
+        try:
+            await asyncio.wait_for(client.close(), timeout)
+        except Exception as exc:
+            log.debug("closing the admin client failed: %s", exc)

@@ -8,17 +8,24 @@ import logging
 from dataclasses import dataclass
 
 from aiokafka.errors import KafkaError
-from sqlalchemy import func, select, text, update
+from sqlalchemy import bindparam, func, insert, select, text, update
 from starlette.concurrency import run_in_threadpool
 
 from shared.db.engine import Database
-from shared.db.models import OutboxRow
+from shared.db.models import OutboxRow, TopicSequence
 from shared.events import kafka
+from shared.events.describe import describe
+from shared.events.envelope import with_sequence
 from shared.fhir.dates import utcnow
 from shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 _LEADER_LOCK = 727275
+_SET_SEQ = (
+    update(OutboxRow.__table__)
+    .where(OutboxRow.__table__.c.pk == bindparam("b_pk"))
+    .values(seq=bindparam("b_seq"))
+)
 
 
 @dataclass
@@ -61,6 +68,50 @@ class OutboxRelay:
                     .limit(self.settings.relay_batch_size)
                 ).scalars()
             )
+
+    def _number(self, pks: list[int]) -> list[OutboxRow]:
+        """Give unnumbered rows the next sequence numbers of their topics, in pk order.
+
+        Numbered in the database before sending, so a row sent again after a failure keeps
+        its number; rows another relay numbered meanwhile keep theirs.
+        """
+        with self.database.write() as session:
+            rows = list(
+                session.execute(
+                    select(OutboxRow).where(OutboxRow.pk.in_(pks)).order_by(OutboxRow.pk)
+                ).scalars()
+            )
+            topics = sorted({row.topic for row in rows if row.seq is None})
+            if not topics:
+                return rows
+            # (dict() of a Result would take it for a mapping: it has keys().)
+            last = {
+                topic: seq
+                for topic, seq in session.execute(
+                    select(TopicSequence.topic, TopicSequence.last_seq)
+                    .where(TopicSequence.topic.in_(topics))
+                    .with_for_update()
+                )
+            }
+            known = set(last)
+            numbers: list[dict[str, int]] = []
+            for row in rows:
+                if row.seq is None:
+                    last[row.topic] = last.get(row.topic, 0) + 1
+                    row.seq = last[row.topic]
+                    numbers.append({"b_pk": row.pk, "b_seq": row.seq})
+            session.connection().execute(_SET_SEQ, numbers)
+            for topic in topics:
+                if topic in known:
+                    session.execute(
+                        update(TopicSequence)
+                        .where(TopicSequence.topic == topic)
+                        .values(last_seq=last[topic])
+                    )
+                else:
+                    session.execute(insert(TopicSequence).values(topic=topic, last_seq=last[topic]))
+            session.expunge_all()
+            return rows
 
     def _mark_sent(self, pks: list[int]) -> None:
         with self.database.write() as session:
@@ -127,12 +178,14 @@ class OutboxRelay:
             rows = await run_in_threadpool(self._fetch)
             if not rows:
                 return total
+            if any(row.seq is None for row in rows):
+                rows = await run_in_threadpool(self._number, [row.pk for row in rows])
             topics = {row.topic for row in rows}
             futures = [
                 await producer.send(
                     row.topic,
                     key=row.key.encode(),
-                    value=row.payload.encode(),
+                    value=with_sequence(row.payload, row.seq),
                     headers=[
                         ("ce_id", row.event_id.encode()),
                         ("ce_type", row.event_type.encode()),
@@ -203,7 +256,7 @@ class OutboxRelay:
     def _failed(self, exc: BaseException) -> None:
         self.status.connected = False
         self.status.failures += 1
-        self.status.last_error = f"{type(exc).__name__}: {exc}"[:500]
+        self.status.last_error = describe(exc)
 
     def stop(self) -> None:
         self._stopping = True

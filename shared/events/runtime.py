@@ -5,19 +5,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
 from aiokafka.structs import TopicPartition
+from sqlalchemy.orm import Session
 
 from shared.db.engine import Database
 from shared.events import kafka
 from shared.events.catchup import newest_replicated, replay_topic, resync_from_owner
-from shared.events.consumer import ConsumerRunner
+from shared.events.consumer import ConsumerRunner, Handler
 from shared.events.envelope import topic_for
+from shared.events.healing import ReplicaHealer
 from shared.events.outbox import Outbox
 from shared.events.relay import OutboxRelay
 from shared.events.replica import ReplicaWriter
+from shared.fhir.dates import utcnow
 from shared.fhir.registry import Registry
 from shared.fhir.store import ResourceStore
 from shared.settings import ServiceSettings
@@ -51,13 +56,19 @@ class EventRuntime:
         self.relay = OutboxRelay(
             settings, database, [topic_for(settings.topic_prefix, t) for t in owned]
         )
+        replica_topics = {topic_for(settings.topic_prefix, d.type): d.type for d in self.replicated}
+        self.healer = ReplicaHealer(
+            settings,
+            database,
+            replica_topics,
+            self.resync,
+            self.owner_base,
+            self.http_client,
+        )
         self.consumer = ConsumerRunner(
             settings,
             database,
-            {
-                topic_for(settings.topic_prefix, d.type): self.writer.apply_event
-                for d in self.replicated
-            },
+            {topic: self._replica_handler(topic) for topic in replica_topics},
             # Namespaced like the topics, so environments sharing a cluster never mix groups.
             name=f"{settings.topic_prefix}{settings.service_name}-replicas",
             prepare=self.fetch_omitted,
@@ -68,6 +79,18 @@ class EventRuntime:
         # Tests may route the calls to owners through an in-process transport.
         self.http_transport: httpx.AsyncBaseTransport | None = None
         self._tasks: list[asyncio.Task[Any]] = []
+        self._consumer_task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        # Why liveness fails (None: alive); set by the watchdog.
+        self.stalled: str | None = None
+
+    def _replica_handler(self, topic: str) -> Handler:
+        def apply(session: Session, event: dict[str, Any]) -> None:
+            self.writer.apply_event(session, event)
+            # Counted even when the version was old news: the number arrived all the same.
+            self.healer.tracker.observe(session, topic, event)
+
+        return apply
 
     @property
     def enabled(self) -> bool:
@@ -110,23 +133,78 @@ class EventRuntime:
         """Start the relay and the replica consumer (after catching up if behind)."""
         if not self.enabled:
             return
+        self._stopping.clear()
         if self.settings.relay_in_process:
             self._tasks.append(asyncio.create_task(self.relay.run(), name="outbox-relay"))
         if self.replicated:
-            self._tasks.append(asyncio.create_task(self.consumer.run(), name="replica-consumer"))
+            self._start_consumer()
+            self._tasks.append(
+                asyncio.create_task(self.healer.run(self._stopping), name="replica-healer")
+            )
+            self._tasks.append(asyncio.create_task(self._watch(), name="consumer-watchdog"))
+
+    def _start_consumer(self) -> None:
+        self._consumer_task = asyncio.create_task(self.consumer.run(), name="replica-consumer")
+
+    async def _watch(self) -> None:
+        """Keep the consumer running, and decide whether it is stalled (liveness)."""
+        period = min(5.0, self.settings.consumer_stall_s / 4)
+        while not self._stopping.is_set():
+            task = self._consumer_task
+            if task is not None and task.done() and not self._stopping.is_set():
+                # The runner never returns by design; if it did, start a new one.
+                reason = "ended" if task.cancelled() else repr(task.exception())
+                log.error("replica consumer %s unexpectedly; starting a new one", reason)
+                self.consumer.status.enter("waiting", f"the consumer task {reason}"[:500])
+                self._start_consumer()
+            try:
+                self.stalled = await self._stall_reason()
+            except Exception as exc:
+                log.warning("stall check failed: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=period)
+
+    async def _stall_reason(self) -> str | None:
+        """Why the consumer counts as stalled, or None. A consumer that cannot consume because
+        the broker is down is not stalled: a restart would not bring the broker back."""
+        status = self.consumer.status
+        if status.state in ("catching-up", "stopped"):
+            return None
+        idle = time.monotonic() - status.last_poll
+        if idle <= self.settings.consumer_stall_s:
+            return None
+        if not await kafka.broker_answers(self.settings):
+            return None
+        return (
+            f"the replica consumer has not consumed for {idle:.0f} s although the broker "
+            f"answers (state {status.state}: {status.reason or 'no error'})"
+        )[:500]
 
     async def catch_up_if_behind(self) -> None:
-        """Resync each replica over HTTP when the broker no longer knows our offsets."""
+        """Resync each replica over HTTP when it cannot trust its topic: the broker no longer
+        knows our offsets, or the store is empty or older than the topic's retention (a
+        replaced database whose group offsets survived)."""
+        self.consumer.status.enter("catching-up", self.consumer.status.reason)
+        retention = timedelta(hours=self.settings.kafka_topic_retention_hours)
         for definition in self.replicated:
             try:
+                newest = await asyncio.to_thread(newest_replicated, self.database, definition.type)
+                if newest is None or newest < utcnow() - retention:
+                    why = "empty" if newest is None else "older than the topic's retention"
+                    versions = await self.resync(definition.type, newest)
+                    self.healer.status.start_resyncs += 1
+                    log.info(
+                        "replica %s was %s: %d versions resynced", definition.type, why, versions
+                    )
+                    continue
                 if await self._has_committed_offset(definition.type):
                     continue
-                await self._resync(definition.type)
+                await self.resync(definition.type, newest)
             except Exception as exc:  # the consumer must start whatever happens here
                 log.warning("catch-up of %s skipped: %s", definition.type, exc)
 
-    async def _resync(self, res_type: str) -> int:
-        since = await asyncio.to_thread(newest_replicated, self.database, res_type)
+    async def resync(self, res_type: str, since: datetime | None) -> int:
+        """Apply every version the owner changed since `since` (None: its whole history)."""
         async with self.http_client() as client:
             return await resync_from_owner(
                 self.writer,
@@ -136,6 +214,10 @@ class EventRuntime:
                 since=since,
                 client=client,
             )
+
+    async def _resync_from_newest(self, res_type: str) -> int:
+        since = await asyncio.to_thread(newest_replicated, self.database, res_type)
+        return await self.resync(res_type, since)
 
     async def _has_committed_offset(self, res_type: str) -> bool:
         """Whether our group has committed an offset on any partition of the type's topic."""
@@ -154,8 +236,12 @@ class EventRuntime:
 
     async def stop(self) -> None:
         """Stop gracefully: the current message finishes and its offset is committed."""
+        self._stopping.set()
         self.relay.stop()
         self.consumer.stop()
+        if self._consumer_task is not None:
+            self._tasks.append(self._consumer_task)
+            self._consumer_task = None
         for task in self._tasks:
             try:
                 await asyncio.wait_for(task, timeout=10)
@@ -168,7 +254,7 @@ class EventRuntime:
     # ---- commands ----------------------------------------------------------------------
     async def resync_all(self) -> dict[str, int]:
         """Resynchronise every replica from its owner, from its newest version on."""
-        return {d.type: await self._resync(d.type) for d in self.replicated}
+        return {d.type: await self._resync_from_newest(d.type) for d in self.replicated}
 
     async def replay_all(self) -> dict[str, int]:
         """Rebuild every replica by replaying its topic from offset 0."""
@@ -188,10 +274,17 @@ class EventRuntime:
         relay = self.relay.status
         consumer = None
         if self.replicated:
+            try:
+                gaps: dict[str, Any] | None = self.healer.tracker.open_gaps(self.database)
+            except Exception:
+                gaps = None
             consumer = {
                 "group": self.consumer.name,
                 "topics": list(self.consumer.handlers),
                 **self.consumer.status.as_dict(),
+                "stalled": self.stalled,
+                "gaps": gaps,
+                "healing": self.healer.status.as_dict(),
             }
         return {
             "enabled": self.enabled,
