@@ -222,3 +222,16 @@ async def test_bundle_posted_to_the_base_without_a_slash(intake: httpx.AsyncClie
         headers={**FHIR_JSON, "Prefer": "handling=strict"},
     )
     assert strict.json()["entry"][0]["response"]["status"].startswith("400")
+
+
+@pytest.mark.parametrize("suffix", ["/", "/{id}/", "/{id}/_history/", "/../metadata/"])
+async def test_a_trailing_slash_is_answered_in_place_never_redirected(
+    intake: httpx.AsyncClient, suffix: str
+) -> None:
+    created = await intake.post("/Patient", json=patient(), headers=FHIR_JSON)
+    path = "/Patient" + suffix.format(id=created.json()["id"])
+    response = await intake.get(path, headers={"Host": "attacker.example"})
+    # A redirect would send the client to a URL built from its own Host header.
+    assert response.status_code == 404
+    assert "location" not in response.headers
+    _outcome(response)
