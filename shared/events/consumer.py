@@ -307,7 +307,7 @@ class ConsumerRunner:
                 if self._stopping:
                     return
             if time.monotonic() - self._last_check > _OFFSET_CHECK_SECONDS:
-                await self._check_broker(consumer)
+                await self._check_broker(dlq)
                 await self._check_offsets(consumer)
             # position() waits for the broker when a partition has no position yet.
             try:
@@ -315,14 +315,16 @@ class ConsumerRunner:
             except TimeoutError:
                 raise BrokerUnavailable("the broker did not answer for the consumer lag") from None
 
-    async def _check_broker(self, consumer: AIOKafkaConsumer) -> None:
+    async def _check_broker(self, dlq: AIOKafkaProducer) -> None:
         """Raise BrokerUnavailable when the broker does not answer a metadata request.
 
         aiokafka hides an outage from `getmany` (it answers nothing, for ever); starting
         over with a fresh consumer once the broker is back is what proved reliable.
         """
         try:
-            await asyncio.wait_for(consumer.topics(), self._timeout)
+            # Through the dead-letter producer's connection: a metadata request from the
+            # consumer itself makes aiokafka rejoin the group whenever any topic changes.
+            await asyncio.wait_for(dlq.client.fetch_all_metadata(), self._timeout)
         except (TimeoutError, KafkaError, OSError) as exc:
             raise BrokerUnavailable(f"no metadata from the broker ({describe(exc)})") from None
 

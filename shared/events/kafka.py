@@ -44,8 +44,8 @@ def consumer(settings: ServiceSettings, *topics: str, group: str | None) -> AIOK
         heartbeat_interval_ms=max(session // 4, 100),
         # Kafka wants requests to outlast the session (a JoinGroup may take that long).
         request_timeout_ms=max(settings.kafka_request_timeout_ms, session + 5000),
-        # Topics re-created after a broker restart are noticed within seconds.
-        metadata_max_age_ms=10_000,
+        # Topics re-created after a broker restart are noticed within one request time-out.
+        metadata_max_age_ms=settings.kafka_request_timeout_ms,
     )
 
 
