@@ -11,6 +11,7 @@ from pydantic import BaseModel, ValidationError
 from shared.fhir import json_body
 from shared.fhir.bindings import check_required_bindings
 from shared.fhir.errors import FHIRError, bad_request, issue
+from shared.fhir.invariants import check_invariants
 
 
 def parse_json(body: bytes) -> Any:
@@ -39,7 +40,7 @@ def _expression(resource_type: str, loc: tuple[Any, ...]) -> str:
 
 
 def validate_resource(data: Any, resource_type: str | None = None) -> BaseModel:
-    """Validate a JSON object as a FHIR R4 resource; structural or code errors are a 422."""
+    """Validate a JSON object as a FHIR R4 resource; structure, code or invariant errors: 422."""
     if not isinstance(data, dict):
         raise bad_request("The request body must be a JSON object holding a FHIR resource")
     declared = data.get("resourceType")
@@ -81,4 +82,5 @@ def validate_resource(data: Any, resource_type: str | None = None) -> BaseModel:
     problems = check_required_bindings(model, declared)
     if problems:
         raise FHIRError(422, problems[0]["diagnostics"], issues=problems)
+    check_invariants(data, declared)
     return model
