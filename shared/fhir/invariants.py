@@ -38,9 +38,18 @@ _TEXT = {
 
 def check_invariants(resource: dict[str, Any], resource_type: str) -> None:
     """Raise a 422 (code invariant) naming each broken core invariant and where it is."""
-    if not any(trigger in orjson.dumps(resource) for trigger in _TRIGGERS):
-        return
-    problems = _Walk(resource, resource_type).problems()
+    try:
+        if not any(trigger in orjson.dumps(resource) for trigger in _TRIGGERS):
+            return
+        problems = _Walk(resource, resource_type).problems()
+    except (RecursionError, orjson.JSONEncodeError):
+        # Only a PATCH result can get this deep: parsed bodies are limited to MAX_DEPTH.
+        raise FHIRError(
+            422,
+            f"{resource_type} is nested too deep",
+            code="too-costly",
+            expression=[resource_type],
+        ) from None
     if problems:
         raise FHIRError(422, problems[0]["diagnostics"], issues=problems[:MAX_ISSUES])
 

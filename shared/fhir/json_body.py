@@ -85,7 +85,11 @@ def loads(body: bytes) -> Any:
 
 
 def _duplicate_error(text: str) -> FHIRError:
-    data = _MARKING.decode(text)
+    try:
+        data = _MARKING.decode(text)
+    except (ValueError, RecursionError):
+        # The first pass stopped at the duplicate, before what else is wrong further on.
+        return bad_request("The request body is not valid JSON, and repeats a key")
     root = data.get("resourceType") if isinstance(data, dict) else None
     # A resourceType given twice names no type to root the path in.
     if not (isinstance(root, str) and root.isalpha()) or (
@@ -93,7 +97,11 @@ def _duplicate_error(text: str) -> FHIRError:
     ):
         root = ""
     path, key = _find_marked(data, root)
-    shown = key if len(key) <= 64 and not _UNSAFE.search(key) else key[:64].encode().hex()
+    shown = (
+        key
+        if len(key) <= 64 and not _UNSAFE.search(key)
+        else key[:64].encode("utf-8", "surrogatepass").hex()
+    )
     where = f"{path}.{key}" if path else key
     return bad_request(
         f"The JSON object at {path or 'the top level'} has the key '{shown}' more than once",
