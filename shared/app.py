@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared.db.engine import Database
 from shared.db.migrate import upgrade
+from shared.docs import install_docs
 from shared.errors_http import install_error_handlers
 from shared.events.outbox import current_traceparent
 from shared.events.runtime import EventRuntime
@@ -88,6 +89,7 @@ def create_service_app(settings: ServiceSettings, registry: Registry) -> FastAPI
     app.state.fhir = context
     app.state.events = events
     install_error_handlers(app)
+    install_docs(app, settings)
 
     app.add_middleware(TraceContext)
 

@@ -6,12 +6,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
-import jsonpatch
-import jsonpointer
 import orjson
 from sqlalchemy.orm import Session
 
 from shared.fhir.errors import FHIRError, bad_request, not_found, precondition_failed
+from shared.fhir.json_patch import apply_patch, check_operations
 from shared.fhir.registry import Registry, ResourceDef
 from shared.fhir.search import SearchQuery, parse_search
 from shared.fhir.search_sql import included, run_search
@@ -52,9 +51,6 @@ def parse_etag(value: Any) -> int | None:
             f"If-Match '{value[:40]}' is not a version ETag like W/\"1\"", ["If-Match"]
         )
     return int(text)
-
-
-MAX_PATCH_OPERATIONS = 1000
 
 
 class Interactions:
@@ -231,8 +227,7 @@ class Interactions:
     ) -> Result:
         """Apply a JSON Patch to the current version and store the result as a new version."""
         self.writable(res_type)
-        if not isinstance(operations, list):
-            raise bad_request("A JSON Patch body must be an array of operations")
+        check_operations(operations)
         # Lock the row: a concurrent writer waits rather than making this patch fail.
         current = self.store.read(session, res_type, res_id, lock=True)
         if if_match is not None and if_match != current.version_id:
@@ -240,25 +235,7 @@ class Interactions:
                 f'If-Match W/"{if_match}" does not match the current version '
                 f'W/"{current.version_id}"'
             )
-        if len(operations) > MAX_PATCH_OPERATIONS:
-            raise bad_request(f"A JSON Patch may hold at most {MAX_PATCH_OPERATIONS} operations")
-        try:
-            patched = current.resource
-            for operation in operations:
-                # One at a time, so a patch that copies a document into itself stops early.
-                patched = jsonpatch.JsonPatch([operation]).apply(patched)
-                if len(orjson.dumps(patched)) > self.settings.max_body_bytes:
-                    raise FHIRError(
-                        413,
-                        f"The patched resource exceeds {self.settings.max_body_bytes} bytes",
-                        code="too-costly",
-                    )
-        except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as exc:
-            raise FHIRError(
-                422, f"The JSON Patch cannot be applied: {exc}", code="processing"
-            ) from None
-        except (TypeError, KeyError, AttributeError, ValueError) as exc:
-            raise bad_request(f"The JSON Patch is malformed: {exc}") from None
+        patched = apply_patch(current.resource, operations, res_type, self.settings.max_body_bytes)
         if not isinstance(patched, dict) or patched.get("id") != res_id:
             raise FHIRError(
                 422,

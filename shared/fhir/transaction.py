@@ -10,17 +10,16 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-import orjson
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from shared.db.engine import Database
+from shared.fhir import json_body
 from shared.fhir.bundles import searchset
 from shared.fhir.dates import format_instant
 from shared.fhir.errors import FHIRError, bad_request, issue, operation_outcome
 from shared.fhir.interactions import Interactions, Result, parse_etag
 from shared.fhir.references import ID_PATTERN
-from shared.fhir.validation import check_json
 
 log = logging.getLogger(__name__)
 
@@ -128,10 +127,14 @@ def _patch_operations(entry: Entry, mapping: dict[str, str]) -> Any:
     resource = entry.resource
     if isinstance(resource, dict) and resource.get("resourceType") == "Binary":
         try:
-            operations = orjson.loads(base64.b64decode(resource.get("data", ""), validate=True))
-            check_json(operations)
+            operations = json_body.loads(base64.b64decode(resource.get("data", ""), validate=True))
             return _rewrite(operations, mapping) if mapping else operations
-        except (binascii.Error, orjson.JSONDecodeError, ValueError, TypeError):
+        except FHIRError as exc:
+            raise bad_request(
+                f"{entry.where}.resource: Binary.data is not a JSON Patch: {exc}",
+                [f"{entry.where}.resource.data"],
+            ) from None
+        except (binascii.Error, ValueError, TypeError):
             raise bad_request(
                 f"{entry.where}.resource: Binary.data is not a base64 JSON Patch",
                 [f"{entry.where}.resource.data"],

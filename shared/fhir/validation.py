@@ -3,51 +3,20 @@
 from __future__ import annotations
 
 import functools
-import re
 from typing import Any
 
-import orjson
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import BaseModel, ValidationError
 
+from shared.fhir import json_body
 from shared.fhir.bindings import check_required_bindings
 from shared.fhir.errors import FHIRError, bad_request, issue
-
-MAX_DEPTH = 64
-# FHIR strings allow tab, CR and LF but no other control characters (NUL breaks PostgreSQL).
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+from shared.fhir.invariants import check_invariants
 
 
 def parse_json(body: bytes) -> Any:
-    """Decode a JSON body; not JSON, nested too deep or with control characters is a 400."""
-    if not body.strip():
-        raise bad_request("The request body is empty; a FHIR JSON resource was expected")
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise bad_request(f"The request body is not valid JSON: {exc}") from None
-    root = data.get("resourceType") if isinstance(data, dict) else None
-    check_json(data, root if isinstance(root, str) and root.isalpha() else "")
-    return data
-
-
-def check_json(node: Any, path: str = "", depth: int = 0) -> None:
-    """Refuse documents deeper than MAX_DEPTH or strings holding control characters."""
-    if depth > MAX_DEPTH:
-        raise bad_request(f"The JSON is nested deeper than {MAX_DEPTH} levels", [path or "$"])
-    if isinstance(node, dict):
-        for key, value in node.items():
-            check_json(value, f"{path}.{key}" if path else key, depth + 1)
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            check_json(value, f"{path}[{index}]", depth + 1)
-    elif isinstance(node, str) and _CONTROL.search(node):
-        raise FHIRError(
-            422,
-            f"{path or 'The value'} contains a control character",
-            code="value",
-            expression=[path] if path else None,
-        )
+    """The JSON of a request body, by the one client-JSON parser (see json_body.loads)."""
+    return json_body.loads(body)
 
 
 @functools.cache
@@ -71,7 +40,7 @@ def _expression(resource_type: str, loc: tuple[Any, ...]) -> str:
 
 
 def validate_resource(data: Any, resource_type: str | None = None) -> BaseModel:
-    """Validate a JSON object as a FHIR R4 resource; structural or code errors are a 422."""
+    """Validate a JSON object as a FHIR R4 resource; structure, code or invariant errors: 422."""
     if not isinstance(data, dict):
         raise bad_request("The request body must be a JSON object holding a FHIR resource")
     declared = data.get("resourceType")
@@ -113,4 +82,5 @@ def validate_resource(data: Any, resource_type: str | None = None) -> BaseModel:
     problems = check_required_bindings(model, declared)
     if problems:
         raise FHIRError(422, problems[0]["diagnostics"], issues=problems)
+    check_invariants(data, declared)
     return model
