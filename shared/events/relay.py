@@ -69,21 +69,24 @@ class OutboxRelay:
                 ).scalars()
             )
 
-    def _number(self, pks: list[int]) -> list[OutboxRow]:
-        """Give unnumbered rows the next sequence numbers of their topics, in pk order.
+    def _number(self, pks: list[int]) -> dict[int, int]:
+        """Give unnumbered rows the next sequence numbers of their topics, in pk order;
+        returns every row's number.
 
         Numbered in the database before sending, so a row sent again after a failure keeps
         its number; rows another relay numbered meanwhile keep theirs.
         """
+        table = OutboxRow.__table__
         with self.database.write() as session:
-            rows = list(
-                session.execute(
-                    select(OutboxRow).where(OutboxRow.pk.in_(pks)).order_by(OutboxRow.pk)
-                ).scalars()
-            )
-            topics = sorted({row.topic for row in rows if row.seq is None})
+            rows = session.execute(
+                select(table.c.pk, table.c.topic, table.c.seq)
+                .where(table.c.pk.in_(pks))
+                .order_by(table.c.pk)
+            ).all()
+            numbers = {pk: seq for pk, _, seq in rows if seq is not None}
+            topics = sorted({topic for _, topic, seq in rows if seq is None})
             if not topics:
-                return rows
+                return numbers
             # (dict() of a Result would take it for a mapping: it has keys().)
             last = {
                 topic: seq
@@ -94,13 +97,14 @@ class OutboxRelay:
                 )
             }
             known = set(last)
-            numbers: list[dict[str, int]] = []
-            for row in rows:
-                if row.seq is None:
-                    last[row.topic] = last.get(row.topic, 0) + 1
-                    row.seq = last[row.topic]
-                    numbers.append({"b_pk": row.pk, "b_seq": row.seq})
-            session.connection().execute(_SET_SEQ, numbers)
+            for pk, topic, seq in rows:
+                if seq is None:
+                    last[topic] = last.get(topic, 0) + 1
+                    numbers[pk] = last[topic]
+            session.connection().execute(
+                _SET_SEQ,
+                [{"b_pk": pk, "b_seq": numbers[pk]} for pk, _, seq in rows if seq is None],
+            )
             for topic in topics:
                 if topic in known:
                     session.execute(
@@ -110,8 +114,7 @@ class OutboxRelay:
                     )
                 else:
                     session.execute(insert(TopicSequence).values(topic=topic, last_seq=last[topic]))
-            session.expunge_all()
-            return rows
+            return numbers
 
     def _mark_sent(self, pks: list[int]) -> None:
         with self.database.write() as session:
@@ -179,7 +182,9 @@ class OutboxRelay:
             if not rows:
                 return total
             if any(row.seq is None for row in rows):
-                rows = await run_in_threadpool(self._number, [row.pk for row in rows])
+                numbers = await run_in_threadpool(self._number, [row.pk for row in rows])
+                for row in rows:
+                    row.seq = numbers[row.pk]
             topics = {row.topic for row in rows}
             futures = [
                 await producer.send(
