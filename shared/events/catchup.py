@@ -55,9 +55,11 @@ async def resync_from_owner(
     *,
     since: datetime | None,
     client: httpx.AsyncClient | None = None,
+    page_size: int = 1000,
 ) -> int:
     """Apply every version the owner changed since `since`; returns versions applied."""
-    params: dict[str, str] = {"_count": "1000", "_at": format_instant(utcnow())}
+    # `_at` pins the history to now, so pages do not shift under writes made meanwhile.
+    params: dict[str, str] = {"_count": str(page_size), "_at": format_instant(utcnow())}
     if since is not None:
         # A margin covers clock skew between writer and reader of lastUpdated.
         params["_since"] = format_instant(since - timedelta(seconds=5))
