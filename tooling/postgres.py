@@ -52,6 +52,9 @@ class PostgresCluster:
             "--encoding=UTF8",
             "--no-sync",
         )
+        return self._serve()
+
+    def _serve(self) -> PostgresCluster:
         options = (
             f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} "
             "-c fsync=off -c full_page_writes=off -c max_connections=200 "
@@ -79,6 +82,14 @@ class PostgresCluster:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
+
+    def crash(self) -> None:
+        """Stop the server the way a crash does (immediate, no checkpoint); data is kept."""
+        self._run(_bin("pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
+
+    def recover(self) -> PostgresCluster:
+        """Start the server again after `crash()`: it replays its WAL, as after a real crash."""
+        return self._serve()
 
     def dsn(self, database: str) -> str:
         return f"postgresql://{self.user}@127.0.0.1:{self.port}/{database}"

@@ -1,0 +1,62 @@
+"""Readiness follows the database: 503 while it is down, 200 again once it is back."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from shared.db.engine import Database
+from shared.db.migrate import upgrade
+from tests.conftest import SERVICES, make_settings
+from tooling.postgres import PostgresCluster
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[PostgresCluster]:
+    """A PostgreSQL server of this test alone, since the test crashes it."""
+    cluster = PostgresCluster().start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.mark.postgres
+async def test_readyz_is_503_while_postgresql_is_down_and_recovers_without_a_restart(
+    own_postgres: PostgresCluster,
+):
+    url = own_postgres.create_database("intake")
+    database = Database(url)
+    upgrade(database)
+    database.dispose()
+    _, factory = SERVICES["intake"]
+    app = factory(make_settings("intake", url))
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://t") as client,
+    ):
+        assert (await client.get("/readyz")).status_code == 200
+        own_postgres.crash()
+        down = await client.get("/readyz")
+        assert down.status_code == 503
+        assert down.json()["database"] == "down"
+        # The database is a dependency: liveness stays up, so Kubernetes does not restart us.
+        assert (await client.get("/healthz")).status_code == 200
+        write = await client.post(
+            "/fhir/Patient",
+            json={"resourceType": "Patient"},
+            headers={"Content-Type": "application/fhir+json"},
+        )
+        assert write.status_code == 503
+        assert write.json()["resourceType"] == "OperationOutcome"
+        own_postgres.recover()
+        assert (await client.get("/readyz")).status_code == 200
+        again = await client.post(
+            "/fhir/Patient",
+            json={"resourceType": "Patient"},
+            headers={"Content-Type": "application/fhir+json"},
+        )
+        assert again.status_code == 201, again.text
