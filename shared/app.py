@@ -64,7 +64,7 @@ class TraceContext:
 def create_service_app(settings: ServiceSettings, registry: Registry) -> FastAPI:
     """A FastAPI app serving the registry's resource types as FHIR R4."""
     context = build_context(settings, registry)
-    events = EventRuntime(settings, registry, context.database, context.store)
+    events = EventRuntime(settings, registry, context.database, context.store, context.interactions)
     context.after_write.append(events.relay.wake)
 
     @asynccontextmanager

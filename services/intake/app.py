@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from shared.app import create_service_app
 from shared.fhir.catalogue import resource
+from shared.fhir.everything import everything_operation
 from shared.fhir.registry import Registry
 from shared.settings import ServiceSettings, settings_class
 
@@ -16,7 +17,7 @@ IntakeSettings = settings_class(SERVICE, 8001)
 def registry() -> Registry:
     """The resource types the intake service serves."""
     registry = Registry(SERVICE)
-    registry.add(resource("Patient", owner=SERVICE))
+    registry.add(resource("Patient", owner=SERVICE, operations=(everything_operation(),)))
     return registry
 
 

@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from shared.app import create_service_app
 from shared.fhir.catalogue import resource
+from shared.fhir.everything import everything_operation
 from shared.fhir.registry import Registry
 from shared.settings import ServiceSettings, settings_class
 
@@ -18,7 +19,7 @@ def registry() -> Registry:
     registry = Registry(SERVICE)
     registry.add(resource("Observation", owner=SERVICE))
     # Read-only replicas, kept current from intake's and scheduling's events.
-    registry.add(resource("Patient", owner="intake"))
+    registry.add(resource("Patient", owner="intake", operations=(everything_operation(),)))
     registry.add(resource("Appointment", owner="scheduling"))
     registry.add(resource("MedicationAdministration", owner="scheduling"))
     return registry

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from services.scheduling.reactions import cancel_appointments_of_deleted_patient
 from shared.app import create_service_app
 from shared.fhir.catalogue import resource
+from shared.fhir.everything import everything_operation
 from shared.fhir.registry import Registry
 from shared.settings import ServiceSettings, settings_class
 
@@ -19,7 +21,8 @@ def registry() -> Registry:
     registry.add(resource("Appointment", owner=SERVICE))
     registry.add(resource("MedicationAdministration", owner=SERVICE))
     # Read-only replicas, kept current from intake's events.
-    registry.add(resource("Patient", owner="intake"))
+    registry.add(resource("Patient", owner="intake", operations=(everything_operation(),)))
+    registry.react("fhir.Patient.deleted", cancel_appointments_of_deleted_patient)
     return registry
 
 

@@ -20,9 +20,11 @@ from shared.events.consumer import ConsumerRunner, Handler
 from shared.events.envelope import topic_for
 from shared.events.healing import ReplicaHealer
 from shared.events.outbox import Outbox
+from shared.events.reactions import ReactionContext
 from shared.events.relay import OutboxRelay
 from shared.events.replica import ReplicaWriter
 from shared.fhir.dates import utcnow
+from shared.fhir.interactions import Interactions
 from shared.fhir.registry import Registry
 from shared.fhir.store import ResourceStore
 from shared.settings import ServiceSettings
@@ -39,8 +41,11 @@ class EventRuntime:
         registry: Registry,
         database: Database,
         store: ResourceStore,
+        interactions: Interactions | None = None,
     ) -> None:
         self.settings = settings
+        # Reactions write through the same interactions as HTTP requests.
+        self.interactions = interactions
         self.registry = registry
         self.database = database
         self.outbox = Outbox(
@@ -89,6 +94,11 @@ class EventRuntime:
             self.writer.apply_event(session, event)
             # Counted even when the version was old news: the number arrived all the same.
             self.healer.tracker.observe(session, topic, event)
+            reactions = self.registry.reactions.get(event["type"], ())
+            if reactions and self.interactions is not None:
+                context = ReactionContext(session, self.interactions, event)
+                for reaction in reactions:
+                    reaction(context)
 
         return apply
 

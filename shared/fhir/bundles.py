@@ -145,3 +145,28 @@ def history(
     if entries:
         bundle["entry"] = entries
     return bundle
+
+
+def page_of(
+    base: str,
+    url: str,
+    resources: list[dict[str, Any]],
+    total: int,
+    count: int,
+    offset: int,
+    applied: list[tuple[str, str]],
+) -> dict[str, Any]:
+    """A searchset page of resources an operation gathered, with stateless paging links."""
+    bundle = _bundle("searchset", total)
+    bundle["link"] = _paging_links(url, applied, count, offset, offset + count < total, total)
+    entries = [
+        {
+            "fullUrl": f"{base}/{resource['resourceType']}/{resource['id']}",
+            "resource": resource,
+            "search": {"mode": "match"},
+        }
+        for resource in resources
+    ]
+    if entries:
+        bundle["entry"] = entries
+    return bundle

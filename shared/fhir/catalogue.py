@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from shared.fhir.operations import Operation
 from shared.fhir.registry import ResourceDef, SearchParam
+from shared.fhir.rules import WriteRule
 
 PATIENT_PARAMS = (
     SearchParam("identifier", "token", ("identifier",), description="A patient identifier"),
@@ -158,6 +160,18 @@ STANDARD_PARAMS: dict[str, tuple[SearchParam, ...]] = {
 }
 
 
-def resource(resource_type: str, owner: str) -> ResourceDef:
+def resource(
+    resource_type: str,
+    owner: str,
+    *,
+    rules: tuple[WriteRule, ...] = (),
+    operations: tuple[Operation, ...] = (),
+) -> ResourceDef:
     """Declare a resource type with its standard search parameters and owning service."""
-    return ResourceDef(type=resource_type, params=STANDARD_PARAMS[resource_type], owner=owner)
+    return ResourceDef(
+        type=resource_type,
+        params=STANDARD_PARAMS[resource_type],
+        owner=owner,
+        rules=rules,
+        operations=operations,
+    )

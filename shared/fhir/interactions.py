@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from shared.fhir.errors import FHIRError, bad_request, not_found, precondition_failed
 from shared.fhir.json_patch import apply_patch, check_operations
 from shared.fhir.registry import Registry, ResourceDef
+from shared.fhir.rules import Action, WriteContext
 from shared.fhir.search import SearchQuery, parse_search
 from shared.fhir.search_sql import included, run_search
 from shared.fhir.store import ResourceStore, Stored
@@ -81,6 +82,23 @@ class Interactions:
             )
         return definition
 
+    def _rules(
+        self,
+        session: Session,
+        definition: ResourceDef,
+        action: Action,
+        res_id: str | None,
+        resource: dict[str, Any] | None,
+    ) -> None:
+        """Run the type's write rules, after validation and before any row is written."""
+        if not definition.rules:
+            return
+        context = WriteContext(session, self, action, definition.type, res_id, resource)
+        if action == "update" and context.previous is None:
+            context.action = "create"  # an update to an unknown id creates it
+        for rule in definition.rules:
+            rule(context)
+
     def _checked(self, res_type: str, body: Any, res_id: str | None = None) -> dict[str, Any]:
         validate_resource(body, res_type)
         if res_id is not None and body.get("id") not in (None, res_id):
@@ -101,13 +119,14 @@ class Interactions:
         assigned_id: str | None = None,
     ) -> Result:
         """Create (client ids are ignored); conditional on `If-None-Exist` when given."""
-        self.writable(res_type)
+        definition = self.writable(res_type)
         resource = self._checked(res_type, body)
         if if_none_exist:
             existing = self.match_for_condition(session, res_type, if_none_exist)
             if existing is not None:
                 return Result(200, existing)
         resource.pop("id", None)
+        self._rules(session, definition, "create", assigned_id, resource)
         return Result(201, self.store.create(session, res_type, resource, res_id=assigned_id))
 
     def match_for_condition(
@@ -161,12 +180,13 @@ class Interactions:
         self, session: Session, res_type: str, res_id: str, body: Any, *, if_match: int | None
     ) -> Result:
         """Update, or create under the client's id (updateCreate)."""
-        self.writable(res_type)
+        definition = self.writable(res_type)
         if isinstance(body, dict) and body.get("id") is None:
             raise bad_request(
                 "An update must carry the resource id in its body", [f"{res_type}.id"]
             )
         resource = self._checked(res_type, body, res_id)
+        self._rules(session, definition, "update", res_id, resource)
         stored, created = self.store.update(session, res_type, res_id, resource, if_match=if_match)
         return Result(201 if created else 200, stored)
 
@@ -185,7 +205,7 @@ class Interactions:
         `assigned_id` is the id a create gets when nothing matches and the body names none
         (a transaction decides it up front to resolve references).
         """
-        self.writable(res_type)
+        definition = self.writable(res_type)
         resource = self._checked(res_type, body)
         existing = self.match_for_condition(session, res_type, condition, source="url")
         if existing is None:
@@ -204,6 +224,7 @@ class Interactions:
                 raise precondition_failed(
                     f'If-Match W/"{if_match}" given but no {res_type} matches the condition'
                 )
+            self._rules(session, definition, "create", assigned_id, resource)
             created = self.store.create(
                 session, res_type, resource, res_id=assigned_id, method="PUT"
             )
@@ -213,6 +234,7 @@ class Interactions:
                 f"The resource id '{resource['id']}' differs from the matched {existing.id}",
                 [f"{res_type}.id"],
             )
+        self._rules(session, definition, "update", existing.id, resource)
         stored, _ = self.store.update(session, res_type, existing.id, resource, if_match=if_match)
         return Result(200, stored)
 
@@ -226,7 +248,7 @@ class Interactions:
         if_match: int | None,
     ) -> Result:
         """Apply a JSON Patch to the current version and store the result as a new version."""
-        self.writable(res_type)
+        definition = self.writable(res_type)
         check_operations(operations)
         # Lock the row: a concurrent writer waits rather than making this patch fail.
         current = self.store.read(session, res_type, res_id, lock=True)
@@ -244,6 +266,7 @@ class Interactions:
                 expression=[f"{res_type}.id"],
             )
         resource = self._checked(res_type, patched, res_id)
+        self._rules(session, definition, "update", res_id, resource)
         stored, _ = self.store.update(
             session, res_type, res_id, resource, if_match=current.version_id, method="PATCH"
         )
@@ -251,15 +274,17 @@ class Interactions:
 
     def delete(self, session: Session, res_type: str, res_id: str) -> Result:
         """Delete; deleting what is already deleted is harmless (204)."""
-        self.writable(res_type)
+        definition = self.writable(res_type)
+        self._rules(session, definition, "delete", res_id, None)
         self.store.delete(session, res_type, res_id)
         return Result(204)
 
     def conditional_delete(self, session: Session, res_type: str, condition: str) -> Result:
         """DELETE [type]?query: deletes the single match; 412 when several match."""
-        self.writable(res_type)
+        definition = self.writable(res_type)
         existing = self.match_for_condition(session, res_type, condition, source="url")
         if existing is not None:
+            self._rules(session, definition, "delete", existing.id, None)
             self.store.delete(session, res_type, existing.id)
         return Result(204)
 

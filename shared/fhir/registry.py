@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from shared.events.reactions import Reaction
+    from shared.fhir.operations import Operation
+    from shared.fhir.rules import WriteRule
 
 ParamType = Literal["token", "string", "date", "reference", "quantity", "number", "uri"]
 
@@ -28,8 +33,10 @@ class ResourceDef:
     params: tuple[SearchParam, ...]
     # The service that writes this type; others serve it read-only as a replica.
     owner: str
-    # Extra required-binding-like checks can be declared later by domain issues.
-    profile: str | None = None
+    # Checks and follow-up writes run in the writer's transaction (owned types only).
+    rules: tuple[WriteRule, ...] = ()
+    # Type- and instance-level operations ($name) served on this type.
+    operations: tuple[Operation, ...] = ()
 
     def param(self, name: str) -> SearchParam | None:
         for candidate in self.params:
@@ -44,9 +51,17 @@ class Registry:
 
     service: str
     resources: dict[str, ResourceDef] = field(default_factory=dict)
+    # System-level operations (`[base]/$name`).
+    operations: list[Operation] = field(default_factory=list)
+    # Event type (e.g. `fhir.Patient.deleted`) -> what this service does when one arrives.
+    reactions: dict[str, list[Reaction]] = field(default_factory=dict)
 
     def add(self, definition: ResourceDef) -> None:
         self.resources[definition.type] = definition
+
+    def react(self, event_type: str, reaction: Reaction) -> None:
+        """Run `reaction` for every event of `event_type` from a replicated type."""
+        self.reactions.setdefault(event_type, []).append(reaction)
 
     def get(self, resource_type: str) -> ResourceDef | None:
         return self.resources.get(resource_type)

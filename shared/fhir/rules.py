@@ -1,0 +1,48 @@
+"""Write rules: per-type checks and follow-up writes inside the writer's transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from shared.fhir.interactions import Interactions
+    from shared.fhir.store import Stored
+
+Action = Literal["create", "update", "delete"]
+
+
+@dataclass
+class WriteContext:
+    """One write about to be stored, as a rule sees it.
+
+    A rule refuses the write by raising a FHIRError (its OperationOutcome goes to the client
+    and the transaction rolls back), or writes further resources through `interactions` with
+    `session`: those go through their own rules and the outbox, in the same transaction.
+    """
+
+    session: Session
+    interactions: Interactions
+    action: Action
+    res_type: str
+    res_id: str | None
+    # The resource as it will be stored (None for a delete). Rules must not change it.
+    resource: dict[str, Any] | None
+    _previous: Stored | None = None
+    _looked_up: bool = False
+
+    @property
+    def previous(self) -> Stored | None:
+        """The current stored version before this write (None when there is none)."""
+        if not self._looked_up and self.res_id is not None:
+            store = self.interactions.store
+            if store.exists(self.session, self.res_type, self.res_id):
+                self._previous = store.read(self.session, self.res_type, self.res_id)
+            self._looked_up = True
+        return self._previous
+
+
+WriteRule = Callable[[WriteContext], None]
