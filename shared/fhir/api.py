@@ -250,7 +250,8 @@ def _type_routes(
     """Register the interactions of one resource type."""
     res_type = definition.type
     ix = ctx.interactions
-    limit = ctx.settings.max_body_bytes
+    settings = ctx.settings
+    limit = settings.max_body_bytes
     tags = [res_type]
     search_params = [
         {"name": p.name, "in": "query", "required": False, "schema": {"type": "string"}}
@@ -270,9 +271,22 @@ def _type_routes(
     async def search_post(request: Request) -> Response:
         raw = await read_body(request, limit, FORM)
         try:
-            form = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+            form = parse_qsl(
+                raw.decode("utf-8"),
+                keep_blank_values=True,
+                strict_parsing=False,
+                # Stop early rather than split a megabyte into half a million fields.
+                max_num_fields=settings.max_query_params,
+            )
         except UnicodeDecodeError:
             raise bad_request("The form body is not UTF-8") from None
+        except ValueError:
+            raise ix.limits.exceeded(
+                "The form body has too many parameters",
+                settings.max_query_params,
+                "MAX_QUERY_PARAMS",
+                "_search",
+            ) from None
         return await search(request, form)
 
     async def create(request: Request) -> Response:
