@@ -48,7 +48,7 @@ def _ready(port: int) -> bool:
         return False
 
 
-@pytest.mark.parametrize("second", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("second", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_second_signal_during_clean_up_still_stops_every_child(
     tmp_path: Path, second: signal.Signals
 ):
