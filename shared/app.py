@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
@@ -24,6 +26,8 @@ from shared.fhir.store import ResourceStore
 from shared.fhir.transaction import BundleProcessor
 from shared.settings import ServiceSettings
 
+log = logging.getLogger(__name__)
+
 
 def package_version() -> str:
     try:
@@ -34,7 +38,9 @@ def package_version() -> str:
 
 def build_context(settings: ServiceSettings, registry: Registry) -> FHIRContext:
     """Wire the database, store and interactions of one service."""
-    database = Database(settings.resolved_database_url())
+    database = Database(
+        settings.resolved_database_url(), statement_timeout_ms=settings.statement_timeout_ms
+    )
     store = ResourceStore(database, registry)
     interactions = Interactions(settings, registry, store)
     bundles = BundleProcessor(interactions, database)
@@ -74,7 +80,14 @@ def create_service_app(settings: ServiceSettings, registry: Registry) -> FastAPI
         await run_in_threadpool(context.database.optimize)
         await events.start()
         yield
-        await events.stop()
+        # Requests still running after uvicorn's graceful period must not hold the exit.
+        stopped = await asyncio.to_thread(context.database.cancel_all)
+        if stopped:
+            log.warning("cancelled %d database unit(s) of work still running", stopped)
+        try:
+            await asyncio.wait_for(events.stop(), timeout=settings.shutdown_grace_s / 4)
+        except TimeoutError:
+            log.warning("event runtime did not stop in time; exiting without it")
         context.database.dispose()
 
     app = FastAPI(

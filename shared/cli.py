@@ -6,9 +6,12 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
+import threading
 from collections.abc import Callable
+from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
@@ -48,14 +51,42 @@ def main(
         return 0
     if args.command in ("relay", "resync", "replay"):
         return asyncio.run(_event_command(args.command, settings, app_factory))
-    uvicorn.run(
+    config = uvicorn.Config(
         app_factory(settings),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
         proxy_headers=False,
+        # Half the grace period for requests in flight; the rest for the shutdown itself.
+        timeout_graceful_shutdown=settings.shutdown_grace_s / 2,  # type: ignore[arg-type]
     )
+    BoundedServer(config, settings.shutdown_grace_s).run()
     return 0
+
+
+class BoundedServer(uvicorn.Server):
+    """uvicorn's server, but once told to stop, the process exits within the grace period.
+
+    A request stuck in a worker thread would otherwise hold the interpreter's exit forever.
+    """
+
+    def __init__(self, config: uvicorn.Config, grace_s: float) -> None:
+        super().__init__(config)
+        self.grace_s = grace_s
+        self._watchdog: threading.Timer | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._watchdog is None:
+            self._watchdog = threading.Timer(self.grace_s, _exit_now, args=(self.grace_s,))
+            self._watchdog.daemon = True
+            self._watchdog.start()
+        super().handle_exit(sig, frame)
+
+
+def _exit_now(grace_s: float) -> None:
+    logging.getLogger(__name__).error("still running %.0f s after the stop signal", grace_s)
+    logging.shutdown()
+    os._exit(1)
 
 
 async def _event_command(

@@ -10,7 +10,8 @@ from fastapi.responses import Response
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from starlette.exceptions import HTTPException
 
-from shared.fhir.errors import FHIRError, issue, operation_outcome
+from shared.db.engine import SHUTDOWN, StatementCancelled
+from shared.fhir.errors import FHIRError, issue, operation_outcome, statement_stopped
 from shared.fhir.http import fhir_response
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,13 @@ def install_error_handlers(app: FastAPI) -> None:
             for err in exc.errors()
         ]
         return fhir_response(operation_outcome(issues), 400)
+
+    @app.exception_handler(StatementCancelled)
+    async def stopped(request: Request, exc: StatementCancelled) -> Response:
+        # The client asked for too much work (or left, or we stop): not a database outage.
+        log.info("statement stopped (%s): %s %s", exc.reason, request.method, request.url.path)
+        error = statement_stopped(exc.timeout_ms, exc.reason, exc.reason == SHUTDOWN)
+        return fhir_response(error.outcome(), error.status, error.headers)
 
     @app.exception_handler(IntegrityError)
     async def conflict(_request: Request, _exc: IntegrityError) -> Response:

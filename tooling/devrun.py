@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 import threading
+import time
+from types import FrameType
 from typing import IO
 
 from tooling.broker import Broker
@@ -15,7 +17,10 @@ from tooling.broker import Broker
 SERVICES = (("intake", 8001), ("scheduling", 8002), ("outcomes", 8003))
 COLOURS = ("\033[36m", "\033[35m", "\033[33m")
 RESET = "\033[0m"
-DEV_BROKER_PORT = 9092
+# DEVRUN_BROKER_PORT moves the dev broker (the tests run a launcher beside `make run`).
+DEV_BROKER_PORT = int(os.environ.get("DEVRUN_BROKER_PORT", "9092"))
+# How long the services get to stop after Ctrl-C before they are killed.
+STOP_TIMEOUT_S = 15.0
 
 
 def _pump(name: str, colour: str, stream: IO[str]) -> None:
@@ -44,19 +49,68 @@ def _start_broker(env: dict[str, str]) -> Broker | None:
     return broker
 
 
+class _Signals:
+    """Counts SIGINT / SIGTERM instead of raising, so no signal can cut the clean-up short."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.received = threading.Event()
+
+    def __call__(self, _signum: int, _frame: FrameType | None) -> None:
+        self.count += 1
+        self.received.set()
+
+    def install(self) -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self)
+
+
+def _services() -> list[tuple[str, int]]:
+    """The services and their ports (`<NAME>_PORT` moves one, as it moves the service)."""
+    return [(name, int(os.environ.get(f"{name.upper()}_PORT", port))) for name, port in SERVICES]
+
+
+def _stop_all(
+    processes: list[subprocess.Popen[str]], broker: Broker | None, signals: _Signals
+) -> None:
+    """Stop every child: politely first; a further signal or a stuck child gets a kill."""
+    asked = signals.count
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while any(p.poll() is None for p in processes):
+        if signals.count > asked or time.monotonic() > deadline:
+            break  # a second Ctrl-C means "now"
+        time.sleep(0.1)
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+    for process in processes:
+        process.wait()
+    if broker is not None:
+        broker.stop()
+
+
 def main() -> int:
     """Run the broker and the three services until one exits or Ctrl-C, then stop them all."""
-    # A SIGTERM (e.g. from a supervisor) stops the children as Ctrl-C does.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    busy = [port for _, port in SERVICES if _port_in_use(port)]
+    # Ctrl-C and SIGTERM (a supervisor, or make forwarding a signal to its process group) only
+    # set a flag: however many arrive and whenever, every child started is stopped.
+    signals = _Signals()
+    signals.install()
+    services = _services()
+    busy = [port for _, port in services if _port_in_use(port)]
     if busy:
         print(f"ports {busy} are in use: is `make run` already running?", file=sys.stderr)
         return 1
     env = os.environ.copy()
-    broker = _start_broker(env)
     processes: list[subprocess.Popen[str]] = []
+    broker: Broker | None = None
     try:
-        for (name, _port), colour in zip(SERVICES, COLOURS, strict=True):
+        broker = _start_broker(env)
+        for (name, _port), colour in zip(services, COLOURS, strict=True):
+            if signals.count:
+                break
             process = subprocess.Popen(
                 [sys.executable, "-m", f"services.{name}", "serve"],
                 stdout=subprocess.PIPE,
@@ -68,24 +122,14 @@ def main() -> int:
             processes.append(process)
             assert process.stdout is not None
             threading.Thread(target=_pump, args=(name, colour, process.stdout), daemon=True).start()
-        for name, port in SERVICES:
-            print(f"{name:<10}| http://127.0.0.1:{port}/fhir/metadata", flush=True)
-        print("Ctrl-C stops all services.", flush=True)
-        while all(p.poll() is None for p in processes):
-            threading.Event().wait(0.5)
-    except KeyboardInterrupt:
-        pass
+        if not signals.count:
+            for name, port in services:
+                print(f"{name:<10}| http://127.0.0.1:{port}/fhir/metadata", flush=True)
+            print("Ctrl-C stops all services.", flush=True)
+        while not signals.count and all(p.poll() is None for p in processes):
+            signals.received.wait(0.5)
     finally:
-        for process in processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGINT)
-        for process in processes:
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        if broker is not None:
-            broker.stop()
+        _stop_all(processes, broker, signals)
     return max((p.returncode or 0) for p in processes) if processes else 1
 
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
+import weakref
 import zlib
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextvars import ContextVar
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import OperationalError
@@ -16,12 +20,96 @@ from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger(__name__)
 
+# SQLite calls the progress handler every this many virtual machine instructions (~0.1 ms).
+_PROGRESS_STEPS = 10_000
+# PostgreSQL's SQLSTATE for a statement cancelled by statement_timeout or a cancel request.
+_QUERY_CANCELED = "57014"
+# Why a unit of work was stopped, besides its time limit.
+TIMEOUT = "timeout"
+CLIENT_GONE = "the client went away"
+SHUTDOWN = "the service is stopping"
+
+
+class StatementCancelled(Exception):
+    """A statement stopped by its time limit, or because its client went away or we stop."""
+
+    def __init__(self, timeout_ms: int, reason: str) -> None:
+        super().__init__(reason)
+        self.timeout_ms = timeout_ms
+        self.reason = reason
+
+
+class QueryGuard:
+    """The time limit of one unit of work's statements and a way to stop them from elsewhere.
+
+    Statements run in a worker thread; `cancel()` may be called from any other thread.
+    """
+
+    def __init__(self, timeout_ms: int) -> None:
+        self.timeout_ms = timeout_ms
+        self.deadline = math.inf
+        self.reason: str | None = None
+        self._lock = threading.Lock()
+        # The PostgreSQL connection while one of our statements runs on it, for cancel().
+        self._running: Any = None
+
+    def started(self, dbapi_connection: Any) -> None:
+        """A statement starts: its time limit begins (SQLite), and it can be cancelled."""
+        if self.reason is not None:
+            raise StatementCancelled(self.timeout_ms, self.reason)
+        self.deadline = time.monotonic() + self.timeout_ms / 1000
+        if hasattr(dbapi_connection, "cancel_safe"):
+            with self._lock:
+                self._running = dbapi_connection
+
+    def finished(self) -> None:
+        """The statement is over: a later cancel() must not reach the pooled connection."""
+        with self._lock:
+            self._running = None
+
+    def expired(self) -> bool:
+        """True when the running statement must stop (SQLite's progress handler asks)."""
+        return self.reason is not None or time.monotonic() > self.deadline
+
+    def cancel(self, reason: str = CLIENT_GONE) -> None:
+        """Stop the statement in flight and any later one (blocks briefly on PostgreSQL)."""
+        if self.reason is None:
+            self.reason = reason
+        # Under the lock, so the connection cannot go back to the pool meanwhile.
+        with self._lock:
+            if self._running is not None:
+                try:
+                    self._running.cancel_safe(timeout=5)
+                except Exception as exc:  # the statement then ends at its time-out
+                    log.warning("cancelling a statement failed: %s", type(exc).__name__)
+
+
+_guard: ContextVar[QueryGuard | None] = ContextVar("query_guard", default=None)
+
+
+def _is_cancel(exc: OperationalError) -> bool:
+    orig = exc.orig
+    if getattr(orig, "sqlstate", None) == _QUERY_CANCELED:
+        return True
+    return type(orig).__module__ == "sqlite3" and str(orig) == "interrupted"
+
+
+def _sqlite_progress() -> int:
+    # Runs inside SQLite in the statement's own thread, so the context variable is its guard.
+    guard = _guard.get()
+    return 1 if guard is not None and guard.expired() else 0
+
 
 class Database:
     """Engines for one service's database; `write()` is the one place that commits."""
 
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+    def __init__(
+        self, url: str, *, pool_size: int = 10, statement_timeout_ms: int | None = None
+    ) -> None:
         self.url = url
+        # Limit of every statement in read() and write(); None: no limit (migrations, tools).
+        self.statement_timeout_ms = statement_timeout_ms
+        self._guards: weakref.WeakSet[QueryGuard] = weakref.WeakSet()
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
             self._prepare_sqlite_dir(url)
@@ -38,6 +126,10 @@ class Database:
                 connect_args={"prepare_threshold": None},
             )
             self.read_engine = self.write_engine
+        for engine in {self.write_engine, self.read_engine}:
+            event.listen(engine, "before_cursor_execute", _before_execute)
+            event.listen(engine, "after_cursor_execute", _after_execute)
+            event.listen(engine, "handle_error", _on_error)
         self._write_sessions = sessionmaker(self.write_engine, expire_on_commit=False)
         self._stats_lock = threading.Lock()
         self._sqlite_writer: AbstractContextManager[object] = (
@@ -73,6 +165,8 @@ class Database:
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
+            # Lets a statement past its time limit, or cancelled, stop ("interrupted").
+            dbapi_connection.set_progress_handler(_sqlite_progress, _PROGRESS_STEPS)
 
         @event.listens_for(engine, "begin")
         def _on_begin(connection) -> None:  # type: ignore[no-untyped-def]
@@ -81,14 +175,51 @@ class Database:
 
         return engine
 
+    def guard(self) -> QueryGuard | None:
+        """A guard for one unit of work, to cancel it from another thread (None: no limit)."""
+        if self.statement_timeout_ms is None:
+            return None
+        return QueryGuard(self.statement_timeout_ms)
+
+    def cancel_all(self, reason: str = SHUTDOWN) -> int:
+        """Cancel every unit of work in flight (at shutdown); returns how many."""
+        guards = list(self._guards)
+        for guard in guards:
+            guard.cancel(reason)
+        return len(guards)
+
     @contextmanager
-    def write(self) -> Iterator[Session]:
+    def _limited(self, session: Session, guard: QueryGuard | None) -> Iterator[None]:
+        """Run the block's statements under `guard`, mapping a cancellation to one error."""
+        guard = guard or self.guard()
+        if guard is None:
+            yield
+            return
+        self._guards.add(guard)
+        token = _guard.set(guard)
+        try:
+            if not self.is_sqlite:
+                # Enforced by the server too, so it holds even if this process is stuck.
+                session.connection().exec_driver_sql(
+                    f"SET LOCAL statement_timeout = {int(guard.timeout_ms)}"
+                )
+            yield
+        except OperationalError as exc:
+            if not _is_cancel(exc):
+                raise
+            raise StatementCancelled(guard.timeout_ms, guard.reason or TIMEOUT) from None
+        finally:
+            _guard.reset(token)
+            self._guards.discard(guard)
+
+    @contextmanager
+    def write(self, guard: QueryGuard | None = None) -> Iterator[Session]:
         """A unit of work: commits when the block succeeds, rolls back on any error."""
         session = self._write_sessions()
         try:
             # SQLite has one writer at a time: queue in-process writers on a lock instead of
             # letting them sleep in SQLite's busy handler (p99 1.1 s -> 0.14 s under load).
-            with self._sqlite_writer, session.begin():
+            with self._sqlite_writer, session.begin(), self._limited(session, guard):
                 yield session
         finally:
             session.close()
@@ -121,11 +252,11 @@ class Database:
             connection.exec_driver_sql("ANALYZE")
 
     @contextmanager
-    def read(self) -> Iterator[Session]:
-        """A read-only session."""
+    def read(self, guard: QueryGuard | None = None) -> Iterator[Session]:
+        """A read-only session; `guard` lets another thread cancel its statements."""
         session = self._read_sessions()
         try:
-            with session.begin():
+            with session.begin(), self._limited(session, guard):
                 yield session
         finally:
             session.close()
@@ -148,3 +279,21 @@ class Database:
         self.write_engine.dispose()
         if self.read_engine is not self.write_engine:
             self.read_engine.dispose()
+
+
+def _before_execute(conn: Any, _cursor: Any, *_args: Any) -> None:
+    guard = _guard.get()
+    if guard is not None:
+        guard.started(conn.connection.dbapi_connection)
+
+
+def _after_execute(*_args: Any) -> None:
+    guard = _guard.get()
+    if guard is not None:
+        guard.finished()
+
+
+def _on_error(_context: Any) -> None:
+    guard = _guard.get()
+    if guard is not None:
+        guard.finished()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -9,9 +10,10 @@ from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from shared.db.engine import Database
+from shared.db.engine import CLIENT_GONE, Database, QueryGuard
 from shared.fhir.bundles import history, searchset
 from shared.fhir.capability import capability_statement
 from shared.fhir.dates import DateFormatError, date_range, http_date
@@ -112,6 +114,18 @@ def _search_pairs(
     return pairs + (extra or [])
 
 
+async def _cancel_on_disconnect(request: Request, guard: QueryGuard) -> None:
+    """Cancel the guarded database work when the client disconnects."""
+    while True:
+        # The body, if any, has been read: the next message can only be the disconnect.
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            break
+    # Cancelling on PostgreSQL opens a connection to the server: not on the event loop, and
+    # not in the request thread pool, which long queries may have filled.
+    await asyncio.to_thread(guard.cancel, CLIENT_GONE)
+
+
 def _since(raw: str | None, name: str) -> Any:
     if raw is None:
         return None
@@ -179,6 +193,22 @@ def build_router(ctx: FHIRContext) -> APIRouter:
 
         return await run_in_threadpool(work)
 
+    async def in_query(request: Request, fn: Callable[[Session], Any]) -> Any:
+        """Run a search-like read whose database work stops if the client goes away."""
+        guard = ctx.database.guard()
+
+        def work() -> Any:
+            with ctx.database.read(guard) as session:
+                return fn(session)
+
+        if guard is None:
+            return await run_in_threadpool(work)
+        watcher = asyncio.create_task(_cancel_on_disconnect(request, guard))
+        try:
+            return await run_in_threadpool(work)
+        finally:
+            watcher.cancel()
+
     @router.get("/metadata", tags=["system"], summary="CapabilityStatement")
     async def metadata(request: Request) -> Response:
         check_accept(request)
@@ -218,7 +248,8 @@ def build_router(ctx: FHIRContext) -> APIRouter:
             )
             if not known:
                 raise FHIRError(404, f"{res_type}/{res_id} is not known", code="not-found")
-        versions, total = await in_read(
+        versions, total = await in_query(
+            request,
             lambda s: ctx.store.history(
                 s,
                 res_type=res_type,
@@ -227,14 +258,14 @@ def build_router(ctx: FHIRContext) -> APIRouter:
                 at_or_before=at_or_before,
                 count=count,
                 offset=offset,
-            )
+            ),
         )
         url = "/".join(p for p in (base(request), res_type, res_id) if p) + "/_history"
         applied = [(k, v) for k, v in request.query_params.multi_items() if k in ("_since", "_at")]
         return fhir_response(history(base(request), url, versions, total, count, offset, applied))
 
     for definition in ctx.registry.resources.values():
-        _type_routes(router, ctx, definition, base, in_tx, in_read, _history)
+        _type_routes(router, ctx, definition, base, in_tx, in_read, in_query, _history)
     return router
 
 
@@ -245,12 +276,14 @@ def _type_routes(
     base: Callable[[Request], str],
     in_tx: Callable[..., Any],
     in_read: Callable[..., Any],
+    in_query: Callable[..., Any],
     history_route: Callable[..., Any],
 ) -> None:
     """Register the interactions of one resource type."""
     res_type = definition.type
     ix = ctx.interactions
-    limit = ctx.settings.max_body_bytes
+    settings = ctx.settings
+    limit = settings.max_body_bytes
     tags = [res_type]
     search_params = [
         {"name": p.name, "in": "query", "required": False, "schema": {"type": "string"}}
@@ -260,7 +293,8 @@ def _type_routes(
     async def search(request: Request, extra: list[tuple[str, str]] | None = None) -> Response:
         check_accept(request)
         pairs = _search_pairs(request, extra)
-        found = await in_read(lambda s: ix.search(s, res_type, pairs, strict=_strict(request)))
+        strict = _strict(request)
+        found = await in_query(request, lambda s: ix.search(s, res_type, pairs, strict=strict))
         body = searchset(base(request), found.query, found.resources, found.total, found.included)
         return fhir_response(body)
 
@@ -270,9 +304,22 @@ def _type_routes(
     async def search_post(request: Request) -> Response:
         raw = await read_body(request, limit, FORM)
         try:
-            form = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+            form = parse_qsl(
+                raw.decode("utf-8"),
+                keep_blank_values=True,
+                strict_parsing=False,
+                # Stop early rather than split a megabyte into half a million fields.
+                max_num_fields=settings.max_query_params,
+            )
         except UnicodeDecodeError:
             raise bad_request("The form body is not UTF-8") from None
+        except ValueError:
+            raise ix.limits.exceeded(
+                "The form body has too many parameters",
+                settings.max_query_params,
+                "MAX_QUERY_PARAMS",
+                "_search",
+            ) from None
         return await search(request, form)
 
     async def create(request: Request) -> Response:

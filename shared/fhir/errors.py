@@ -62,3 +62,17 @@ def gone(diagnostics: str) -> FHIRError:
 
 def precondition_failed(diagnostics: str) -> FHIRError:
     return FHIRError(412, diagnostics, code="conflict")
+
+
+def statement_stopped(timeout_ms: int, reason: str, shutting_down: bool) -> FHIRError:
+    """The error of a search stopped by the statement time-out (400) or by a shutdown (503)."""
+    if shutting_down:
+        return FHIRError(
+            503, "The service is stopping; retry", code="transient", headers={"Retry-After": "1"}
+        )
+    return FHIRError(
+        400,
+        f"The query ran longer than the statement time-out of {timeout_ms} ms "
+        f"(STATEMENT_TIMEOUT_MS; {reason}): narrow the search or page through it",
+        code="too-costly",
+    )

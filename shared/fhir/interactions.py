@@ -13,7 +13,7 @@ from shared.fhir.errors import FHIRError, bad_request, not_found, precondition_f
 from shared.fhir.json_patch import apply_patch, check_operations
 from shared.fhir.registry import Registry, ResourceDef
 from shared.fhir.rules import Action, WriteContext
-from shared.fhir.search import SearchQuery, parse_search
+from shared.fhir.search import QueryLimits, SearchQuery, parse_search
 from shared.fhir.search_sql import included, run_search
 from shared.fhir.store import ResourceStore, Stored
 from shared.fhir.validation import validate_resource
@@ -61,6 +61,12 @@ class Interactions:
         self.settings = settings
         self.registry = registry
         self.store = store
+        self.limits = QueryLimits(
+            max_sort_keys=settings.max_sort_keys,
+            max_param_values=settings.max_param_values,
+            max_query_params=settings.max_query_params,
+            prefix=f"{settings.service_name.upper()}_",
+        )
 
     # ---- checks ------------------------------------------------------------------------
     def definition(self, res_type: str) -> ResourceDef:
@@ -167,6 +173,7 @@ class Interactions:
             default_count=2,
             max_count=2,
             strict=True,
+            limits=self.limits,
         )
         if not query.clauses:
             # Without a criterion every resource of the type would match.
@@ -311,6 +318,7 @@ class Interactions:
             default_count=self.settings.default_page_size,
             max_count=self.settings.max_page_size,
             strict=strict,
+            limits=self.limits,
         )
         rows, total = run_search(session, query, definition)
         extra = included(session, rows, query, set(self.registry.resources))

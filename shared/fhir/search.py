@@ -45,6 +45,26 @@ SPECIAL = {
 
 
 @dataclass(frozen=True)
+class QueryLimits:
+    """How large one search may be, so that no query can tie up a worker or the database."""
+
+    max_sort_keys: int = 5
+    max_param_values: int = 100
+    max_query_params: int = 50
+    # The settings' environment prefix (e.g. "INTAKE_"), to name the limit in errors.
+    prefix: str = ""
+
+    def exceeded(self, what: str, limit: int, setting: str, expression: str) -> FHIRError:
+        """The 400 telling the client which limit its search went past."""
+        return FHIRError(
+            400,
+            f"{what}; at most {limit} are allowed ({self.prefix}{setting})",
+            code="too-costly",
+            expression=[expression],
+        )
+
+
+@dataclass(frozen=True)
 class Value:
     """One alternative of a parameter (values joined by commas are OR-ed)."""
 
@@ -179,14 +199,33 @@ def parse_search(
     default_count: int,
     max_count: int,
     strict: bool,
+    limits: QueryLimits | None = None,
 ) -> SearchQuery:
-    """Parse query pairs; unknown parameters are ignored, or a 400 when `strict`."""
+    """Parse query pairs; unknown parameters are ignored, or a 400 when `strict`.
+
+    `limits` bounds the number of parameters, of values per parameter and of sort keys.
+    """
+    limits = limits or QueryLimits()
+    if len(pairs) > limits.max_query_params:
+        raise limits.exceeded(
+            f"The search has {len(pairs)} parameters",
+            limits.max_query_params,
+            "MAX_QUERY_PARAMS",
+            pairs[limits.max_query_params][0],
+        )
     query = SearchQuery(definition.type, count=default_count)
     for key, raw in pairs:
         if "\x00" in key or "\x00" in raw:
             raise bad_request(f"Search parameter '{key}' contains a NUL character", [key])
         name, _, modifier = key.partition(":")
         parts = [part for part in _split_commas(raw) if part != ""]
+        if len(parts) > limits.max_param_values and name != "_sort":
+            raise limits.exceeded(
+                f"Search parameter '{key}' has {len(parts)} values",
+                limits.max_param_values,
+                "MAX_PARAM_VALUES",
+                key,
+            )
         if not parts:
             # FHIR: a parameter without a value is ignored (an error when strict, so that a
             # conditional create or update never matches everything by accident).
@@ -195,7 +234,7 @@ def parse_search(
             query.ignored.append(key)
             continue
         if name in CONTROL_PARAMS:
-            _control(query, definition, name, modifier, raw, registry, max_count)
+            _control(query, definition, name, modifier, raw, registry, max_count, limits)
             continue
         # Chained parameters (subject.name, subject:Patient.name) are not supported: unknown.
         param = None if "." in key else SPECIAL.get(name) or definition.param(name)
@@ -251,6 +290,7 @@ def _control(
     raw: str,
     registry: Registry,
     max_count: int,
+    limits: QueryLimits,
 ) -> None:
     if modifier and name not in ("_include", "_revinclude"):
         raise bad_request(f"'{name}' takes no modifier", [f"{name}:{modifier}"])
@@ -260,15 +300,7 @@ def _control(
     elif name == "_offset":
         query.offset = min(_int(name, raw), MAX_OFFSET)
     elif name == "_sort":
-        query.sort = []
-        for item in raw.split(","):
-            descending = item.startswith("-")
-            key = item[1:] if descending else item
-            param = SPECIAL.get(key) or definition.param(key)
-            if param is None:
-                raise bad_request(f"Cannot sort {definition.type} by unknown '{key}'", [name])
-            query.sort.append((key, descending))
-        query.apply(name, raw)
+        _sort(query, definition, raw, limits)
     elif name == "_summary":
         if raw == "count":
             query.summary_count = True
@@ -295,6 +327,29 @@ def _control(
     elif name == "_elements":
         query.elements = [e.strip() for e in raw.split(",") if e.strip()]
         query.apply(name, raw)
+
+
+def _sort(query: SearchQuery, definition: ResourceDef, raw: str, limits: QueryLimits) -> None:
+    # Keys add up over repeated `_sort` parameters: each key costs a subquery per match.
+    items = [item for item in raw.split(",") if item]
+    if len(query.sort) + len(items) > limits.max_sort_keys:
+        raise limits.exceeded(
+            f"The search sorts by {len(query.sort) + len(items)} keys",
+            limits.max_sort_keys,
+            "MAX_SORT_KEYS",
+            "_sort",
+        )
+    for item in items:
+        descending = item.startswith("-")
+        key = item[1:] if descending else item
+        param = SPECIAL.get(key) or definition.param(key)
+        if param is None:
+            raise bad_request(f"Cannot sort {definition.type} by unknown '{key}'", ["_sort"])
+        if any(seen == key for seen, _ in query.sort):
+            raise bad_request(f"_sort names '{key}' more than once", ["_sort"])
+        query.sort.append((key, descending))
+    text = ",".join(f"-{key}" if desc else key for key, desc in query.sort)
+    query.apply("_sort", text)
 
 
 def _parse_include(

@@ -20,6 +20,8 @@ from shared.fhir.search import Clause, Include, SearchQuery, Value
 MAX_ITERATIONS = 4
 # At most this many resources are added by _include / _revinclude to one page.
 MAX_INCLUDED = 1000
+# Ids per IN list when fetching included resources.
+IN_CHUNK = 500
 
 
 def _like_escape(text: str) -> str:
@@ -313,15 +315,18 @@ def _include(
             continue
         wanted.setdefault(target_type, set()).add(target_id)
     for target_type, ids in wanted.items():
-        targets = session.execute(
-            select(ResourceRow).where(
-                ResourceRow.res_type == target_type,
-                ResourceRow.res_id.in_(sorted(ids)),
-                ResourceRow.deleted.is_(False),
-            )
-        ).scalars()
-        for row in targets:
-            found.setdefault((row.res_type, row.res_id), row)
+        ordered = sorted(ids)
+        # A page's references may outnumber the bound parameters a statement can take.
+        for start in range(0, len(ordered), IN_CHUNK):
+            targets = session.execute(
+                select(ResourceRow).where(
+                    ResourceRow.res_type == target_type,
+                    ResourceRow.res_id.in_(ordered[start : start + IN_CHUNK]),
+                    ResourceRow.deleted.is_(False),
+                )
+            ).scalars()
+            for row in targets:
+                found.setdefault((row.res_type, row.res_id), row)
 
 
 def _revinclude(

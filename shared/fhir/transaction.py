@@ -13,11 +13,17 @@ from urllib.parse import parse_qsl, urlsplit
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from shared.db.engine import Database
+from shared.db.engine import SHUTDOWN, Database, StatementCancelled
 from shared.fhir import json_body
 from shared.fhir.bundles import searchset
 from shared.fhir.dates import format_instant
-from shared.fhir.errors import FHIRError, bad_request, issue, operation_outcome
+from shared.fhir.errors import (
+    FHIRError,
+    bad_request,
+    issue,
+    operation_outcome,
+    statement_stopped,
+)
 from shared.fhir.interactions import Interactions, Result, parse_etag
 from shared.fhir.references import ID_PATTERN
 
@@ -314,6 +320,10 @@ class BundleProcessor:
         except FHIRError as exc:
             exc = _locate(exc, entry)
             return {"response": {"status": _status_line(exc.status), "outcome": exc.outcome()}}
+        except StatementCancelled as cancelled:
+            failure = statement_stopped(
+                cancelled.timeout_ms, cancelled.reason, cancelled.reason == SHUTDOWN
+            )
         except IntegrityError:
             failure = FHIRError(
                 409, "A concurrent write conflicted with this entry; retry it", code="conflict"
