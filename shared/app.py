@@ -17,7 +17,7 @@ from shared.db.engine import Database
 from shared.db.migrate import upgrade
 from shared.docs import install_docs
 from shared.errors_http import install_error_handlers
-from shared.events.outbox import current_traceparent
+from shared.events.outbox import EVENTS_WRITTEN, current_traceparent
 from shared.events.runtime import EventRuntime
 from shared.fhir.api import FHIRContext, build_router
 from shared.fhir.interactions import Interactions
@@ -71,7 +71,9 @@ def create_service_app(settings: ServiceSettings, registry: Registry) -> FastAPI
     """A FastAPI app serving the registry's resource types as FHIR R4."""
     context = build_context(settings, registry)
     events = EventRuntime(settings, registry, context.database, context.store, context.interactions)
-    context.after_write.append(events.relay.wake)
+    context.database.after_commit.append(
+        lambda info: events.relay.wake() if info.get(EVENTS_WRITTEN) else None
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

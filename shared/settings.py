@@ -87,6 +87,9 @@ class ServiceSettings(BaseSettings):
     statement_timeout_ms: int = Field(default=10_000, ge=100)
     # SIGTERM: in-flight requests get this long before the process exits anyway.
     shutdown_grace_s: float = Field(default=20.0, gt=0)
+    # The canonical base of the conformance resources the programme publishes
+    # (OperationDefinition, Questionnaire, CodeSystem...): `<base>/<Type>/<id>` is their url.
+    canonical_base: str = "https://fhir.example.org/kemdr"
     # Where /docs loads Swagger UI's script and styles; empty serves them from the package.
     docs_assets_url: str = ""
 

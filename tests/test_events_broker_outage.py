@@ -111,9 +111,14 @@ async def test_replicas_catch_up_after_the_broker_is_killed_for_longer_than_ever
                     assert await _history_versions(replica.client, pid) == list(
                         range(1, version + 1)
                     )
-                status = replica.events.status()["consumer"]
-                assert status["connected"] is True
-                assert status["state"] == "consuming"
+                await eventually(
+                    lambda r=replica: (
+                        r.events.status()["consumer"]["state"] == "consuming"
+                        and r.events.status()["consumer"]["connected"]
+                    ),
+                    timeout=30,
+                    what="the consumer consuming again",
+                )
             # Liveness never failed: restarting the pod would not have helped.
             for service in (intake, *replicas):
                 transport = httpx.ASGITransport(app=service.app)

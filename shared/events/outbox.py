@@ -33,6 +33,8 @@ def valid_traceparent(value: str | None) -> str | None:
 
 
 _INSERT_OUTBOX = insert(OutboxRow.__table__)
+# The session.info key the outbox sets when a transaction wrote events.
+EVENTS_WRITTEN = "events_written"
 
 
 class Outbox:
@@ -49,6 +51,8 @@ class Outbox:
     def __call__(self, session: Session, stored: Stored) -> None:
         if not self.registry.owns(stored.type):
             return
+        # The unit of work wakes the relay once this transaction commits.
+        session.info[EVENTS_WRITTEN] = True
         event = build_event(stored, source=self.source, max_data_bytes=self.max_data_bytes)
         session.connection().execute(
             _INSERT_OUTBOX,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -27,6 +27,7 @@ from shared.fhir.http import (
     read_json,
 )
 from shared.fhir.interactions import Interactions, Result, parse_etag
+from shared.fhir.operation_routes import add_operation_routes
 from shared.fhir.references import ID_PATTERN
 from shared.fhir.registry import Registry, ResourceDef
 from shared.fhir.store import ResourceStore
@@ -63,12 +64,6 @@ class FHIRContext:
     interactions: Interactions
     bundles: BundleProcessor
     version: str
-    # Called after every committed write (e.g. to wake the outbox relay).
-    after_write: list[Callable[[], None]] = field(default_factory=list)
-
-    def written(self) -> None:
-        for callback in self.after_write:
-            callback()
 
 
 def _resource_headers(result: Result, base: str) -> dict[str, str]:
@@ -146,6 +141,14 @@ def _int_param(request: Request, name: str, default: int, maximum: int) -> int:
 
 def _known_id(res_type: str, res_id: str) -> str:
     """An id in a read URL; one that cannot exist in FHIR is simply not found."""
+    if res_id.startswith("$"):
+        # Declared operations have routes of their own; this one is not served here.
+        raise FHIRError(
+            404,
+            f"The operation {res_id[:64]} is not served on {res_type} at this level "
+            "(the CapabilityStatement lists the operations served)",
+            code="not-supported",
+        )
     if not ID_PATTERN.fullmatch(res_id):
         raise FHIRError(404, f"{res_type}/{res_id[:80]} is not known", code="not-found")
     return res_id
@@ -182,9 +185,7 @@ def build_router(ctx: FHIRContext) -> APIRouter:
             with ctx.database.write() as session:
                 return fn(session, *args, **kwargs)
 
-        result = await run_in_threadpool(work)
-        ctx.written()
-        return result
+        return await run_in_threadpool(work)
 
     async def in_read(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         def work() -> Any:
@@ -212,7 +213,9 @@ def build_router(ctx: FHIRContext) -> APIRouter:
     @router.get("/metadata", tags=["system"], summary="CapabilityStatement")
     async def metadata(request: Request) -> Response:
         check_accept(request)
-        return fhir_response(capability_statement(ctx.registry, base(request), ctx.version))
+        return fhir_response(
+            capability_statement(ctx.registry, base(request), ctx.version, settings.canonical_base)
+        )
 
     @router.post(
         "/", tags=["system"], summary="Transaction or batch Bundle", openapi_extra=JSON_BODY
@@ -224,7 +227,6 @@ def build_router(ctx: FHIRContext) -> APIRouter:
         response = await run_in_threadpool(
             ctx.bundles.process, body, where, prefer(request.headers, "return"), _strict(request)
         )
-        ctx.written()
         return fhir_response(response)
 
     # HAPI and most clients POST Bundles to the base without a trailing slash.
@@ -264,6 +266,13 @@ def build_router(ctx: FHIRContext) -> APIRouter:
         applied = [(k, v) for k, v in request.query_params.multi_items() if k in ("_since", "_at")]
         return fhir_response(history(base(request), url, versions, total, count, offset, applied))
 
+    async def operation_in_tx(_request: Request, fn: Callable[[Session], Any]) -> Any:
+        return await in_tx(fn)
+
+    # Before the type routes: `/Patient/$everything` must not be read as `/Patient/{id}`.
+    add_operation_routes(
+        router, ctx.interactions, base=base, in_tx=operation_in_tx, in_read=in_query
+    )
     for definition in ctx.registry.resources.values():
         _type_routes(router, ctx, definition, base, in_tx, in_read, in_query, _history)
     return router

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from shared.fhir.dates import format_instant, utcnow
+from shared.fhir.operations import Operation
 from shared.fhir.registry import Registry, ResourceDef
 from shared.fhir.search import SPECIAL
 
@@ -26,7 +27,20 @@ def _search_params(definition: ResourceDef) -> list[dict[str, Any]]:
     ]
 
 
-def _resource(registry: Registry, definition: ResourceDef) -> dict[str, Any]:
+def _operations(
+    operations: list[Operation], res_type: str | None, canonical_base: str
+) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": op.name,
+            "definition": f"{canonical_base}/OperationDefinition/{op.definition_id(res_type)}",
+            "documentation": op.description,
+        }
+        for op in operations
+    ]
+
+
+def _resource(registry: Registry, definition: ResourceDef, canonical_base: str) -> dict[str, Any]:
     owned = definition.owner == registry.service
     interactions = ["read", "vread", "search-type", "history-instance", "history-type"]
     if owned:
@@ -52,6 +66,10 @@ def _resource(registry: Registry, definition: ResourceDef) -> dict[str, Any]:
         ],
         "searchParam": _search_params(definition),
     }
+    if definition.operations:
+        entry["operation"] = _operations(
+            list(definition.operations), definition.type, canonical_base
+        )
     if not owned:
         entry["documentation"] = (
             f"Read-only replica; the '{definition.owner}' service owns and writes it."
@@ -59,9 +77,11 @@ def _resource(registry: Registry, definition: ResourceDef) -> dict[str, Any]:
     return entry
 
 
-def capability_statement(registry: Registry, base: str, version: str) -> dict[str, Any]:
-    """A CapabilityStatement listing exactly the interactions and parameters served."""
-    return {
+def capability_statement(
+    registry: Registry, base: str, version: str, canonical_base: str
+) -> dict[str, Any]:
+    """A CapabilityStatement listing exactly the interactions, parameters and operations."""
+    statement: dict[str, Any] = {
         "resourceType": "CapabilityStatement",
         "status": "active",
         "date": format_instant(utcnow())[:10],
@@ -79,7 +99,9 @@ def capability_statement(registry: Registry, base: str, version: str) -> dict[st
                     "(owned or replicated). Unknown search parameters are ignored unless "
                     "Prefer: handling=strict is sent."
                 ),
-                "resource": [_resource(registry, d) for d in registry.resources.values()],
+                "resource": [
+                    _resource(registry, d, canonical_base) for d in registry.resources.values()
+                ],
                 "interaction": [
                     {"code": "transaction"},
                     {"code": "batch"},
@@ -96,3 +118,6 @@ def capability_statement(registry: Registry, base: str, version: str) -> dict[st
             }
         ],
     }
+    if registry.operations:
+        statement["rest"][0]["operation"] = _operations(registry.operations, None, canonical_base)
+    return statement

@@ -1,0 +1,140 @@
+"""Routes of the declared operations ($name) and of their OperationDefinitions."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from sqlalchemy.orm import Session
+
+from shared.fhir.errors import FHIRError
+from shared.fhir.http import JSON_TYPES, check_accept, fhir_response, read_body
+from shared.fhir.interactions import Interactions
+from shared.fhir.operations import Operation, OperationCall, OperationResult
+from shared.fhir.references import ID_PATTERN
+from shared.fhir.registry import Registry
+from shared.fhir.validation import parse_json
+
+# (the request, a function of the session) -> its result, in a unit of work or a read.
+Runner = Callable[[Request, Callable[[Session], Any]], Awaitable[Any]]
+
+
+def declared_operations(registry: Registry) -> list[tuple[str | None, Operation]]:
+    """Every operation a service serves, with the type it is declared on (None: system)."""
+    found: list[tuple[str | None, Operation]] = [(None, op) for op in registry.operations]
+    for definition in registry.resources.values():
+        found.extend((definition.type, op) for op in definition.operations)
+    return found
+
+
+def operation_definitions(registry: Registry, canonical_base: str) -> dict[str, dict[str, Any]]:
+    """The OperationDefinition resources of a service, by id."""
+    return {
+        op.definition_id(res_type): op.operation_definition(res_type, canonical_base)
+        for res_type, op in declared_operations(registry)
+    }
+
+
+def add_operation_routes(
+    router: APIRouter,
+    interactions: Interactions,
+    *,
+    base: Callable[[Request], str],
+    in_tx: Runner,
+    in_read: Runner,
+) -> None:
+    """Serve each declared operation before the `/{type}/{id}` routes can claim its path."""
+    registry, settings = interactions.registry, interactions.settings
+    for res_type, op in declared_operations(registry):
+        paths = []
+        if res_type is None:
+            paths.append(f"/${op.name}")
+        else:
+            if "type" in op.levels:
+                paths.append(f"/{res_type}/${op.name}")
+            if "instance" in op.levels:
+                paths.append(f"/{res_type}/{{id}}/${op.name}")
+        endpoint = _endpoint(op, res_type, interactions, base, in_tx, in_read)
+        for path in paths:
+            router.add_api_route(
+                path,
+                endpoint,
+                methods=sorted(op.methods),
+                tags=[res_type or "system"],
+                summary=f"${op.name}: {op.description}",
+            )
+
+    definitions = operation_definitions(registry, settings.canonical_base)
+
+    @router.get("/OperationDefinition/{id}", tags=["system"], summary="An OperationDefinition")
+    async def read_definition(request: Request, id: str) -> Response:
+        check_accept(request)
+        if id not in definitions:
+            raise FHIRError(404, f"OperationDefinition/{id[:80]} is not known", code="not-found")
+        return fhir_response(definitions[id])
+
+    @router.get("/OperationDefinition", tags=["system"], summary="Every OperationDefinition")
+    async def list_definitions(request: Request) -> Response:
+        check_accept(request)
+        where = base(request)
+        return fhir_response(
+            {
+                "resourceType": "Bundle",
+                "type": "searchset",
+                "total": len(definitions),
+                "entry": [
+                    {
+                        "fullUrl": f"{where}/OperationDefinition/{op_id}",
+                        "resource": definition,
+                        "search": {"mode": "match"},
+                    }
+                    for op_id, definition in definitions.items()
+                ],
+            }
+        )
+
+
+def _endpoint(
+    op: Operation,
+    res_type: str | None,
+    interactions: Interactions,
+    base: Callable[[Request], str],
+    in_tx: Runner,
+    in_read: Runner,
+) -> Callable[..., Awaitable[Response]]:
+    settings = interactions.settings
+
+    async def invoke(request: Request) -> Response:
+        check_accept(request)
+        res_id = request.path_params.get("id")
+        if res_id is not None and not ID_PATTERN.fullmatch(res_id):
+            raise FHIRError(404, f"{res_type}/{res_id[:80]} is not known", code="not-found")
+        if request.method == "GET":
+            inputs = op.parse_query(list(request.query_params.multi_items()))
+        else:
+            raw = b""
+            if _has_body(request):
+                raw = await read_body(request, settings.max_body_bytes, JSON_TYPES)
+            inputs = op.parse_parameters(parse_json(raw) if raw.strip() else None)
+        where = base(request)
+        # The operation's own URL, as the client sees it, for paging links.
+        url = where + request.url.path.split(settings.base_path, 1)[-1]
+
+        def run(session: Session) -> OperationResult:
+            call = OperationCall(session, interactions, where, res_type, res_id, inputs, url)
+            return op.handler(call)
+
+        # A writing operation runs in a unit of work, so its writes pass the write rules and
+        # the outbox as any interaction's do.
+        result = await (in_tx if op.affects_state else in_read)(request, run)
+        return fhir_response(result.body, status=result.status)
+
+    invoke.__name__ = f"operation_{(res_type or 'system').lower()}_{op.name.replace('-', '_')}"
+    return invoke
+
+
+def _has_body(request: Request) -> bool:
+    length = request.headers.get("content-length")
+    return length != "0" if length is not None else "transfer-encoding" in request.headers
