@@ -56,14 +56,17 @@ def add_operation_routes(
                 paths.append(f"/{res_type}/${op.name}")
             if "instance" in op.levels:
                 paths.append(f"/{res_type}/{{id}}/${op.name}")
-        endpoint = _endpoint(op, res_type, interactions, base, in_tx, in_read)
         for path in paths:
+            endpoint = _endpoint(
+                op, res_type, interactions, base, in_tx, in_read, instance="{id}" in path
+            )
             router.add_api_route(
                 path,
                 endpoint,
                 methods=sorted(op.methods),
                 tags=[res_type or "system"],
                 summary=f"${op.name}: {op.description}",
+                openapi_extra=_openapi(op),
             )
 
     definitions = operation_definitions(registry, settings.canonical_base)
@@ -103,12 +106,13 @@ def _endpoint(
     base: Callable[[Request], str],
     in_tx: Runner,
     in_read: Runner,
+    *,
+    instance: bool,
 ) -> Callable[..., Awaitable[Response]]:
     settings = interactions.settings
 
-    async def invoke(request: Request) -> Response:
+    async def invoke(request: Request, res_id: str | None) -> Response:
         check_accept(request)
-        res_id = request.path_params.get("id")
         if res_id is not None and not ID_PATTERN.fullmatch(res_id):
             raise FHIRError(404, f"{res_type}/{res_id[:80]} is not known", code="not-found")
         if request.method == "GET":
@@ -131,8 +135,38 @@ def _endpoint(
         result = await (in_tx if op.affects_state else in_read)(request, run)
         return fhir_response(result.body, status=result.status)
 
-    invoke.__name__ = f"operation_{(res_type or 'system').lower()}_{op.name.replace('-', '_')}"
-    return invoke
+    # FastAPI documents what the signature declares: the id only where the path has one.
+    if instance:
+
+        async def on_instance(request: Request, id: str) -> Response:
+            return await invoke(request, id)
+
+        endpoint = on_instance
+    else:
+
+        async def on_type(request: Request) -> Response:
+            return await invoke(request, None)
+
+        endpoint = on_type
+    endpoint.__name__ = f"op_{(res_type or 'system').lower()}_{op.name.replace('-', '_')}"
+    return endpoint
+
+
+def _openapi(op: Operation) -> dict[str, Any]:
+    """Query parameters and the optional Parameters body, for /docs and API fuzzers."""
+    primitive = [p for p in op.inputs if p.type[:1].islower()]
+    extra: dict[str, Any] = {
+        "parameters": [
+            {"name": p.name, "in": "query", "required": False, "schema": {"type": "string"}}
+            for p in primitive
+        ]
+    }
+    if "POST" in op.methods:
+        extra["requestBody"] = {
+            "required": False,
+            "content": {"application/fhir+json": {"schema": {"type": "object"}}},
+        }
+    return extra
 
 
 def _has_body(request: Request) -> bool:
