@@ -152,7 +152,39 @@ IMPLICIT_SYSTEMS: dict[tuple[str, str], str] = {
     ("Observation", "status"): "http://hl7.org/fhir/observation-status",
 }
 
+QUESTIONNAIRE_PARAMS = (
+    SearchParam("url", "uri", ("url",), description="The canonical URL"),
+    SearchParam("version", "token", ("version",), description="The business version"),
+    SearchParam("name", "string", ("name",), description="Computer-friendly name"),
+    SearchParam("title", "string", ("title",), description="Human-friendly name"),
+    SearchParam("status", "token", ("status",), description="draft | active | retired | unknown"),
+    SearchParam("identifier", "token", ("identifier",), description="A business identifier"),
+)
+QUESTIONNAIRE_RESPONSE_PARAMS = (
+    SearchParam(
+        "questionnaire",
+        "reference",
+        ("questionnaire",),
+        description="The questionnaire answered, as a canonical: `url` or `url|version`",
+    ),
+    SearchParam("subject", "reference", ("subject",), description="Who or what it is about"),
+    SearchParam(
+        "patient", "reference", ("subject",), targets=("Patient",), description="The patient"
+    ),
+    SearchParam("authored", "date", ("authored",), description="When it was answered"),
+    SearchParam(
+        "status",
+        "token",
+        ("status",),
+        description="in-progress | completed | amended | entered-in-error | stopped",
+    ),
+    SearchParam("author", "reference", ("author",), description="Who recorded the answers"),
+    SearchParam("identifier", "token", ("identifier",), description="A business identifier"),
+)
+
 STANDARD_PARAMS: dict[str, tuple[SearchParam, ...]] = {
+    "Questionnaire": QUESTIONNAIRE_PARAMS,
+    "QuestionnaireResponse": QUESTIONNAIRE_RESPONSE_PARAMS,
     "Patient": PATIENT_PARAMS,
     "Appointment": APPOINTMENT_PARAMS,
     "MedicationAdministration": MEDICATION_ADMINISTRATION_PARAMS,

@@ -95,7 +95,7 @@ def index_rows(definition: ResourceDef, resource: dict[str, Any]) -> dict[str, l
     """Index rows (without resource_pk) per index kind, for every declared parameter."""
     rows: dict[str, list[dict]] = {}
     for param in definition.params:
-        out = rows.setdefault(param.type, [])
+        out = rows.setdefault(param.kind, [])
         seen: set[tuple] = set()
         for path in param.paths:
             for value in values_at(resource, path):
@@ -117,6 +117,8 @@ def _rows_for(resource_type: str, param: SearchParam, path: str, value: Any) -> 
             {**base, "system": s[:255] if s else s, "code": c[:255] if c else c}
             for s, c in _tokens(value)
         ]
+    if param.type == "uri":
+        return [{**base, "system": None, "code": value[:255]}] if isinstance(value, str) else []
     if param.type == "string":
         return [{**base, "norm": normalise(s)[:255], "exact": s[:255]} for s in _strings(value)]
     if param.type == "date":
@@ -127,6 +129,9 @@ def _rows_for(resource_type: str, param: SearchParam, path: str, value: Any) -> 
             {**base, "value": v, "system": s, "code": c, "unit": u}
             for v, s, c, u in _quantities(value)
         ]
+    if param.type == "reference" and isinstance(value, str):
+        # A canonical (`url` or `url|version`): matched on its text, it names no stored id.
+        return [{**base, "target_type": None, "target_id": None, "url": value[:1024]}]
     if param.type == "reference" and isinstance(value, dict):
         url = value.get("reference")
         if not isinstance(url, str):

@@ -24,6 +24,11 @@ class SearchParam:
     targets: tuple[str, ...] = ()
     description: str = ""
 
+    @property
+    def kind(self) -> str:
+        """The index table its values live in: uris are tokens without a system."""
+        return "token" if self.type == "uri" else self.type
+
 
 @dataclass(frozen=True)
 class ResourceDef:

@@ -19,6 +19,7 @@ MODIFIERS = {
     "date": {"missing"},
     "reference": {"missing"},
     "quantity": {"missing"},
+    "uri": {"missing", "below"},
 }
 # Result parameters we understand; everything else starting with "_" is unknown.
 CONTROL_PARAMS = {
@@ -158,6 +159,9 @@ def _parse_value(param: SearchParam, raw: str, modifier: str | None) -> Value:
         return Value(text=raw, code=raw)
     if param.type == "string":
         return Value(text=raw)
+    if param.type == "uri":
+        # Uris match exactly (`:below` by prefix); a "|" is part of the uri, not a system.
+        return Value(text=raw, code=raw)
     if param.type == "date":
         prefix, rest = _prefixed(raw)
         try:

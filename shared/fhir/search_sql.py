@@ -85,6 +85,10 @@ def _number_condition(column: Any, value: Value) -> ColumnElement[bool]:
 
 def _value_condition(clause: Clause, table: Any, value: Value) -> ColumnElement[bool]:
     kind = clause.param.type
+    if kind == "uri":
+        if clause.modifier == "below":
+            return table.code.like(f"{_like_escape(value.text[:255])}%", escape="\\")
+        return and_(table.system.is_(None), table.code == value.text[:255])
     if kind == "token":
         parts = []
         if value.system is not None:
@@ -115,12 +119,25 @@ def _value_condition(clause: Clause, table: Any, value: Value) -> ColumnElement[
     # reference
     ref_type, ref_id = parse_reference(value.text)
     ref_type = value.ref_type or ref_type
+    canonical = _canonical_condition(table, value.text)
     if ref_id is None:
-        return false()
+        return canonical
     parts = [table.target_id == ref_id]
     if ref_type is not None:
         parts.append(or_(table.target_type == ref_type, table.target_type.is_(None)))
-    return and_(*parts)
+    return or_(and_(*parts), canonical)
+
+
+def _canonical_condition(table: Any, text: str) -> ColumnElement[bool]:
+    """A reference to a canonical: `url|version` matches exactly; a bare `url` matches every
+    version of it (the canonical written with or without one)."""
+    exact = and_(table.target_id.is_(None), table.url == text)
+    if "|" in text:
+        return exact
+    return or_(
+        exact,
+        and_(table.target_id.is_(None), table.url.like(f"{_like_escape(text)}|%", escape="\\")),
+    )
 
 
 def _special_condition(clause: Clause) -> ColumnElement[bool]:
@@ -149,7 +166,7 @@ def _driving(clause: Clause) -> int:
         return -1
     if clause.param.name.startswith("_"):
         return 98
-    return _SELECTIVITY.get(clause.param.type, 50)
+    return _SELECTIVITY.get(clause.param.kind, 50)
 
 
 def clause_condition(resource_type: str, clause: Clause, *, drive: bool = False) -> Any:
@@ -160,11 +177,11 @@ def clause_condition(resource_type: str, clause: Clause, *, drive: bool = False)
     """
     if clause.param.name.startswith("_"):
         return _special_condition(clause)
-    table = INDEX_TABLES[clause.param.type]
+    table = INDEX_TABLES[clause.param.kind]
     scope = and_(table.res_type == resource_type, table.param == clause.param.name)
     # Probes go through the per-resource index; SQLite's planner, without statistics,
     # would pick the value index and scan it for every candidate.
-    probe_hint = f"INDEXED BY ix_{clause.param.type}_resource"
+    probe_hint = f"INDEXED BY ix_{clause.param.kind}_resource"
     if clause.missing is not None:
         any_row = (
             select(table.resource_pk)
@@ -205,14 +222,14 @@ def _sort_key(name: str, descending: bool, definition: Any) -> Any:
     if name == "_id":
         return ResourceRow.res_id
     param = definition.param(name)
-    table = INDEX_TABLES[param.type]
+    table = INDEX_TABLES[param.kind]
     column = {
         "date": (table.high if descending else table.low) if param.type == "date" else None,
         "string": getattr(table, "norm", None),
         "token": getattr(table, "code", None),
         "quantity": getattr(table, "value", None),
         "reference": getattr(table, "target_id", None),
-    }[param.type]
+    }[param.kind]
     aggregate = func.max(column) if descending else func.min(column)
     return (
         select(aggregate)
