@@ -19,9 +19,9 @@ from shared.docs import install_docs
 from shared.errors_http import install_error_handlers
 from shared.events.outbox import EVENTS_WRITTEN, current_traceparent
 from shared.events.runtime import EventRuntime
-from shared.fhir.api import FHIRContext, build_router
 from shared.fhir.interactions import Interactions
 from shared.fhir.registry import Registry
+from shared.fhir.rest import FHIRContext, build_router
 from shared.fhir.store import ResourceStore
 from shared.fhir.transaction import BundleProcessor
 from shared.settings import ServiceSettings

@@ -19,6 +19,7 @@ from shared.events import kafka
 from shared.events.envelope import EnvelopeError, parse_event, topic_for
 from shared.events.replica import ReplicaWriter
 from shared.fhir.dates import format_instant, utcnow
+from shared.fhir.lexical import is_digits
 from shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ _BATCH = 500
 def _version_of(entry: dict[str, Any]) -> int | None:
     etag = (entry.get("response") or {}).get("etag", "")
     digits = etag.removeprefix("W/").strip('"')
-    return int(digits) if digits.isascii() and digits.isdigit() else None
+    return int(digits) if is_digits(digits) else None
 
 
 def _subject(entry: dict[str, Any]) -> tuple[str, str] | None:

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import os
-import re
 import uuid
 from typing import Any
 
 import orjson
 
 from shared.fhir.dates import format_instant
+from shared.fhir.lexical import ID_PATTERN, is_digits, is_type_name
 from shared.fhir.store import Stored
 
 SPEC_VERSION = "1.0"
-_TYPE = re.compile(r"[A-Z][A-Za-z]{0,63}")
-_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 _SEQUENCE_DIGITS = 19
 
 
@@ -102,18 +100,15 @@ def parse_event(raw: bytes) -> dict[str, Any]:
         # processed_events keeps 36 characters: "{...}" or "urn:uuid:" forms would not fit.
         raise EnvelopeError("the envelope id is not a UUID in its canonical form")
     version = event["versionid"]
-    if not (version.isascii() and version.isdigit() and len(version) <= 9 and int(version) > 0):
+    if not (is_digits(version, 9) and int(version) > 0):
         raise EnvelopeError("versionid is not a positive number")
     sequence = event.get("sequence")
     if sequence is not None and not (
-        isinstance(sequence, str)
-        and sequence.isascii()
-        and sequence.isdigit()
-        and len(sequence) <= _SEQUENCE_DIGITS
+        isinstance(sequence, str) and is_digits(sequence, _SEQUENCE_DIGITS)
     ):
         raise EnvelopeError("sequence is not a number")
     parts = event["subject"].split("/")
-    if len(parts) != 2 or not _TYPE.fullmatch(parts[0]) or not _ID.fullmatch(parts[1]):
+    if len(parts) != 2 or not is_type_name(parts[0]) or not ID_PATTERN.fullmatch(parts[1]):
         raise EnvelopeError("subject is not Type/id")
     action = event["type"].rsplit(".", 1)[-1]
     if action not in ("created", "updated", "deleted") or event["type"] != (

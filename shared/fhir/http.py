@@ -10,6 +10,7 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from shared.fhir.errors import FHIRError
+from shared.fhir.lexical import is_digits
 from shared.fhir.validation import parse_json
 
 FHIR_JSON = "application/fhir+json"
@@ -57,7 +58,7 @@ def check_accept(request: Request) -> None:
 async def read_body(request: Request, max_bytes: int, allowed: set[str]) -> bytes:
     """The raw body after content-type (415) and size (413) checks."""
     declared = request.headers.get("content-length")
-    if declared and declared.isascii() and declared.isdigit() and int(declared) > max_bytes:
+    if declared and is_digits(declared) and int(declared) > max_bytes:
         raise FHIRError(
             413, f"The body is larger than the limit of {max_bytes} bytes", code="too-costly"
         )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import unicodedata
 from collections.abc import Iterator
 from decimal import Decimal, InvalidOperation
@@ -11,10 +10,10 @@ from typing import Any
 from shared.fhir.catalogue import IMPLICIT_SYSTEMS
 from shared.fhir.dates import MAX, MIN, DateFormatError, date_range
 from shared.fhir.errors import FHIRError
+from shared.fhir.lexical import is_type_name
 from shared.fhir.references import parse_reference
 from shared.fhir.registry import ResourceDef, SearchParam
 
-_TYPE_NAME = re.compile(r"[A-Z][A-Za-z]{0,63}")
 _HUMAN_NAME_PARTS = ("family", "given", "prefix", "suffix", "text")
 _ADDRESS_PARTS = ("line", "city", "district", "state", "postalCode", "country", "text")
 
@@ -143,7 +142,7 @@ def _rows_for(resource_type: str, param: SearchParam, path: str, value: Any) -> 
             target_type = value["type"]  # a relative id with Reference.type beside it
         if param.targets and target_type is not None and target_type not in param.targets:
             return []
-        if target_type is not None and not _TYPE_NAME.fullmatch(target_type):
+        if target_type is not None and not is_type_name(target_type):
             target_type = None  # not a resource type name (e.g. a canonical URL in .type)
         if param.targets and target_type is None and len(param.targets) == 1:
             target_type = param.targets[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -11,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from shared.fhir.errors import FHIRError, bad_request, not_found, precondition_failed
 from shared.fhir.json_patch import apply_patch, check_operations
+from shared.fhir.lexical import is_digits
 from shared.fhir.registry import Registry, ResourceDef
 from shared.fhir.rules import Action, WriteContext
 from shared.fhir.search import QueryLimits, SearchQuery, parse_search
@@ -47,7 +49,7 @@ def parse_etag(value: Any) -> int | None:
     if text.startswith("W/"):
         text = text[2:]
     text = text.strip('"')
-    if not (text.isascii() and text.isdigit() and len(text) <= 12):
+    if not is_digits(text, 12):
         raise bad_request(
             f"If-Match '{value[:40]}' is not a version ETag like W/\"1\"", ["If-Match"]
         )
@@ -302,9 +304,43 @@ class Interactions:
 
     def vread(self, session: Session, res_type: str, res_id: str, version: str) -> Result:
         self.definition(res_type)
-        if not (version.isascii() and version.isdigit()):
+        if not is_digits(version):
             raise not_found(f"{res_type}/{res_id}/_history/{version[:20]} is not known")
         return Result(200, self.store.vread(session, res_type, res_id, int(version)))
+
+    def history(
+        self,
+        session: Session,
+        res_type: str | None,
+        res_id: str | None,
+        *,
+        since: datetime | None,
+        at_or_before: datetime | None,
+        count: int,
+        offset: int,
+    ) -> tuple[list[Stored], int]:
+        """Versions newest first at system, type or instance level; 404 for an id that
+        never existed (as a read answers), an empty page for one with no version in range."""
+        if res_type is not None:
+            self.definition(res_type)
+        versions, total = self.store.history(
+            session,
+            res_type=res_type,
+            res_id=res_id,
+            since=since,
+            at_or_before=at_or_before,
+            count=count,
+            offset=offset,
+        )
+        never_existed = (
+            res_type is not None
+            and res_id is not None
+            and total == 0
+            and self.store.current_row(session, res_type, res_id, lock=False) is None
+        )
+        if never_existed:
+            raise not_found(f"{res_type}/{res_id} is not known")
+        return versions, total
 
     def search(
         self, session: Session, res_type: str, pairs: list[tuple[str, str]], *, strict: bool

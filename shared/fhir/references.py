@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 
-_TYPE_ID = re.compile(
-    r"(?:^|/)(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-\.]{1,64})(?:/_history/[^/]+)?/?$"
-)
-ID_PATTERN = re.compile(r"^[A-Za-z0-9\-\.]{1,64}$")
+from shared.fhir.lexical import ID, ID_PATTERN, TYPE_NAME
+
+_TYPE_ID = re.compile(rf"(?:^|/)(?P<type>{TYPE_NAME})/(?P<id>{ID})(?:/_history/[^/]+)?/?$")
+
+__all__ = ["ID_PATTERN", "parse_reference"]
 
 
 def parse_reference(reference: str) -> tuple[str | None, str | None]:

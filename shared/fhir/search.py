@@ -9,6 +9,7 @@ from decimal import Decimal, InvalidOperation
 from shared.fhir.catalogue import STANDARD_PARAMS
 from shared.fhir.dates import DateFormatError, date_range
 from shared.fhir.errors import FHIRError, bad_request
+from shared.fhir.lexical import is_type_name
 from shared.fhir.registry import Registry, ResourceDef, SearchParam
 
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
@@ -38,7 +39,6 @@ CONTROL_PARAMS = {
 INCLUDE_MODIFIERS = {"iterate", "recurse"}
 # The largest _offset accepted; anything beyond is an empty page anyway.
 MAX_OFFSET = 10**12
-_TYPE_NAME = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
 SPECIAL = {
     "_id": SearchParam("_id", "token", (), description="The logical id"),
     "_lastUpdated": SearchParam("_lastUpdated", "date", (), description="When last changed"),
@@ -258,7 +258,7 @@ def parse_search(
                 f"Modifier ':{mod}' is not supported on search parameter '{name}'", [key]
             )
         if names_type and (
-            not _TYPE_NAME.match(mod or "") or (param.targets and mod not in param.targets)
+            not is_type_name(mod or "") or (param.targets and mod not in param.targets)
         ):
             raise bad_request(
                 f"Search parameter '{name}' cannot refer to a {mod}"
@@ -364,7 +364,7 @@ def _parse_include(
         raise bad_request(f"{name} must look like Type:parameter[:TargetType]", [name])
     source_type, param_name = parts[0], parts[1]
     target = parts[2] if len(parts) == 3 else None
-    if target is not None and not _TYPE_NAME.match(target):
+    if target is not None and not is_type_name(target):
         raise bad_request(f"{name}={raw}: '{target}' is not a resource type", [name])
     if name == "_include" and source_type != definition.type and not iterate:
         raise bad_request(f"{name}={raw}: the source type must be {definition.type}", [name])

@@ -11,14 +11,11 @@ from sqlalchemy.orm import Session
 
 from shared.fhir.errors import FHIRError
 from shared.fhir.http import JSON_TYPES, check_accept, fhir_response, read_body
-from shared.fhir.interactions import Interactions
 from shared.fhir.operations import Operation, OperationCall, OperationResult
 from shared.fhir.references import ID_PATTERN
 from shared.fhir.registry import Registry
+from shared.fhir.rest.context import FHIRContext
 from shared.fhir.validation import parse_json
-
-# (the request, a function of the session) -> its result, in a unit of work or a read.
-Runner = Callable[[Request, Callable[[Session], Any]], Awaitable[Any]]
 
 
 def declared_operations(registry: Registry) -> list[tuple[str | None, Operation]]:
@@ -37,16 +34,9 @@ def operation_definitions(registry: Registry, canonical_base: str) -> dict[str, 
     }
 
 
-def add_operation_routes(
-    router: APIRouter,
-    interactions: Interactions,
-    *,
-    base: Callable[[Request], str],
-    in_tx: Runner,
-    in_read: Runner,
-) -> None:
+def add_operation_routes(router: APIRouter, ctx: FHIRContext) -> None:
     """Serve each declared operation before the `/{type}/{id}` routes can claim its path."""
-    registry, settings = interactions.registry, interactions.settings
+    registry, settings = ctx.registry, ctx.settings
     for res_type, op in declared_operations(registry):
         paths = []
         if res_type is None:
@@ -57,9 +47,7 @@ def add_operation_routes(
             if "instance" in op.levels:
                 paths.append(f"/{res_type}/{{id}}/${op.name}")
         for path in paths:
-            endpoint = _endpoint(
-                op, res_type, interactions, base, in_tx, in_read, instance="{id}" in path
-            )
+            endpoint = _endpoint(op, res_type, ctx, instance="{id}" in path)
             router.add_api_route(
                 path,
                 endpoint,
@@ -81,7 +69,7 @@ def add_operation_routes(
     @router.get("/OperationDefinition", tags=["system"], summary="Every OperationDefinition")
     async def list_definitions(request: Request) -> Response:
         check_accept(request)
-        where = base(request)
+        where = ctx.base(request)
         return fhir_response(
             {
                 "resourceType": "Bundle",
@@ -100,16 +88,9 @@ def add_operation_routes(
 
 
 def _endpoint(
-    op: Operation,
-    res_type: str | None,
-    interactions: Interactions,
-    base: Callable[[Request], str],
-    in_tx: Runner,
-    in_read: Runner,
-    *,
-    instance: bool,
+    op: Operation, res_type: str | None, ctx: FHIRContext, *, instance: bool
 ) -> Callable[..., Awaitable[Response]]:
-    settings = interactions.settings
+    settings, interactions = ctx.settings, ctx.interactions
 
     async def invoke(request: Request, res_id: str | None) -> Response:
         check_accept(request)
@@ -122,7 +103,7 @@ def _endpoint(
             if _has_body(request):
                 raw = await read_body(request, settings.max_body_bytes, JSON_TYPES)
             inputs = op.parse_parameters(parse_json(raw) if raw.strip() else None)
-        where = base(request)
+        where = ctx.base(request)
         # The operation's own URL, as the client sees it, for paging links.
         url = where + request.url.path.split(settings.base_path, 1)[-1]
 
@@ -132,7 +113,7 @@ def _endpoint(
 
         # A writing operation runs in a unit of work, so its writes pass the write rules and
         # the outbox as any interaction's do.
-        result = await (in_tx if op.affects_state else in_read)(request, run)
+        result = await (ctx.write(run) if op.affects_state else ctx.query(request, run))
         return fhir_response(result.body, status=result.status)
 
     # FastAPI documents what the signature declares: the id only where the path has one.

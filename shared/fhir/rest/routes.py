@@ -1,0 +1,145 @@
+"""The route table: every interaction of every declared type, and the system routes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter
+
+from shared.fhir.registry import ResourceDef
+from shared.fhir.rest import instance_level as instance
+from shared.fhir.rest import system
+from shared.fhir.rest import type_level as by_type
+from shared.fhir.rest.context import FHIRContext
+from shared.fhir.rest.operations import add_operation_routes
+
+JSON_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/fhir+json": {"schema": {"type": "object"}},
+            "application/json": {"schema": {"type": "object"}},
+        },
+    }
+}
+PATCH_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json-patch+json": {"schema": {"type": "array"}}},
+    }
+}
+FORM_BODY = {
+    "requestBody": {
+        "content": {
+            "application/x-www-form-urlencoded": {
+                "schema": {"type": "object", "additionalProperties": {"type": "string"}}
+            }
+        }
+    }
+}
+
+
+def build_router(ctx: FHIRContext) -> APIRouter:
+    """All FHIR routes of one service, under its base path."""
+    router = APIRouter(prefix=ctx.settings.base_path)
+    add = router.add_api_route
+    add(
+        "/metadata",
+        system.metadata,
+        methods=["GET"],
+        tags=["system"],
+        summary="CapabilityStatement",
+    )
+    add(
+        "/",
+        system.bundle,
+        methods=["POST"],
+        tags=["system"],
+        summary="Transaction or batch Bundle",
+        openapi_extra=JSON_BODY,
+    )
+    # HAPI and most clients POST Bundles to the base without a trailing slash.
+    add("", system.bundle, methods=["POST"], include_in_schema=False)
+    add(
+        "/_history",
+        system.system_history,
+        methods=["GET"],
+        tags=["system"],
+        summary="System history",
+    )
+    # Before the type routes: `/Patient/$everything` must not be read as `/Patient/{id}`.
+    add_operation_routes(router, ctx)
+    for definition in ctx.registry.resources.values():
+        _type_routes(router, definition, owned=definition.owner == ctx.registry.service)
+    return router
+
+
+def _type_routes(router: APIRouter, definition: ResourceDef, *, owned: bool) -> None:
+    """Register the interactions of one resource type (writes refused on a replica)."""
+    res_type = definition.type
+    path = f"/{res_type}"
+    tags = [res_type]
+    search_params = [
+        {"name": p.name, "in": "query", "required": False, "schema": {"type": "string"}}
+        for p in definition.params
+    ]
+    reads: list[tuple[str, Callable[..., Any], str, dict[str, Any] | None]] = [
+        (path, by_type.search_get, f"Search {res_type}", {"parameters": search_params}),
+        (f"{path}/_history", by_type.type_history, f"{res_type} history", None),
+        (f"{path}/{{id}}", instance.read, f"Read {res_type}", None),
+        (f"{path}/{{id}}/_history", instance.instance_history, f"History of one {res_type}", None),
+        (
+            f"{path}/{{id}}/_history/{{vid}}",
+            instance.vread,
+            f"Read one version of a {res_type}",
+            None,
+        ),
+    ]
+    for route_path, handler, summary, extra in reads:
+        router.add_api_route(
+            route_path,
+            handler,
+            methods=["GET"],
+            tags=tags,
+            summary=summary,
+            openapi_extra=extra,
+            name=f"{handler.__name__}_{res_type}",
+        )
+    router.add_api_route(
+        f"{path}/_search",
+        by_type.search_post,
+        methods=["POST"],
+        tags=tags,
+        summary=f"Search {res_type} (form body)",
+        openapi_extra=FORM_BODY,
+        name=f"search_post_{res_type}",
+    )
+    writes: list[tuple[str, Callable[..., Any], str, dict[str, Any] | None]] = [
+        (path, by_type.create, "POST", JSON_BODY),
+        (path, by_type.conditional_update, "PUT", JSON_BODY),
+        (path, by_type.conditional_delete, "DELETE", None),
+        (f"{path}/{{id}}", instance.update, "PUT", JSON_BODY),
+        (f"{path}/{{id}}", instance.patch, "PATCH", PATCH_BODY),
+        (f"{path}/{{id}}", instance.delete, "DELETE", None),
+    ]
+    for route_path, handler, method, extra in writes:
+        if owned:
+            router.add_api_route(
+                route_path,
+                handler,
+                methods=[method],
+                tags=tags,
+                summary=f"{method} {route_path}",
+                name=f"{method.lower()}_{handler.__name__}_{res_type}",
+                openapi_extra=extra,
+                status_code=201 if handler is by_type.create else 200,
+            )
+        else:
+            router.add_api_route(
+                route_path,
+                instance.refuse_write,
+                methods=[method],
+                tags=tags,
+                include_in_schema=False,
+            )
