@@ -311,6 +311,8 @@ def test_stored_text_parses_exactly_whatever_the_fast_path_sees():
         == '{"a":"x\\":1.5","b":[1,2.50],"c":3.0e1,"d":10,"e":"1,2.5"}'
     )
     assert exact_json.loads(b'{"n":[1,2]}') == {"n": [1, 2]}
+    only_in_arrays = exact_json.loads('{"n":[1,2.50]}')["n"]
+    assert only_in_arrays == [1, Decimal("2.50")] and only_in_arrays[1].text == "2.50"
     assert exact_json.dumps(Decimal("1.5E+3")) == b"1.5E+3"
     for bad in ('{"a": NaN}', b'{"a": Infinity}', '{"a": 1.5'):
         with pytest.raises(ValueError):
