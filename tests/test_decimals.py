@@ -312,6 +312,8 @@ def test_stored_text_parses_exactly_whatever_the_fast_path_sees():
     )
     assert exact_json.loads(b'{"n":[1,2]}') == {"n": [1, 2]}
     only_in_arrays = exact_json.loads('{"n":[1,2.50]}')["n"]
+    for text in ('{"v":72.5,"w":[0.1]}', '{"v":72.5,"w":1.50}', '{"v":-0.0,"w":1e2}'):
+        assert exact_json.dumps_text(exact_json.loads(text)) == text
     assert only_in_arrays == [1, Decimal("2.50")] and only_in_arrays[1].text == "2.50"
     assert exact_json.dumps(Decimal("1.5E+3")) == b"1.5E+3"
     for bad in ('{"a": NaN}', b'{"a": Infinity}', '{"a": 1.5'):

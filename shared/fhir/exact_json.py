@@ -1,14 +1,13 @@
 """JSON text of resources with exact decimals: FHIR keeps a decimal's precision (1.50 is not 1.5).
 
 Every place a resource becomes JSON text or is read back from it uses `dumps` / `loads` here, so
-a number with a fraction or an exponent is a `Decimal` in memory and written back as the very
-text it was read from. Integers stay `int`.
+a number with a fraction or an exponent is written back as the very text it was read from: a
+`Decimal` keeping that text, or a float whose shortest form is that text. Integers stay `int`.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from decimal import Decimal
 from typing import Any
 
@@ -38,21 +37,23 @@ def _refuse_constant(name: str) -> Any:
 
 
 _DECODER = json.JSONDecoder(parse_float=decimal_from_text, parse_constant=_refuse_constant)
-# A number with a fraction or exponent always follows a key's `":`, `[` or `,`. Text without
-# one can go to orjson, many times faster; a match inside a string only costs the exact parse.
-_NON_INTEGER = re.compile(r'(?:"\s*:|[\[,])\s*-?[0-9]+[.eE]')
-_NON_INTEGER_BYTES = re.compile(_NON_INTEGER.pattern.encode())
 
 
 def loads(content: str | bytes) -> Any:
-    """Parse stored or peer JSON; raises ValueError (or RecursionError) when it is not JSON."""
-    if isinstance(content, bytes):
-        if not _NON_INTEGER_BYTES.search(content):
-            return orjson.loads(content)
-        content = content.decode("utf-8")
-    elif not _NON_INTEGER.search(content):
-        return orjson.loads(content)
-    return _DECODER.decode(content)
+    """Parse stored or peer JSON; raises ValueError (or RecursionError) when it is not JSON.
+
+    Non-integer numbers come back as Decimal, or as float where orjson writes the float back
+    as exactly the text read (72.5, not 1.50): most stored text is orjson's own output, so
+    orjson parses it and one orjson write checks nothing was lost; else the exact parse runs.
+    """
+    raw = content.encode() if isinstance(content, str) else content
+    try:
+        parsed = orjson.loads(raw)
+        if orjson.dumps(parsed) == raw:
+            return parsed
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError):
+        pass  # e.g. an integer beyond 64 bits: the exact parse says what is wrong, if anything
+    return _DECODER.decode(raw.decode("utf-8"))
 
 
 def _default(value: Any) -> Any:
