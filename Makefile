@@ -28,6 +28,7 @@ lint: $(STAMP)
 bench: install
 	$(PY) -m bench.run
 	$(PY) -m bench.events
+	$(PY) -m bench.parse
 
 migrate: $(STAMP)
 	for s in intake scheduling outcomes; do $(PY) -m services.$$s migrate; done
