@@ -9,12 +9,16 @@ import random
 import re
 import uuid
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from sqlalchemy import select
 
+from shared.db.engine import Database
+from shared.db.migrate import upgrade
 from shared.db.models import OutboxRow
 from shared.events.catchup import resync_from_owner
 from shared.events.envelope import parse_event, with_sequence
@@ -23,6 +27,7 @@ from shared.fhir.number_keys import from_key, order_key
 from tests.conftest import BACKENDS
 from tests.factories import FHIR_JSON, observation, patient
 from tests.search_helpers import include_ids, match_ids
+from tooling.postgres import PostgresCluster
 
 # As sent; a double would turn them into 1.5, 0.1, 100.0, 100.0, -0.0 and 1.2345678901234568e26.
 SENT = ["1.50", "0.1000", "100", "1.0e2", "-0.0", "123456789012345678901234567.890"]
@@ -332,3 +337,40 @@ def test_the_envelope_refuses_non_json_numbers():
     with pytest.raises(ValueError, match="not JSON"):
         parse_event(_raw(good, {"v": "NaN"}))
     assert parse_event(_raw(good, {"v": "2.50"}))["data"]["x"] == Decimal("2.50")
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_migration_0004_turns_stored_floats_into_exact_keys(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+):
+    if backend == "postgres":
+        cluster: PostgresCluster = request.getfixturevalue("pg_cluster")
+        url = cluster.create_database("decimal_migration")
+    else:
+        url = f"sqlite:///{tmp_path}/migration.db"
+    database = Database(url)
+    try:
+        upgrade(database, "0003")
+        floats = [5.4, -1.25, 1e300, 0.0, 100.0, -0.5]
+        insert = sa.text(
+            "INSERT INTO idx_quantity (resource_pk, res_type, param, value)"
+            " VALUES (:pk, 'Observation', 'value-quantity', :value)"
+        )
+        with database.write_engine.begin() as connection:
+            connection.execute(insert, [{"pk": i, "value": v} for i, v in enumerate(floats)])
+        upgrade(database)
+        with database.write_engine.begin() as connection:
+            query = "SELECT value_key FROM idx_quantity ORDER BY value_key"
+            keys = connection.execute(sa.text(query))
+            assert [float(from_key(k)) for (k,) in keys] == sorted(floats)
+            if backend == "postgres":
+                # Byte order is numeric order only under the "C" collation.
+                collation = connection.execute(
+                    sa.text(
+                        "SELECT collation_name FROM information_schema.columns"
+                        " WHERE table_name = 'idx_quantity' AND column_name = 'value_key'"
+                    )
+                ).scalar_one()
+                assert collation == "C"
+    finally:
+        database.dispose()
