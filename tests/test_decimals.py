@@ -3,8 +3,10 @@ numerically with the precision rules of FHIR search."""
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
+import pickle
 import random
 import re
 import uuid
@@ -321,6 +323,9 @@ def test_stored_text_parses_exactly_whatever_the_fast_path_sees():
         assert exact_json.dumps_text(exact_json.loads(text)) == text
     assert only_in_arrays == [1, Decimal("2.50")] and only_in_arrays[1].text == "2.50"
     assert exact_json.dumps(Decimal("1.5E+3")) == b"1.5E+3"
+    kept = exact_json.loads('{"v":1.0e2}')
+    for copied in (copy.deepcopy(kept), pickle.loads(pickle.dumps(kept))):
+        assert exact_json.dumps_text(copied) == '{"v":1.0e2}'
     for bad in ('{"a": NaN}', b'{"a": Infinity}', '{"a": 1.5'):
         with pytest.raises(ValueError):
             exact_json.loads(bad)

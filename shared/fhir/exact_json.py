@@ -24,6 +24,10 @@ class ExactDecimal(Decimal):
     __slots__ = ("text",)
     text: str
 
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        # Decimal would rebuild a subclass from its own str(), losing the text.
+        return decimal_from_text, (self.text,)
+
 
 def decimal_from_text(text: str) -> ExactDecimal:
     """The `parse_float` hook: the JSON scanner hands over the number's text exactly."""
@@ -58,8 +62,9 @@ def loads(content: str | bytes) -> Any:
 
 def _default(value: Any) -> Any:
     if isinstance(value, Decimal):
-        if type(value) is ExactDecimal:
-            return orjson.Fragment(value.text)
+        text = getattr(value, "text", None)
+        if text is not None:
+            return orjson.Fragment(text)
         if value.is_finite():
             return orjson.Fragment(str(value))
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
