@@ -29,6 +29,7 @@ bench: install
 	$(PY) -m bench.run
 	$(PY) -m bench.events
 	$(PY) -m bench.sort_attack
+	$(PY) -m bench.parse
 
 migrate: $(STAMP)
 	for s in intake scheduling outcomes; do $(PY) -m services.$$s migrate; done

@@ -121,12 +121,17 @@ class ReferenceIndex(SQLModel, table=True):
     url: str
 
 
+# Byte order is numeric order for these keys (shared/fhir/number_keys.py); PostgreSQL's default
+# collation would sort them by language rules, so it compares them as plain bytes ("C").
+NUMBER_KEY = Text().with_variant(Text(collation="C"), "postgresql")
+
+
 class QuantityIndex(SQLModel, table=True):
-    """Quantity values with their system and unit code."""
+    """Quantity values (as exact order keys) with their system and unit code."""
 
     __tablename__ = "idx_quantity"
     __table_args__ = (
-        Index("ix_quantity_value", "res_type", "param", "value"),
+        Index("ix_quantity_value_key", "res_type", "param", "value_key"),
         Index("ix_quantity_resource", "resource_pk"),
     )
 
@@ -134,7 +139,7 @@ class QuantityIndex(SQLModel, table=True):
     resource_pk: int = Field(sa_type=BigInteger)
     res_type: str = Field(max_length=64)
     param: str = Field(max_length=64)
-    value: float
+    value_key: str = Field(sa_column=Column(NUMBER_KEY, nullable=False))
     system: str | None = Field(default=None)
     code: str | None = Field(default=None)
     unit: str | None = Field(default=None)

@@ -18,6 +18,7 @@ from shared.db.models import ResourceRow
 from shared.events import kafka
 from shared.events.envelope import EnvelopeError, parse_event, topic_for
 from shared.events.replica import ReplicaWriter
+from shared.fhir import exact_json
 from shared.fhir.dates import format_instant, utcnow
 from shared.fhir.lexical import is_digits
 from shared.settings import ServiceSettings
@@ -75,7 +76,7 @@ async def resync_from_owner(
                 url, params=query, headers={"Accept": "application/fhir+json"}
             )
             response.raise_for_status()
-            bundle = response.json()
+            bundle = exact_json.loads(response.content)
             entries.extend(bundle.get("entry") or [])
             url = next(
                 (ln["url"] for ln in bundle.get("link", []) if ln["relation"] == "next"), None

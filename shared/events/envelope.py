@@ -6,8 +6,7 @@ import os
 import uuid
 from typing import Any
 
-import orjson
-
+from shared.fhir import exact_json
 from shared.fhir.dates import format_instant
 from shared.fhir.lexical import ID_PATTERN, is_digits, is_type_name
 from shared.fhir.store import Stored
@@ -50,7 +49,7 @@ def build_event(stored: Stored, *, source: str, max_data_bytes: int) -> dict[str
         "versionid": str(stored.version_id),
     }
     if stored.resource is not None:
-        size = len(orjson.dumps(stored.resource))
+        size = len(exact_json.dumps(stored.resource))
         if size <= max_data_bytes:
             event["data"] = stored.resource
         else:
@@ -84,8 +83,8 @@ class EnvelopeError(ValueError):
 def parse_event(raw: bytes) -> dict[str, Any]:
     """Decode and check an envelope; anything malformed is an EnvelopeError."""
     try:
-        event = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
+        event = exact_json.loads(raw)
+    except (ValueError, RecursionError) as exc:
         raise EnvelopeError(f"not JSON: {exc}") from None
     if not isinstance(event, dict):
         raise EnvelopeError("the envelope is not a JSON object")

@@ -5,12 +5,12 @@ from __future__ import annotations
 import re
 from contextvars import ContextVar
 
-import orjson
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from shared.db.models import OutboxRow
 from shared.events.envelope import build_event, new_traceparent, topic_for
+from shared.fhir import exact_json
 from shared.fhir.dates import utcnow
 from shared.fhir.registry import Registry
 from shared.fhir.store import Stored
@@ -61,7 +61,7 @@ class Outbox:
                 "topic": topic_for(self.topic_prefix, stored.type),
                 "key": event["subject"],
                 "event_type": event["type"],
-                "payload": orjson.dumps(event).decode(),
+                "payload": exact_json.dumps_text(event),
                 # A malformed header starts a new trace rather than failing the write.
                 "traceparent": valid_traceparent(current_traceparent.get()) or new_traceparent(),
                 "created_at": utcnow(),

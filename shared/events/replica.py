@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from shared.db.models import INDEX_TABLES, ResourceRow, VersionRow
+from shared.fhir import exact_json
 from shared.fhir.dates import DateFormatError, date_range, utcnow
 from shared.fhir.store import ResourceStore
 
@@ -59,7 +59,7 @@ class ReplicaWriter:
         if row is not None and row.version_id >= version_id:
             return False
         when = _last_updated(resource, time)
-        content = orjson.dumps(resource).decode() if resource is not None else None
+        content = exact_json.dumps_text(resource) if resource is not None else None
         deleted = resource is None
         if row is None:
             pk = store.insert_current(session, res_type, res_id, version_id, when, deleted, content)

@@ -23,6 +23,7 @@ from shared.events.outbox import Outbox
 from shared.events.reactions import ReactionContext
 from shared.events.relay import OutboxRelay
 from shared.events.replica import ReplicaWriter
+from shared.fhir import exact_json
 from shared.fhir.dates import utcnow
 from shared.fhir.interactions import Interactions
 from shared.fhir.registry import Registry
@@ -127,7 +128,7 @@ class EventRuntime:
         async with self.http_client(timeout=10) as client:
             response = await client.get(url)
             response.raise_for_status()
-        data = response.json()
+        data = exact_json.loads(response.content)
         meta = data.get("meta") if isinstance(data, dict) else None
         if (
             not isinstance(meta, dict)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from sqlalchemy import and_, func, or_, select
 
 from shared.db.models import ReferenceIndex, ResourceRow
+from shared.fhir import exact_json
 from shared.fhir.bundles import page_of
 from shared.fhir.dates import date_range
 from shared.fhir.operations import Operation, OperationCall, OperationParam, OperationResult
@@ -48,7 +48,7 @@ def _everything(call: OperationCall) -> OperationResult:
         .limit(count)
         .offset(offset)
     ).scalars()
-    resources: list[dict[str, Any]] = [orjson.loads(content) for content in rows]
+    resources: list[dict[str, Any]] = [exact_json.loads(content) for content in rows]
     applied = [
         (name, str(value)) for name in ("_since", "_type") for value in call.inputs.get(name, [])
     ]

@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import orjson
 from fastapi import Request
 from fastapi.responses import Response
 
+from shared.fhir import exact_json
 from shared.fhir.errors import FHIRError
 from shared.fhir.lexical import is_digits
 from shared.fhir.validation import parse_json
@@ -24,7 +24,7 @@ def fhir_response(
     body: dict[str, Any] | None, status: int = 200, headers: dict[str, str] | None = None
 ) -> Response:
     """A FHIR JSON response (an empty body when `body` is None)."""
-    content = orjson.dumps(body) if body is not None else b""
+    content = exact_json.dumps(body) if body is not None else b""
     return Response(
         content=content,
         status_code=status,

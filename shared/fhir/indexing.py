@@ -10,7 +10,9 @@ from typing import Any
 from shared.fhir.catalogue import IMPLICIT_SYSTEMS
 from shared.fhir.dates import MAX, MIN, DateFormatError, date_range
 from shared.fhir.errors import FHIRError
+from shared.fhir.exact_json import out_of_range
 from shared.fhir.lexical import is_type_name
+from shared.fhir.number_keys import order_key
 from shared.fhir.references import parse_reference
 from shared.fhir.registry import ResourceDef, SearchParam
 
@@ -81,13 +83,16 @@ def _dates(value: Any, expression: str) -> Iterator[tuple[Any, Any]]:
         raise FHIRError(422, str(exc), code="value", expression=[expression]) from None
 
 
-def _quantities(value: Any) -> Iterator[tuple[float, str | None, str | None, str | None]]:
+def _quantities(value: Any) -> Iterator[tuple[str, str | None, str | None, str | None]]:
     if isinstance(value, dict) and value.get("value") is not None:
+        raw = value["value"]
         try:
-            number = float(Decimal(str(value["value"])))
+            number = raw if isinstance(raw, Decimal) else Decimal(str(raw))
         except (InvalidOperation, ValueError):
             return
-        yield number, value.get("system"), value.get("code"), value.get("unit")
+        if out_of_range(number):  # NaN or a huge exponent given as a string
+            return
+        yield order_key(number), value.get("system"), value.get("code"), value.get("unit")
 
 
 def index_rows(definition: ResourceDef, resource: dict[str, Any]) -> dict[str, list[dict]]:
@@ -125,7 +130,7 @@ def _rows_for(resource_type: str, param: SearchParam, path: str, value: Any) -> 
         return [{**base, "low": lo, "high": hi} for lo, hi in _dates(value, expression)]
     if param.type == "quantity":
         return [
-            {**base, "value": v, "system": s, "code": c, "unit": u}
+            {**base, "value_key": v, "system": s, "code": c, "unit": u}
             for v, s, c, u in _quantities(value)
         ]
     if param.type == "reference" and isinstance(value, str):

@@ -7,9 +7,9 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
-import orjson
 from sqlalchemy.orm import Session
 
+from shared.fhir import exact_json
 from shared.fhir.errors import FHIRError, bad_request, not_found, precondition_failed
 from shared.fhir.json_patch import apply_patch, check_operations
 from shared.fhir.lexical import is_digits
@@ -358,4 +358,4 @@ class Interactions:
         )
         rows, total = run_search(session, query, definition)
         extra = included(session, rows, query, set(self.registry.resources))
-        return SearchResult(query, [orjson.loads(r.content) for r in rows], total, extra)
+        return SearchResult(query, [exact_json.loads(r.content) for r in rows], total, extra)

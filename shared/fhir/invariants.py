@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from shared.fhir import exact_json
 from shared.fhir.errors import FHIRError, issue
 
 # Modifier extensions this server understands; any other makes the resource refused (FHIR
@@ -39,7 +40,7 @@ _TEXT = {
 def check_invariants(resource: dict[str, Any], resource_type: str) -> None:
     """Raise a 422 (code invariant) naming each broken core invariant and where it is."""
     try:
-        if not any(trigger in orjson.dumps(resource) for trigger in _TRIGGERS):
+        if not any(trigger in exact_json.dumps(resource) for trigger in _TRIGGERS):
             return
         problems = _Walk(resource, resource_type).problems()
     except (RecursionError, orjson.JSONEncodeError):

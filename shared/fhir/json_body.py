@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import re
+from decimal import Decimal
 from typing import Any
 
 from shared.fhir.errors import FHIRError, bad_request
+from shared.fhir.exact_json import ExactDecimal, decimal_from_text, out_of_range
 
 MAX_DEPTH = 64
 # FHIR strings allow tab, CR and LF but no other control characters (NUL breaks PostgreSQL).
@@ -51,9 +53,17 @@ def _mark_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return marked
 
 
-# Numbers keep the standard decoder's types for now; exact decimals will add parse_float here.
-_STRICT = json.JSONDecoder(object_pairs_hook=_refuse_duplicates, parse_constant=_refuse_constant)
-_MARKING = json.JSONDecoder(object_pairs_hook=_mark_duplicates, parse_constant=_refuse_constant)
+# The same pass keeps every non-integer number's text exactly (1.50 stays 1.50).
+_STRICT = json.JSONDecoder(
+    object_pairs_hook=_refuse_duplicates,
+    parse_float=decimal_from_text,
+    parse_constant=_refuse_constant,
+)
+_MARKING = json.JSONDecoder(
+    object_pairs_hook=_mark_duplicates,
+    parse_float=decimal_from_text,
+    parse_constant=_refuse_constant,
+)
 
 
 def loads(body: bytes) -> Any:
@@ -127,7 +137,7 @@ def _find_marked(node: Any, path: str) -> tuple[str, str]:
 
 
 def _suspect(node: Any, budget: int) -> bool:
-    """True when a container is nested too deep or holds a number orjson cannot write."""
+    """True when a container is nested too deep or holds a number that cannot be stored."""
     if budget == 0:
         return True
     for value in node.values() if type(node) is dict else node:
@@ -138,7 +148,7 @@ def _suspect(node: Any, budget: int) -> bool:
         elif kind is int:
             if not _INT_MIN <= value <= _INT_MAX:
                 return True
-        elif kind is float and value - value != 0:  # infinite
+        elif kind is ExactDecimal and out_of_range(value):
             return True
     return False
 
@@ -168,5 +178,5 @@ def check_json(node: Any, path: str = "", depth: int = 0) -> None:
             raise bad_request(
                 f"{path or 'A number'} is out of the 64-bit integer range", [path] if path else None
             )
-    elif isinstance(node, float) and node in (float("inf"), float("-inf")):
-        raise bad_request(f"{path or 'A number'} is too large", [path] if path else None)
+    elif isinstance(node, Decimal) and (problem := out_of_range(node)):
+        raise bad_request(f"{path or 'A number'} is {problem}", [path] if path else None)

@@ -10,8 +10,8 @@ from typing import Any
 
 import jsonpatch
 import jsonpointer
-import orjson
 
+from shared.fhir import exact_json
 from shared.fhir.errors import FHIRError, bad_request
 
 MAX_PATCH_OPERATIONS = 1000
@@ -77,7 +77,7 @@ def apply_patch(
             raise _failed(
                 index, operation, resource_type, "its path does not exist in the resource"
             ) from None
-        if len(orjson.dumps(patched)) > max_bytes:
+        if len(exact_json.dumps(patched)) > max_bytes:
             raise FHIRError(
                 413,
                 f"The patched resource exceeds {max_bytes} bytes at operation {index}",

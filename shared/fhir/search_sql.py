@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from decimal import Decimal
+from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal
 from typing import Any
 
-import orjson
 from sqlalchemy import ColumnElement, and_, case, false, func, not_, or_, select, true
 from sqlalchemy.orm import Session
 
 from shared.db.models import INDEX_TABLES, ReferenceIndex, ResourceRow
+from shared.fhir import exact_json
 from shared.fhir.dates import MAX, MIN, utcnow
 from shared.fhir.indexing import normalise
+from shared.fhir.number_keys import order_key
 from shared.fhir.references import parse_reference
 from shared.fhir.search import Clause, Include, SearchQuery, Value
 
@@ -61,11 +62,15 @@ def _shift(moment: datetime, by: timedelta) -> datetime:
 
 
 def _number_condition(column: Any, value: Value) -> ColumnElement[bool]:
+    """Compare order keys: exact at any precision (see number_keys)."""
     number = value.number
     assert number is not None
     exponent = number.as_tuple().exponent
     half = Decimal(5).scaleb(exponent - 1) if isinstance(exponent, int) else Decimal(0)
-    n, lo, hi = float(number), float(number - half), float(number + half)
+    # Enough digits that n ± half and n ± n/10 are exact, not rounded to 28 digits.
+    exact = Context(prec=len(number.as_tuple().digits) + 3, Emin=MIN_EMIN, Emax=MAX_EMAX)
+    n = order_key(number)
+    lo, hi = order_key(exact.subtract(number, half)), order_key(exact.add(number, half))
     prefix = value.prefix
     if prefix == "eq":
         return and_(column >= lo, column < hi)
@@ -79,8 +84,9 @@ def _number_condition(column: Any, value: Value) -> ColumnElement[bool]:
         return column >= n
     if prefix == "le":
         return column <= n
-    slack = abs(n) / 10
-    return and_(column >= n - slack, column <= n + slack)
+    slack = exact.scaleb(exact.abs(number), -1)
+    low, high = order_key(exact.subtract(number, slack)), order_key(exact.add(number, slack))
+    return and_(column >= low, column <= high)
 
 
 def _value_condition(clause: Clause, table: Any, value: Value) -> ColumnElement[bool]:
@@ -108,7 +114,7 @@ def _value_condition(clause: Clause, table: Any, value: Value) -> ColumnElement[
     if kind == "date":
         return _date_condition(table.low, table.high, value)
     if kind == "quantity":
-        parts = [_number_condition(table.value, value)]
+        parts = [_number_condition(table.value_key, value)]
         if value.system:
             parts.append(table.system == value.system)
             if value.code:
@@ -227,7 +233,7 @@ def _sort_key(name: str, descending: bool, definition: Any) -> Any:
         "date": (table.high if descending else table.low) if param.type == "date" else None,
         "string": getattr(table, "norm", None),
         "token": getattr(table, "code", None),
-        "quantity": getattr(table, "value", None),
+        "quantity": getattr(table, "value_key", None),
         "reference": getattr(table, "target_id", None),
     }[param.kind]
     aggregate = func.max(column) if descending else func.min(column)
@@ -302,7 +308,7 @@ def included(
         if not new or len(found) >= MAX_INCLUDED:
             break
         current = list(new.values())
-    return [orjson.loads(row.content) for row in list(found.values())[:MAX_INCLUDED]]
+    return [exact_json.loads(row.content) for row in list(found.values())[:MAX_INCLUDED]]
 
 
 def _include(

@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import orjson
 from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from shared.db.engine import Database
 from shared.db.models import INDEX_TABLES, ResourceRow, VersionRow
+from shared.fhir import exact_json
 from shared.fhir.dates import format_instant, utcnow
 from shared.fhir.errors import FHIRError, gone, not_found, precondition_failed
 from shared.fhir.indexing import index_rows
@@ -49,7 +49,7 @@ ChangeListener = Callable[[Session, Stored], None]
 
 
 def _dump(resource: dict[str, Any]) -> str:
-    return orjson.dumps(resource).decode()
+    return exact_json.dumps_text(resource)
 
 
 def _stamp(resource: dict[str, Any], res_id: str, version_id: int, when: datetime) -> None:
@@ -120,7 +120,7 @@ class ResourceStore:
             row.version_id,
             row.last_updated,
             False,
-            orjson.loads(row.content),
+            exact_json.loads(row.content),
         )
 
     def lock_rows(self, session: Session, keys: list[tuple[str, str]]) -> None:
@@ -165,7 +165,7 @@ class ResourceStore:
             row.version_id,
             row.last_updated,
             row.deleted,
-            orjson.loads(row.content) if row.content else None,
+            exact_json.loads(row.content) if row.content else None,
             row.method,
         )
 
