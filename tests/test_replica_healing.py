@@ -162,6 +162,8 @@ async def test_an_event_lost_before_the_broker_is_filled_in_when_the_next_one_sh
             new_database("sched"),
             owners={"intake": intake},
             reconcile_interval_s=0,  # only the sequence can reveal the loss here
+            # Only the repair under test: no catch-up when the consumer reconnects.
+            resync_on_start=False,
             **HEALING,
             **settings,
         ) as sched,
@@ -193,6 +195,8 @@ async def test_a_lost_last_event_is_found_by_reconciliation(
             new_database("sched"),
             owners={"intake": intake},
             reconcile_interval_s=1,
+            # Only the repair under test: no catch-up when the consumer reconnects.
+            resync_on_start=False,
             **HEALING,
             **settings,
         ) as sched,
@@ -244,6 +248,8 @@ async def test_resources_lost_from_a_running_replica_come_back_by_reconciliation
             new_database("sched"),
             owners={"intake": intake},
             reconcile_interval_s=1,
+            # Only the repair under test: no catch-up when the consumer reconnects.
+            resync_on_start=False,
             **HEALING,
             **settings,
         ) as sched,
