@@ -60,7 +60,12 @@ def main(
         # Half the grace period for requests in flight; the rest for the shutdown itself.
         timeout_graceful_shutdown=settings.shutdown_grace_s / 2,  # type: ignore[arg-type]
     )
-    BoundedServer(config, settings.shutdown_grace_s).run()
+    try:
+        BoundedServer(config, settings.shutdown_grace_s).run()
+    except KeyboardInterrupt:
+        # uvicorn re-raises a captured Ctrl-C once shut down; the shutdown was clean, so no
+        # traceback (make run's launcher forwards Ctrl-C to every service).
+        return 0
     return 0
 
 
