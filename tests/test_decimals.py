@@ -341,7 +341,7 @@ def test_the_envelope_refuses_non_json_numbers():
     }
     with pytest.raises(ValueError, match="not JSON"):
         parse_event(_raw(good, {"v": "NaN"}))
-    assert parse_event(_raw(good, {"v": "2.50"}))["data"]["x"] == Decimal("2.50")
+    assert parse_event(_raw(good, {"v": "2.50"})).data["x"] == Decimal("2.50")
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])

@@ -17,7 +17,7 @@ from shared.db.engine import Database
 from shared.db.models import ProcessedEvent, VersionRow
 from shared.events import kafka
 from shared.events.consumer import ConsumerRunner
-from shared.events.envelope import build_event
+from shared.events.envelope import ResourceEvent, build_event
 from shared.events.relay import OutboxRelay
 from shared.fhir.dates import utcnow
 from shared.fhir.store import Stored
@@ -61,7 +61,7 @@ def _event(res_id: str, version: int, *, deleted: bool = False, **extra: Any) ->
     if resource is not None:
         resource["meta"] = {"versionId": str(version), "lastUpdated": "2026-01-01T00:00:00Z"}
     stored = Stored("Patient", res_id, version, utcnow(), deleted, resource, "PUT")
-    return orjson.dumps(build_event(stored, source="urn:test", max_data_bytes=1 << 20))
+    return build_event(stored, source="urn:test", max_data_bytes=1 << 20).to_json().encode()
 
 
 # ---- publishing ----------------------------------------------------------------------------
@@ -330,8 +330,8 @@ async def test_a_consumer_killed_between_database_and_offset_commit_reprocesses_
     with database.write() as session:  # a deliberately non-idempotent effect
         session.execute(text("CREATE TABLE effects (event_id TEXT NOT NULL)"))
 
-    def effect(session: Any, event: dict[str, Any]) -> None:
-        session.execute(text("INSERT INTO effects VALUES (:e)"), {"e": event["id"]})
+    def effect(session: Any, event: ResourceEvent) -> None:
+        session.execute(text("INSERT INTO effects VALUES (:e)"), {"e": event.id})
 
     topic = f"{topic_prefix}Patient"
     group = f"{topic_prefix}effects"

@@ -155,13 +155,13 @@ async def test_envelope_fields(intake: httpx.AsyncClient):
     assert event["datacontenttype"] == "application/fhir+json"
     assert event["versionid"] == resource["meta"]["versionId"] == "1"
     assert event["data"] == resource
-    assert parse_event(orjson.dumps(event)) == event
+    assert parse_event(orjson.dumps(event)).model_dump(exclude_none=True) == event
 
     deletion = delete_row["event"]
     assert deletion["type"] == "fhir.Patient.deleted"
     assert deletion["versionid"] == "2"
     assert "data" not in deletion and "dataomitted" not in deletion
-    assert parse_event(orjson.dumps(deletion)) == deletion
+    assert parse_event(orjson.dumps(deletion)).model_dump(exclude_none=True) == deletion
 
 
 async def test_an_oversized_resource_travels_id_only(
@@ -177,7 +177,7 @@ async def test_an_oversized_resource_travels_id_only(
     assert second["dataomitted"] is True
     assert second["subject"] == f"Patient/{big.json()['id']}"
     assert second["versionid"] == "1"
-    assert parse_event(orjson.dumps(second)) == second
+    assert parse_event(orjson.dumps(second)).model_dump(exclude_none=True) == second
 
 
 async def test_the_callers_traceparent_is_carried_into_the_event(intake: httpx.AsyncClient):
@@ -302,8 +302,8 @@ def test_malformed_envelopes_are_poison(raw: bytes):
 
 
 def test_well_formed_envelopes_parse():
-    assert parse_event(orjson.dumps(_GOOD)) == _GOOD
+    assert parse_event(orjson.dumps(_GOOD)).model_dump(exclude_none=True) == _GOOD
     omitted = {k: v for k, v in _GOOD.items() if k != "data"} | {"dataomitted": True}
-    assert parse_event(orjson.dumps(omitted)) == omitted
+    assert parse_event(orjson.dumps(omitted)).model_dump(exclude_none=True) == omitted
     deleted = {k: v for k, v in _GOOD.items() if k != "data"} | {"type": "fhir.Patient.deleted"}
-    assert parse_event(orjson.dumps(deleted)) == deleted
+    assert parse_event(orjson.dumps(deleted)).model_dump(exclude_none=True) == deleted

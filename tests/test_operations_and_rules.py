@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from services.scheduling.app import registry as scheduling_registry
 from shared.app import create_service_app
 from shared.db.models import OutboxRow
+from shared.events.envelope import event_from
 from shared.fhir.catalogue import resource
 from shared.fhir.errors import FHIRError
 from shared.fhir.everything import everything_operation
@@ -221,7 +222,7 @@ async def test_rules_never_run_for_replica_writes(database_url: str):
         "time": "2026-11-30T10:00:00.000000Z",
         "data": {**patient(), "id": "r1", "meta": {"versionId": "1"}},
     }
-    assert app.state.events.consumer.apply("fhir.Patient", event)
+    assert app.state.events.consumer.apply("fhir.Patient", event_from(event))
     assert calls == []
 
 
@@ -320,13 +321,15 @@ async def test_a_patient_deleted_at_intake_cancels_their_open_appointments_once(
         )
         assert created.status_code == 201, created.text
         ids[name] = created.json()["id"]
-    event = {
-        "id": str(uuid.uuid4()),
-        "type": "fhir.Patient.deleted",
-        "subject": "Patient/gone",
-        "versionid": "2",
-        "time": "2026-11-30T10:00:00.000000Z",
-    }
+    event = event_from(
+        {
+            "id": str(uuid.uuid4()),
+            "type": "fhir.Patient.deleted",
+            "subject": "Patient/gone",
+            "versionid": "2",
+            "time": "2026-11-30T10:00:00.000000Z",
+        }
+    )
     before = _outbox_count(scheduling)
     runner = app.state.events.consumer
     assert runner.apply("fhir.Patient", event) is True

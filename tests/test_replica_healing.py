@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -15,7 +16,7 @@ from sqlalchemy import delete, select
 from shared.db.engine import Database
 from shared.db.models import INDEX_TABLES, OutboxRow, ReplicaProgress, ResourceRow, VersionRow
 from shared.events import kafka
-from shared.events.envelope import parse_event, sequence_of, with_sequence
+from shared.events.envelope import ResourceEvent, event_from, parse_event, with_sequence
 from shared.events.gaps import SequenceTracker, add_to_ranges, advance
 from shared.events.relay import OutboxRelay
 from tests import kafka_support
@@ -42,8 +43,17 @@ def test_ranges_merge_and_the_contiguous_point_advances():
     assert advance(9, ranges) == (9, [])
 
 
-def _event(seq: int, when: str = "2026-11-30T10:00:00.000000Z") -> dict[str, Any]:
-    return {"sequence": f"{seq:019d}", "time": when}
+def _event(seq: int, when: str = "2026-11-30T10:00:00.000000Z") -> ResourceEvent:
+    return event_from(
+        {
+            "id": str(uuid.uuid4()),
+            "type": "fhir.Patient.deleted",
+            "subject": "Patient/p1",
+            "versionid": str(seq),
+            "sequence": f"{seq:019d}",
+            "time": when,
+        }
+    )
 
 
 def _progress(database: Database) -> ReplicaProgress:
@@ -104,8 +114,8 @@ async def test_the_relay_numbers_each_topic_in_publishing_order_once(intake: htt
     assert [relay._number(pks())[pk] for pk in pks()] == [1, 2, 3, 4]
     [row] = relay._fetch()[1:2]
     published = parse_event(with_sequence(row.payload, first[row.pk]))
-    assert published["sequence"] == "0000000000000000002"
-    assert sequence_of(published) == 2
+    assert published.sequence == "0000000000000000002"
+    assert published.seq == 2
 
 
 # ---- dropping events between the relay and the broker ------------------------------------
@@ -291,4 +301,4 @@ async def test_published_events_carry_contiguous_sequence_numbers(
         for n in range(4):
             await _create(intake, f"P{n}")
         records = await read_topic(kafka_broker.bootstrap, f"{topic_prefix}Patient", count=4)
-        assert [sequence_of(e) for e in payloads(records)] == [1, 2, 3, 4]
+        assert [event_from(e).seq for e in payloads(records)] == [1, 2, 3, 4]

@@ -7,10 +7,11 @@ from typing import Any
 
 import httpx
 
+from shared.events.envelope import ResourceEvent, event_from
 from tests.factories import patient
 
 
-def _event(pid: str, version: int, given: str | None) -> dict[str, Any]:
+def _event(pid: str, version: int, given: str | None) -> ResourceEvent:
     action = "deleted" if given is None else ("created" if version == 1 else "updated")
     event: dict[str, Any] = {
         "id": str(uuid.uuid4()),
@@ -25,10 +26,10 @@ def _event(pid: str, version: int, given: str | None) -> dict[str, Any]:
             "id": pid,
             "meta": {"versionId": str(version), "lastUpdated": event["time"]},
         }
-    return event
+    return event_from(event)
 
 
-def _deliver(scheduling: httpx.AsyncClient, *events: dict[str, Any]) -> list[bool]:
+def _deliver(scheduling: httpx.AsyncClient, *events: ResourceEvent) -> list[bool]:
     app = scheduling._transport.app  # type: ignore[attr-defined]
     writer, database = app.state.events.writer, app.state.fhir.database
     applied = []
@@ -63,6 +64,7 @@ async def test_an_older_update_after_a_delete_does_not_resurrect(scheduling: htt
 
 async def test_a_repeated_version_is_applied_once(scheduling: httpx.AsyncClient):
     once = _event("p3", 1, "One")
-    assert _deliver(scheduling, once, {**once, "id": str(uuid.uuid4())}) == [True, False]
+    again = once.model_copy(update={"id": str(uuid.uuid4())})
+    assert _deliver(scheduling, once, again) == [True, False]
     history = (await scheduling.get("/Patient/p3/_history")).json()
     assert history["total"] == 1

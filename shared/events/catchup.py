@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from shared.db.engine import Database
 from shared.db.models import ResourceRow
 from shared.events import kafka
-from shared.events.envelope import EnvelopeError, parse_event, topic_for
+from shared.events.envelope import EnvelopeError, ResourceEvent, parse_event, topic_for
 from shared.events.replica import ReplicaWriter
 from shared.fhir import exact_json
 from shared.fhir.dates import format_instant, utcnow
@@ -143,7 +143,7 @@ async def _read_until(
                     event = parse_event(message.value or b"")
                 except EnvelopeError:
                     continue  # poison messages are the DLQ's business, not the replica's
-                if event.get("dataomitted") and prepare is not None:
+                if event.dataomitted and prepare is not None:
                     event = await prepare(event)
                 events.append(event)
         for partition in partitions:
@@ -153,10 +153,10 @@ async def _read_until(
     return events
 
 
-def _apply_events(writer: ReplicaWriter, session: Any, events: list[dict[str, Any]]) -> int:
+def _apply_events(writer: ReplicaWriter, session: Any, events: list[ResourceEvent]) -> int:
     count = 0
     for event in events:
-        if "data" in event or event["type"].endswith(".deleted"):
+        if event.complete:
             count += bool(writer.apply_event(session, event))
     return count
 

@@ -23,16 +23,16 @@ from shared.db.engine import Database
 from shared.db.models import ProcessedEvent
 from shared.events import kafka
 from shared.events.describe import describe
-from shared.events.envelope import EnvelopeError, parse_event
+from shared.events.envelope import EnvelopeError, ResourceEvent, parse_event
 from shared.fhir.dates import format_instant, utcnow
 from shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 
 # Applies one event inside the transaction that also records it as processed.
-Handler = Callable[[Session, dict[str, Any]], None]
+Handler = Callable[[Session, ResourceEvent], None]
 # Runs before the transaction, e.g. to fetch an id-only event's resource over HTTP.
-Prepare = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+Prepare = Callable[[ResourceEvent], Awaitable[ResourceEvent]]
 
 
 @dataclass
@@ -156,22 +156,22 @@ class ConsumerRunner:
             is not None
         )
 
-    def apply(self, topic: str, event: dict[str, Any]) -> bool:
+    def apply(self, topic: str, event: ResourceEvent) -> bool:
         """Apply an event once; returns False when it had been applied already."""
         try:
             with self.database.write() as session:
-                if self._seen(session, event["id"]):
+                if self._seen(session, event.id):
                     return False
                 self.handlers[topic](session, event)
                 session.execute(
                     insert(ProcessedEvent).values(
-                        consumer=self.name, event_id=event["id"], processed_at=utcnow()
+                        consumer=self.name, event_id=event.id, processed_at=utcnow()
                     )
                 )
         except IntegrityError:
             # Another runner applied it at the same moment; any other conflict is an error.
             with self.database.read() as session:
-                if self._seen(session, event["id"]):
+                if self._seen(session, event.id):
                     return False
             raise
         return True

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from shared.db.engine import Database
 from shared.db.models import ReplicaProgress
-from shared.events.envelope import sequence_of
+from shared.events.envelope import ResourceEvent
 from shared.fhir.dates import DateFormatError, date_range, utcnow
 
 # Ranges kept above the contiguous point; past this a gap is open anyway and a catch-up
@@ -59,9 +59,9 @@ def advance(contiguous: int, ranges: Ranges) -> tuple[int, Ranges]:
     return contiguous, remaining
 
 
-def _event_time(event: dict[str, Any]) -> datetime:
+def _event_time(event: ResourceEvent) -> datetime:
     try:
-        return date_range(str(event.get("time")))[0]
+        return date_range(str(event.time))[0]
     except DateFormatError:
         return utcnow()
 
@@ -80,9 +80,9 @@ class Gap:
 class SequenceTracker:
     """Records, in the apply transaction, which sequence numbers each topic has delivered."""
 
-    def observe(self, session: Session, topic: str, event: dict[str, Any]) -> None:
+    def observe(self, session: Session, topic: str, event: ResourceEvent) -> None:
         """Note an applied event; a number beyond the next one expected opens a gap."""
-        seq = sequence_of(event)
+        seq = event.seq
         if seq is None:
             return
         row = session.execute(

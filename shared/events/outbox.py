@@ -10,7 +10,6 @@ from sqlalchemy.orm import Session
 
 from shared.db.models import OutboxRow
 from shared.events.envelope import build_event, new_traceparent, topic_for
-from shared.fhir import exact_json
 from shared.fhir.dates import utcnow
 from shared.fhir.registry import Registry
 from shared.fhir.store import Stored
@@ -57,11 +56,11 @@ class Outbox:
         session.connection().execute(
             _INSERT_OUTBOX,
             {
-                "event_id": event["id"],
+                "event_id": event.id,
                 "topic": topic_for(self.topic_prefix, stored.type),
-                "key": event["subject"],
-                "event_type": event["type"],
-                "payload": exact_json.dumps_text(event),
+                "key": event.subject,
+                "event_type": event.type,
+                "payload": event.to_json(),
                 # A malformed header starts a new trace rather than failing the write.
                 "traceparent": valid_traceparent(current_traceparent.get()) or new_traceparent(),
                 "created_at": utcnow(),

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
+    from shared.events.envelope import ResourceEvent
     from shared.fhir.interactions import Interactions
 
 
@@ -23,13 +24,12 @@ class ReactionContext:
 
     session: Session
     interactions: Interactions
-    event: dict[str, Any]
+    event: ResourceEvent
 
     @property
     def subject(self) -> tuple[str, str]:
         """The (type, id) the event is about."""
-        res_type, res_id = self.event["subject"].split("/", 1)
-        return res_type, res_id
+        return self.event.res_type, self.event.res_id
 
 
 Reaction = Callable[[ReactionContext], None]

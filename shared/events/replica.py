@@ -8,6 +8,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from shared.db.models import INDEX_TABLES, ResourceRow, VersionRow
+from shared.events.envelope import ResourceEvent
 from shared.fhir import exact_json
 from shared.fhir.dates import DateFormatError, date_range, utcnow
 from shared.fhir.store import ResourceStore
@@ -29,17 +30,15 @@ class ReplicaWriter:
     def __init__(self, store: ResourceStore) -> None:
         self.store = store
 
-    def apply_event(self, session: Session, event: dict[str, Any]) -> bool:
+    def apply_event(self, session: Session, event: ResourceEvent) -> bool:
         """The consumer handler: write the event's version if it is newer than ours."""
-        res_type, res_id = event["subject"].split("/", 1)
-        deleted = event["type"].endswith(".deleted")
         return self.put_version(
             session,
-            res_type,
-            res_id,
-            int(event["versionid"]),
-            None if deleted else event["data"],
-            event.get("time"),
+            event.res_type,
+            event.res_id,
+            event.version,
+            None if event.deleted else event.data,
+            event.time,
         )
 
     def put_version(

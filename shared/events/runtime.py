@@ -17,7 +17,7 @@ from shared.db.engine import Database
 from shared.events import kafka
 from shared.events.catchup import newest_replicated, replay_topic, resync_from_owner
 from shared.events.consumer import ConsumerRunner, Handler
-from shared.events.envelope import topic_for
+from shared.events.envelope import ResourceEvent, topic_for
 from shared.events.healing import ReplicaHealer
 from shared.events.outbox import Outbox
 from shared.events.reactions import ReactionContext
@@ -91,11 +91,11 @@ class EventRuntime:
         self.stalled: str | None = None
 
     def _replica_handler(self, topic: str) -> Handler:
-        def apply(session: Session, event: dict[str, Any]) -> None:
+        def apply(session: Session, event: ResourceEvent) -> None:
             self.writer.apply_event(session, event)
             # Counted even when the version was old news: the number arrived all the same.
             self.healer.tracker.observe(session, topic, event)
-            reactions = self.registry.reactions.get(event["type"], ())
+            reactions = self.registry.reactions.get(event.type, ())
             if reactions and self.interactions is not None:
                 context = ReactionContext(session, self.interactions, event)
                 for reaction in reactions:
@@ -119,12 +119,12 @@ class EventRuntime:
             headers={"Accept": "application/fhir+json"},
         )
 
-    async def fetch_omitted(self, event: dict[str, Any]) -> dict[str, Any]:
+    async def fetch_omitted(self, event: ResourceEvent) -> ResourceEvent:
         """Fill in an id-only event's resource from its owner (raises to retry later)."""
-        if "data" in event or event["type"].endswith(".deleted"):
+        if event.complete:
             return event
-        res_type, res_id = event["subject"].split("/", 1)
-        url = f"{self.owner_base(res_type)}/{res_type}/{res_id}/_history/{event['versionid']}"
+        res_type, res_id = event.res_type, event.res_id
+        url = f"{self.owner_base(res_type)}/{res_type}/{res_id}/_history/{event.versionid}"
         async with self.http_client(timeout=10) as client:
             response = await client.get(url)
             response.raise_for_status()
@@ -134,10 +134,10 @@ class EventRuntime:
             not isinstance(meta, dict)
             or data.get("resourceType") != res_type
             or data.get("id") != res_id
-            or meta.get("versionId") != event["versionid"]
+            or meta.get("versionId") != event.versionid
         ):
-            raise ValueError(f"{url} did not return {event['subject']} at the event's version")
-        return {**event, "data": data}
+            raise ValueError(f"{url} did not return {event.subject} at the event's version")
+        return event.with_data(data)
 
     # ---- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
