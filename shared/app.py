@@ -23,7 +23,7 @@ from shared.fhir.interactions import Interactions
 from shared.fhir.registry import Registry
 from shared.fhir.rest import FHIRContext, build_router
 from shared.fhir.store import ResourceStore
-from shared.fhir.transaction import BundleProcessor
+from shared.fhir.transaction_bundles import BundleProcessor
 from shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)

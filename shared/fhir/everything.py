@@ -8,9 +8,9 @@ from sqlalchemy import and_, func, or_, select
 
 from shared.db.models import ReferenceIndex, ResourceRow
 from shared.fhir import exact_json
-from shared.fhir.bundles import page_of
 from shared.fhir.dates import date_range
 from shared.fhir.operations import Operation, OperationCall, OperationParam, OperationResult
+from shared.fhir.result_bundles import page_of
 
 _DEFAULT_COUNT = 50
 _MAX_COUNT = 1000

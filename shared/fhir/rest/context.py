@@ -16,7 +16,7 @@ from shared.fhir.http import base_url
 from shared.fhir.interactions import Interactions
 from shared.fhir.registry import Registry
 from shared.fhir.store import ResourceStore
-from shared.fhir.transaction import BundleProcessor
+from shared.fhir.transaction_bundles import BundleProcessor
 from shared.settings import ServiceSettings
 
 

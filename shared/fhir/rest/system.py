@@ -6,12 +6,12 @@ from fastapi import Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from shared.fhir.bundles import history
 from shared.fhir.capability import capability_statement
 from shared.fhir.dates import date_range
 from shared.fhir.http import check_accept, fhir_response, prefer, read_json
 from shared.fhir.rest.context import Ctx, FHIRContext
 from shared.fhir.rest.params import instant_param, int_param, strict
+from shared.fhir.result_bundles import history
 
 
 async def metadata(request: Request, ctx: Ctx) -> Response:

@@ -7,7 +7,6 @@ from urllib.parse import parse_qsl
 from fastapi import Request
 from fastapi.responses import Response
 
-from shared.fhir.bundles import searchset
 from shared.fhir.errors import FHIRError, bad_request
 from shared.fhir.http import check_accept, fhir_response, read_body, read_json
 from shared.fhir.interactions import parse_etag
@@ -15,6 +14,7 @@ from shared.fhir.rest.context import Ctx, FHIRContext, ResType
 from shared.fhir.rest.params import search_pairs, strict
 from shared.fhir.rest.respond import respond
 from shared.fhir.rest.system import history_page
+from shared.fhir.result_bundles import searchset
 
 FORM = {"application/x-www-form-urlencoded"}
 

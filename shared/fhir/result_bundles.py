@@ -1,4 +1,4 @@
-"""Build searchset and history Bundles with absolute fullUrls and paging links."""
+"""Result Bundles: searchset and history pages with absolute fullUrls and paging links."""
 
 from __future__ import annotations
 

@@ -15,7 +15,6 @@ from sqlalchemy.orm import Session
 
 from shared.db.engine import SHUTDOWN, Database, StatementCancelled
 from shared.fhir import json_body
-from shared.fhir.bundles import searchset
 from shared.fhir.dates import format_instant
 from shared.fhir.errors import (
     FHIRError,
@@ -26,6 +25,7 @@ from shared.fhir.errors import (
 )
 from shared.fhir.interactions import Interactions, Result, parse_etag
 from shared.fhir.references import ID_PATTERN
+from shared.fhir.result_bundles import searchset
 
 log = logging.getLogger(__name__)
 
