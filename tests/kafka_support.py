@@ -52,6 +52,37 @@ def kafka_broker() -> Iterator[Broker]:
 
 
 @pytest.fixture
+def own_broker() -> Iterator[Broker]:
+    """A broker of one test alone, since the test stops, kills or restarts it."""
+    previous = os.environ.get("KAFKA_SESSION_TIMEOUT_MS")
+    os.environ["KAFKA_SESSION_TIMEOUT_MS"] = SESSION_TIMEOUT_MS
+    broker = Broker().start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+        if previous is None:
+            os.environ.pop("KAFKA_SESSION_TIMEOUT_MS", None)
+        else:
+            os.environ["KAFKA_SESSION_TIMEOUT_MS"] = previous
+
+
+@asynccontextmanager
+async def serving(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """An app with its lifespan running, and a FHIR client of it."""
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://testserver/fhir",
+            headers=FHIR_JSON,
+            timeout=60,
+        ) as client,
+    ):
+        yield client
+
+
+@pytest.fixture
 def topic_prefix() -> str:
     """Topics (and consumer groups) of this test only."""
     return f"t{uuid.uuid4().hex[:12]}.fhir."

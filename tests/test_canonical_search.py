@@ -11,7 +11,7 @@ from shared.app import create_service_app
 from shared.fhir.catalogue import resource
 from shared.fhir.registry import Registry
 from tests.conftest import BACKENDS, make_settings
-from tests.factories import FHIR_JSON
+from tests.kafka_support import serving
 
 URL = "https://fhir.example.org/kemdr/Questionnaire/screening"
 
@@ -22,14 +22,7 @@ async def canon(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
     for res_type in ("Questionnaire", "QuestionnaireResponse", "Patient"):
         registry.add(resource(res_type, owner="intake"))
     app = create_service_app(make_settings("intake", database_url), registry)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app),
-            base_url="http://testserver/fhir",
-            headers=FHIR_JSON,
-        ) as client,
-    ):
+    async with serving(app) as client:
         yield client
 
 

@@ -3,39 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import httpx
-import pytest
 
 from tests import kafka_support
 from tests.factories import patient
-from tests.kafka_support import SESSION_TIMEOUT_MS, eventually, running
+from tests.kafka_support import eventually, running
 from tooling.broker import Broker
 
 topic_prefix = kafka_support.topic_prefix
 new_database = kafka_support.new_database
+own_broker = kafka_support.own_broker
 
 # Every client time-out of the consumer (session 1.5 s, request and metadata 3 s) is shorter
 # than the outage, so each of them fires while the broker is gone.
 REQUEST_TIMEOUT_MS = 3000
 OUTAGE_S = 8
-
-
-@pytest.fixture
-def own_broker() -> Iterator[Broker]:
-    previous = os.environ.get("KAFKA_SESSION_TIMEOUT_MS")
-    os.environ["KAFKA_SESSION_TIMEOUT_MS"] = SESSION_TIMEOUT_MS
-    broker = Broker().start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
-        if previous is None:
-            os.environ.pop("KAFKA_SESSION_TIMEOUT_MS", None)
-        else:
-            os.environ["KAFKA_SESSION_TIMEOUT_MS"] = previous
 
 
 async def _history_versions(client: httpx.AsyncClient, pid: str) -> list[int]:

@@ -2,35 +2,18 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import httpx
-import pytest
 
 from tests import kafka_support
 from tests.factories import patient
-from tests.kafka_support import SESSION_TIMEOUT_MS, eventually, payloads, read_topic, running
+from tests.kafka_support import eventually, payloads, read_topic, running
 from tooling.broker import Broker
 
 topic_prefix = kafka_support.topic_prefix
 new_database = kafka_support.new_database
-
-
-@pytest.fixture
-def own_broker() -> Iterator[Broker]:
-    """A broker of this test alone: it is stopped and restarted (empty) on the same port."""
-    previous = os.environ.get("KAFKA_SESSION_TIMEOUT_MS")
-    os.environ["KAFKA_SESSION_TIMEOUT_MS"] = SESSION_TIMEOUT_MS
-    broker = Broker().start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
-        if previous is None:
-            os.environ.pop("KAFKA_SESSION_TIMEOUT_MS", None)
-        else:
-            os.environ["KAFKA_SESSION_TIMEOUT_MS"] = previous
+own_broker = kafka_support.own_broker
 
 
 async def _version(client: httpx.AsyncClient, path: str) -> str | None:

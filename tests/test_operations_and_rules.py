@@ -23,6 +23,7 @@ from shared.fhir.registry import Registry
 from shared.fhir.rules import WriteContext
 from tests.conftest import BACKENDS, make_settings
 from tests.factories import FHIR_JSON, appointment, patient
+from tests.kafka_support import serving
 
 # ---- a service built for these tests: a rule that refuses, a rule that writes more -------
 seen_actions: list[tuple[str, str | None]] = []
@@ -111,14 +112,7 @@ def ruled_registry() -> Registry:
 async def ruled(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
     seen_actions.clear()
     app: FastAPI = create_service_app(make_settings("intake", database_url), ruled_registry())
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app),
-            base_url="http://testserver/fhir",
-            headers=FHIR_JSON,
-        ) as client,
-    ):
+    async with serving(app) as client:
         yield client
 
 

@@ -64,6 +64,16 @@ def _paging_links(
     return links
 
 
+def _entry(
+    base: str, resource: dict[str, Any], shown: dict[str, Any], mode: str = "match"
+) -> dict[str, Any]:
+    return {
+        "fullUrl": f"{base}/{resource['resourceType']}/{resource['id']}",
+        "resource": shown,
+        "search": {"mode": mode},
+    }
+
+
 def searchset(
     base: str,
     query: SearchQuery,
@@ -90,24 +100,11 @@ def searchset(
     )
     if query.summary_count:
         return bundle
-    entries = []
-    for resource in resources:
-        shown = _elements(resource, query.elements) if query.elements else resource
-        entries.append(
-            {
-                "fullUrl": f"{base}/{resource['resourceType']}/{resource['id']}",
-                "resource": shown,
-                "search": {"mode": "match"},
-            }
-        )
-    for resource in included:
-        entries.append(
-            {
-                "fullUrl": f"{base}/{resource['resourceType']}/{resource['id']}",
-                "resource": resource,
-                "search": {"mode": "include"},
-            }
-        )
+    entries = [
+        _entry(base, resource, _elements(resource, query.elements) if query.elements else resource)
+        for resource in resources
+    ]
+    entries += [_entry(base, resource, resource, "include") for resource in included]
     if entries:
         bundle["entry"] = entries
     return bundle
@@ -159,14 +156,7 @@ def page_of(
     """A searchset page of resources an operation gathered, with stateless paging links."""
     bundle = _bundle("searchset", total)
     bundle["link"] = _paging_links(url, applied, count, offset, offset + count < total, total)
-    entries = [
-        {
-            "fullUrl": f"{base}/{resource['resourceType']}/{resource['id']}",
-            "resource": resource,
-            "search": {"mode": "match"},
-        }
-        for resource in resources
-    ]
+    entries = [_entry(base, resource, resource, "match") for resource in resources]
     if entries:
         bundle["entry"] = entries
     return bundle
