@@ -10,17 +10,16 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
-from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
 
 from shared.db.engine import Database
-from shared.db.models import ResourceRow
 from shared.events import kafka
 from shared.events.envelope import EnvelopeError, ResourceEvent, parse_event, topic_for
 from shared.events.replica import ReplicaWriter
 from shared.fhir import exact_json
 from shared.fhir.dates import format_instant, utcnow
 from shared.fhir.lexical import is_digits
+from shared.fhir.store import ResourceStore
 from shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -41,12 +40,10 @@ def _subject(entry: dict[str, Any]) -> tuple[str, str] | None:
     return (parts[-2], parts[-1]) if len(parts) >= 2 else None
 
 
-def newest_replicated(database: Database, res_type: str) -> datetime | None:
+def newest_replicated(store: ResourceStore, res_type: str) -> datetime | None:
     """The latest lastUpdated we hold for a replicated type, where a resync can start."""
-    with database.read() as session:
-        return session.execute(
-            select(func.max(ResourceRow.last_updated)).where(ResourceRow.res_type == res_type)
-        ).scalar_one()
+    with store.database.read() as session:
+        return store.newest_change(session, res_type)
 
 
 async def resync_from_owner(

@@ -11,14 +11,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
 
-from shared.db.engine import Database
-from shared.db.models import ResourceRow
 from shared.events.describe import describe
 from shared.events.gaps import Gap, SequenceTracker
 from shared.fhir.dates import DateFormatError, date_range, format_instant, utcnow
+from shared.fhir.store import ResourceStore
 from shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -59,17 +57,10 @@ class HealingStatus:
         }
 
 
-def local_tally(database: Database, res_type: str, until: datetime) -> Tally:
+def local_tally(store: ResourceStore, res_type: str, until: datetime) -> Tally:
     """The replica's tally of a type, over resources last changed at or before `until`."""
-    with database.read() as session:
-        count, newest = session.execute(
-            select(func.count(), func.max(ResourceRow.last_updated)).where(
-                ResourceRow.res_type == res_type,
-                ResourceRow.deleted.is_(False),
-                ResourceRow.last_updated <= until,
-            )
-        ).one()
-    return Tally(int(count), newest)
+    with store.database.read() as session:
+        return Tally(*store.tally(session, res_type, until))
 
 
 async def owner_tally(
@@ -100,14 +91,15 @@ class ReplicaHealer:
     def __init__(
         self,
         settings: ServiceSettings,
-        database: Database,
+        store: ResourceStore,
         topics: dict[str, str],
         resync: Resync,
         owner_base: Callable[[str], str],
         http_client: Callable[[], httpx.AsyncClient],
     ) -> None:
         self.settings = settings
-        self.database = database
+        self.store = store
+        self.database = store.database
         # topic -> replicated resource type
         self.topics = topics
         self.resync = resync
@@ -167,12 +159,12 @@ class ReplicaHealer:
         base = self.owner_base(res_type)
         async with self.http_client() as client:
             theirs = await owner_tally(client, base, res_type, until)
-            ours = await run_in_threadpool(local_tally, self.database, res_type, until)
+            ours = await run_in_threadpool(local_tally, self.store, res_type, until)
             if ours == theirs:
                 return False
             await asyncio.sleep(settle.total_seconds())
             theirs = await owner_tally(client, base, res_type, until)
-            ours = await run_in_threadpool(local_tally, self.database, res_type, until)
+            ours = await run_in_threadpool(local_tally, self.store, res_type, until)
             if ours == theirs:
                 return False
         # A different count can hide anywhere in time: fetch the whole history. Equal counts

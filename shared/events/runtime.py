@@ -65,7 +65,7 @@ class EventRuntime:
         replica_topics = {topic_for(settings.topic_prefix, d.type): d.type for d in self.replicated}
         self.healer = ReplicaHealer(
             settings,
-            database,
+            store,
             replica_topics,
             self.resync,
             self.owner_base,
@@ -199,7 +199,9 @@ class EventRuntime:
         retention = timedelta(hours=self.settings.kafka_topic_retention_hours)
         for definition in self.replicated:
             try:
-                newest = await asyncio.to_thread(newest_replicated, self.database, definition.type)
+                newest = await asyncio.to_thread(
+                    newest_replicated, self.writer.store, definition.type
+                )
                 if newest is None or newest < utcnow() - retention:
                     why = "empty" if newest is None else "older than the topic's retention"
                     versions = await self.resync(definition.type, newest)
@@ -227,7 +229,7 @@ class EventRuntime:
             )
 
     async def _resync_from_newest(self, res_type: str) -> int:
-        since = await asyncio.to_thread(newest_replicated, self.database, res_type)
+        since = await asyncio.to_thread(newest_replicated, self.writer.store, res_type)
         return await self.resync(res_type, since)
 
     async def _has_committed_offset(self, res_type: str) -> bool:

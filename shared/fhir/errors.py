@@ -60,6 +60,16 @@ def gone(diagnostics: str) -> FHIRError:
     return FHIRError(410, diagnostics, code="deleted")
 
 
+class Deleted(FHIRError):
+    """The resource is deleted: the store states at which version; the HTTP answer (410 with
+    the deletion's ETag, so a client can tell which version it saw) follows from that."""
+
+    def __init__(self, res_type: str, res_id: str, version_id: int) -> None:
+        super().__init__(410, f"{res_type}/{res_id} was deleted", code="deleted")
+        self.version_id = version_id
+        self.headers = {"ETag": f'W/"{version_id}"'}
+
+
 def precondition_failed(diagnostics: str) -> FHIRError:
     return FHIRError(412, diagnostics, code="conflict")
 

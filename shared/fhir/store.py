@@ -15,7 +15,7 @@ from shared.db.engine import Database
 from shared.db.models import INDEX_TABLES, ResourceRow, VersionRow
 from shared.fhir import exact_json
 from shared.fhir.dates import format_instant, utcnow
-from shared.fhir.errors import FHIRError, gone, not_found, precondition_failed
+from shared.fhir.errors import Deleted, gone, not_found, precondition_failed
 from shared.fhir.indexing import index_rows
 from shared.fhir.registry import Registry
 
@@ -108,12 +108,7 @@ class ResourceStore:
         if row is None:
             raise not_found(f"{res_type}/{res_id} is not known")
         if row.deleted:
-            raise FHIRError(
-                410,
-                f"{res_type}/{res_id} was deleted",
-                code="deleted",
-                headers={"ETag": f'W/"{row.version_id}"'},
-            )
+            raise Deleted(res_type, res_id, row.version_id)
         return Stored(
             res_type,
             res_id,
@@ -381,6 +376,72 @@ class ResourceStore:
         connection = session.connection()
         for statement in _CLEAR_INDEX:
             connection.execute(statement, {"row_pk": pk})
+
+    # ---- replicas ----------------------------------------------------------------------
+    def put_version(
+        self,
+        session: Session,
+        res_type: str,
+        res_id: str,
+        version_id: int,
+        resource: dict[str, Any] | None,
+        when: datetime,
+    ) -> bool:
+        """Store another service's version as it is (None: a delete), with no event; False
+        when ours is as new already, so an older version never overwrites a newer one."""
+        row = self.current_row(session, res_type, res_id, lock=True)
+        if row is not None and row.version_id >= version_id:
+            return False
+        content = _dump(resource) if resource is not None else None
+        deleted = resource is None
+        if row is None:
+            pk = self.insert_current(session, res_type, res_id, version_id, when, deleted, content)
+        else:
+            pk = row.pk
+            self.set_current(session, pk, version_id, when, deleted, content)
+            self.clear_index(session, pk)
+        exists = session.execute(
+            select(VersionRow.pk).where(
+                VersionRow.res_type == res_type,
+                VersionRow.res_id == res_id,
+                VersionRow.version_id == version_id,
+            )
+        ).first()
+        if not exists:
+            method = "DELETE" if deleted else ("POST" if version_id == 1 else "PUT")
+            self.write_version_row(
+                session, res_type, res_id, version_id, when, method, deleted, content
+            )
+        if resource is not None:
+            self.write_index(session, pk, res_type, resource)
+        return True
+
+    def newest_change(self, session: Session, res_type: str) -> datetime | None:
+        """The latest lastUpdated of any resource of a type, deletions included."""
+        return session.execute(
+            select(func.max(ResourceRow.last_updated)).where(ResourceRow.res_type == res_type)
+        ).scalar_one()
+
+    def tally(self, session: Session, res_type: str, until: datetime) -> tuple[int, Any]:
+        """How many current resources of a type changed at or before `until`, and the newest
+        such change (what reconciliation compares with the owner)."""
+        count, newest = session.execute(
+            select(func.count(), func.max(ResourceRow.last_updated)).where(
+                ResourceRow.res_type == res_type,
+                ResourceRow.deleted.is_(False),
+                ResourceRow.last_updated <= until,
+            )
+        ).one()
+        return int(count), newest
+
+    def clear_type(self, session: Session, res_type: str) -> None:
+        """Forget every resource of a type, versions and index rows included (a replica's
+        rebuild by replay)."""
+        pks = select(ResourceRow.pk).where(ResourceRow.res_type == res_type)
+        for table in INDEX_TABLES.values():
+            session.execute(delete(table).where(table.resource_pk.in_(pks)))
+        session.execute(delete(ResourceRow).where(ResourceRow.res_type == res_type))
+        session.execute(delete(VersionRow).where(VersionRow.res_type == res_type))
 
     def _notify(self, session: Session, stored: Stored) -> None:
         for listener in self.listeners:
