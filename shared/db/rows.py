@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Column, Connection, Dialect, String, Table
+from sqlalchemy.exc import DBAPIError
 
 # (table, rows): rows of one table, each a dict of column values (all with the same keys).
 Rows = tuple[Table, list[dict[str, Any]]]
@@ -13,8 +14,7 @@ Rows = tuple[Table, list[dict[str, Any]]]
 
 class RowWriter:
     """Writes a parent row and its dependent rows: on PostgreSQL in one statement (one round
-    trip), elsewhere in one executemany per table; driver SQL, so nothing is compiled per write.
-    """
+    trip), on SQLite in one executemany per table; driver SQL, nothing compiled per write."""
 
     def __init__(self, dialect: Dialect, *, link: str = "resource_pk") -> None:
         self.dialect = dialect
@@ -49,18 +49,33 @@ class RowWriter:
                         values = [None if v is None else process(v) for v in values]
                     params.append(values)
             return connection.exec_driver_sql(sql, tuple(params)).scalar_one()
-        pk = connection.exec_driver_sql(
-            self._insert_sql(parent, list(parent_row), returning=True),
-            tuple(self._values(parent, parent_row)),
-        ).scalar_one()
-        for (table, rows), names in zip(children, columns, strict=True):
-            linked = self.link in table.c and self.link not in names
-            sql = self._insert_sql(table, [self.link, *names] if linked else names)
-            batch = [
-                ((pk, *self._values(table, row)) if linked else tuple(self._values(table, row)))
-                for row in rows
-            ]
-            connection.exec_driver_sql(sql, batch if len(batch) > 1 else batch[0])
+        # SQLite runs in-process: no round trips to save, only the per-statement overhead of
+        # SQLAlchemy's execution layer, so the driver's cursor is used directly.
+        dbapi_error = self.dialect.loaded_dbapi.Error
+        statement, params = "", None
+        try:
+            cursor = connection.connection.cursor()
+            try:
+                statement = self._insert_sql(parent, list(parent_row))
+                params = self._values(parent, parent_row)
+                cursor.execute(statement, params)
+                pk = cursor.lastrowid
+                for (table, rows), names in zip(children, columns, strict=True):
+                    linked = self.link in table.c and self.link not in names
+                    statement = self._insert_sql(table, [self.link, *names] if linked else names)
+                    params = [
+                        [pk, *self._values(table, row)] if linked else self._values(table, row)
+                        for row in rows
+                    ]
+                    if len(params) == 1:
+                        cursor.execute(statement, params[0])
+                    else:
+                        cursor.executemany(statement, params)
+            finally:
+                cursor.close()
+        except dbapi_error as exc:
+            # Raised as SQLAlchemy would, so callers catch the same IntegrityError and so on.
+            raise DBAPIError.instance(statement, params, exc, dbapi_error) from exc
         return pk
 
     # ---- helpers -------------------------------------------------------------------------
