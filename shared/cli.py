@@ -48,8 +48,16 @@ def main(
         return 0
     if args.command in ("relay", "resync", "replay"):
         return asyncio.run(_event_command(args.command, settings, app_factory))
+    # Several workers each import the app afresh: uvicorn needs the factory's import path.
+    app = (
+        f"{app_factory.__module__}:{app_factory.__qualname__}"
+        if settings.workers > 1
+        else app_factory(settings)
+    )
     uvicorn.run(
-        app_factory(settings),
+        app,
+        factory=settings.workers > 1,
+        workers=settings.workers,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
