@@ -35,19 +35,16 @@ class RowWriter:
         children = [(table, rows) for table, rows in children if rows]
         columns = [list(rows[0]) for _, rows in children]
         if self.one_statement:
+            # Rows as multi-row VALUES: scalar parameters are cheap to send, arrays are not.
             shape = zip(children, columns, strict=True)
-            key = (parent.name, *parent_row, *((t.name, *names) for (t, _), names in shape))
+            key = (parent.name, *parent_row, *((t.name, len(r), *n) for (t, r), n in shape))
             sql = self._sql.get(key)
             if sql is None:
                 sql = self._sql[key] = self._cte(parent, list(parent_row), children, columns)
             params: list[Any] = self._values(parent, parent_row)
-            for (table, rows), names in zip(children, columns, strict=True):
-                for name in names:
-                    process = self._processor(table.c[name])
-                    values = [row[name] for row in rows]
-                    if process:
-                        values = [None if v is None else process(v) for v in values]
-                    params.append(values)
+            for table, rows in children:
+                for row in rows:
+                    params += self._values(table, row)
             return connection.exec_driver_sql(sql, tuple(params)).scalar_one()
         # SQLite runs in-process: no round trips to save, only the per-statement overhead of
         # SQLAlchemy's execution layer, so the driver's cursor is used directly.
@@ -106,30 +103,28 @@ class RowWriter:
             self._sql[key] = sql
         return sql
 
-    def _array_type(self, column: Column[Any]) -> str:
-        # Text arrays for strings: the insert's assignment cast then refuses a value too long
-        # for a VARCHAR(n) (an explicit cast to VARCHAR(n)[] would silently cut it).
+    def _mark(self, column: Column[Any]) -> str:
+        # Strings go untyped, so the insert's assignment cast refuses a value too long for a
+        # VARCHAR(n) (an explicit cast would silently cut it); other types are spelt out, as
+        # VALUES in a SELECT gives its columns no type from the target table.
         if isinstance(column.type, String):
-            return "text[]"
-        return f"{column.type.compile(dialect=self.dialect)}[]"
+            return "%s"
+        return f"%s::{column.type.compile(dialect=self.dialect)}"
 
     def _cte(
         self, parent: Table, parent_names: list[str], children: list[Rows], columns: list[list[str]]
     ) -> str:
-        """WITH p AS (INSERT parent RETURNING pk), c1 AS (INSERT ... SELECT FROM unnest(...))
-        ... SELECT pk FROM p: the child inserts see the parent's new key."""
+        """WITH p AS (INSERT parent RETURNING pk), c0 AS (INSERT ... SELECT p.pk, v.* FROM p,
+        (VALUES ...) v) ... SELECT pk FROM p: the child inserts see the parent's new key."""
         pk = parent.primary_key.columns[0].name
         parts = [f"p AS ({self._insert_sql(parent, parent_names, returning=True)})"]
-        for i, ((table, _rows), names) in enumerate(zip(children, columns, strict=True)):
-            arrays = ", ".join(f"%s::{self._array_type(table.c[n])}" for n in names)
-            aliases = ", ".join(f"u.{n}" for n in names)
+        for i, ((table, rows), names) in enumerate(zip(children, columns, strict=True)):
+            row = "(" + ", ".join(self._mark(table.c[n]) for n in names) + ")"
+            values = "VALUES " + ", ".join([row] * len(rows))
             if self.link in table.c and self.link not in names:
                 target = f"{self.link}, {', '.join(names)}"
-                select = (
-                    f"SELECT p.{pk}, {aliases} FROM p, unnest({arrays}) AS u({', '.join(names)})"
-                )
+                source = f"SELECT p.{pk}, v.* FROM p, ({values}) AS v({', '.join(names)})"
             else:
-                target = ", ".join(names)
-                select = f"SELECT {aliases} FROM unnest({arrays}) AS u({', '.join(names)})"
-            parts.append(f"c{i} AS (INSERT INTO {table.name} ({target}) {select})")
+                target, source = ", ".join(names), values
+            parts.append(f"c{i} AS (INSERT INTO {table.name} ({target}) {source})")
         return f"WITH {', '.join(parts)} SELECT {pk} FROM p"
