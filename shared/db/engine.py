@@ -11,10 +11,35 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger(__name__)
+
+
+# Pooled connections unused this long are pinged before use (a restart, an idle time-out).
+IDLE_PING_SECONDS = 10.0
+
+
+def _ping_idle(engine: Engine) -> None:
+    """Ping a pooled connection at checkout only when it has been idle a while."""
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection, record) -> None:  # type: ignore[no-untyped-def]
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection, record, _proxy) -> None:  # type: ignore[no-untyped-def]
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < IDLE_PING_SECONDS:
+            return
+        try:
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+            dbapi_connection.rollback()
+        except Exception as exc:
+            # The pool then discards this connection and checks out a fresh one.
+            raise DisconnectionError(str(exc)) from exc
 
 
 class Database:
@@ -32,12 +57,16 @@ class Database:
                 url,
                 pool_size=pool_size,
                 max_overflow=pool_size * 2,
-                pool_pre_ping=True,
+                # A ping on every checkout is a round trip per request: only connections idle
+                # for a while are pinged (_ping_idle), and a statement failing on a dropped
+                # connection invalidates the pool, so the next checkouts reconnect.
+                pool_pre_ping=False,
                 # Server-side prepared statements switch to generic plans that ignore the
                 # searched values; a search then takes 100x longer (seen at 100k rows).
                 connect_args={"prepare_threshold": None},
             )
             self.read_engine = self.write_engine
+            _ping_idle(self.write_engine)
         self._write_sessions = sessionmaker(self.write_engine, expire_on_commit=False)
         self._stats_lock = threading.Lock()
         self._sqlite_writer: AbstractContextManager[object] = (
