@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
 from sqlalchemy import Column, Connection, Dialect, String, Table
 from sqlalchemy.exc import DBAPIError
 
@@ -35,16 +36,22 @@ class RowWriter:
         children = [(table, rows) for table, rows in children if rows]
         columns = [list(rows[0]) for _, rows in children]
         if self.one_statement:
-            # Rows as multi-row VALUES: scalar parameters are cheap to send, arrays are not.
-            shape = zip(children, columns, strict=True)
-            key = (parent.name, *parent_row, *((t.name, len(r), *n) for (t, r), n in shape))
+            linked = [self._linked(t, n) for (t, _), n in zip(children, columns, strict=True)]
+            shape = zip(children, columns, linked, strict=True)
+            # A linked table's rows travel as one JSON parameter, whatever their number.
+            key = (parent.name, *parent_row, *((t.name, j or len(r), *n) for (t, r), n, j in shape))
             sql = self._sql.get(key)
             if sql is None:
                 sql = self._sql[key] = self._cte(parent, list(parent_row), children, columns)
             params: list[Any] = self._values(parent, parent_row)
-            for table, rows in children:
-                for row in rows:
-                    params += self._values(table, row)
+            for (table, rows), is_linked in zip(children, linked, strict=True):
+                if is_linked:
+                    # One parameter, not one per value: psycopg converts a statement of more
+                    # than 50 parameters afresh each time, and dumps each one in Python.
+                    params.append(orjson.dumps(rows, default=str).decode())
+                else:
+                    for row in rows:
+                        params += self._values(table, row)
             return connection.exec_driver_sql(sql, tuple(params)).scalar_one()
         # SQLite runs in-process: no round trips to save, only the per-statement overhead of
         # SQLAlchemy's execution layer, so the driver's cursor is used directly.
@@ -103,28 +110,35 @@ class RowWriter:
             self._sql[key] = sql
         return sql
 
-    def _mark(self, column: Column[Any]) -> str:
-        # Strings go untyped, so the insert's assignment cast refuses a value too long for a
-        # VARCHAR(n) (an explicit cast would silently cut it); other types are spelt out, as
-        # VALUES in a SELECT gives its columns no type from the target table.
+    def _linked(self, table: Table, names: list[str]) -> bool:
+        return self.link in table.c and self.link not in names
+
+    def _sql_type(self, column: Column[Any]) -> str:
+        # Strings as text, so the insert's assignment cast refuses a value too long for a
+        # VARCHAR(n) (an explicit cast to VARCHAR(n) would silently cut it).
         if isinstance(column.type, String):
-            return "%s"
-        return f"%s::{column.type.compile(dialect=self.dialect)}"
+            return "text"
+        return column.type.compile(dialect=self.dialect)
 
     def _cte(
         self, parent: Table, parent_names: list[str], children: list[Rows], columns: list[list[str]]
     ) -> str:
-        """WITH p AS (INSERT parent RETURNING pk), c0 AS (INSERT ... SELECT p.pk, v.* FROM p,
-        (VALUES ...) v) ... SELECT pk FROM p: the child inserts see the parent's new key."""
+        """WITH p AS (INSERT parent RETURNING pk), c0 AS (INSERT ... SELECT p.pk, j.* FROM p,
+        json_to_recordset(...) j) ... SELECT pk FROM p: the child inserts see the new key."""
         pk = parent.primary_key.columns[0].name
         parts = [f"p AS ({self._insert_sql(parent, parent_names, returning=True)})"]
         for i, ((table, rows), names) in enumerate(zip(children, columns, strict=True)):
-            row = "(" + ", ".join(self._mark(table.c[n]) for n in names) + ")"
-            values = "VALUES " + ", ".join([row] * len(rows))
-            if self.link in table.c and self.link not in names:
-                target = f"{self.link}, {', '.join(names)}"
-                source = f"SELECT p.{pk}, v.* FROM p, ({values}) AS v({', '.join(names)})"
+            quoted = [f'"{n}"' for n in names]
+            if self._linked(table, names):
+                types = [self._sql_type(table.c[n]) for n in names]
+                record = ", ".join(f"{q} {t}" for q, t in zip(quoted, types, strict=True))
+                target = ", ".join([self.link, *quoted])
+                source = (
+                    f"SELECT p.{pk}, {', '.join('j.' + q for q in quoted)} "
+                    f"FROM p, json_to_recordset(%s::json) AS j({record})"
+                )
             else:
-                target, source = ", ".join(names), values
+                row = "(" + ", ".join(["%s"] * len(names)) + ")"
+                target, source = ", ".join(quoted), "VALUES " + ", ".join([row] * len(rows))
             parts.append(f"c{i} AS (INSERT INTO {table.name} ({target}) {source})")
         return f"WITH {', '.join(parts)} SELECT {pk} FROM p"
