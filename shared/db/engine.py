@@ -75,6 +75,7 @@ class Database:
         self._writes = 0
         self._analyze_every = 1000
         self._analyzed_at = time.monotonic()
+        self._analyzing = False
         self._read_sessions = sessionmaker(self.read_engine, expire_on_commit=False)
 
     @staticmethod
@@ -135,11 +136,20 @@ class Database:
                 return
             self._writes = 0
             self._analyzed_at = time.monotonic()
+            if self._analyzing:
+                return
+            self._analyzing = True
+        # Off the request path: the write has committed, its response need not wait.
+        threading.Thread(target=self._analyze, name="sqlite-analyze", daemon=True).start()
+
+    def _analyze(self) -> None:
         try:
             self.optimize()
         except OperationalError as exc:
             # The write has committed; fresher statistics can wait for the next round.
             log.warning("ANALYZE skipped: %s", type(exc).__name__)
+        finally:
+            self._analyzing = False
 
     def optimize(self) -> None:
         """Refresh the query planner's statistics (sampled, so it takes milliseconds)."""
