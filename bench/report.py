@@ -10,7 +10,8 @@ from typing import Any
 
 from bench.driver import Phase
 
-CREATE_SHARE_TARGET = 0.50  # creates/s on PostgreSQL vs the baseline
+# creates/s vs the baseline, one worker (issue 7: 35 % on PostgreSQL, 45 % on SQLite)
+CREATE_SHARE_TARGETS = {"postgres": 0.35, "sqlite": 0.45}
 SEARCH_P99_TARGET_MS = 20.0
 LABELS = {"sqlite": "SQLite", "postgres": "PostgreSQL"}
 
@@ -20,6 +21,12 @@ class Backend:
     name: str
     load_seconds: float = 0.0
     phases: dict[str, Phase] = field(default_factory=dict)
+    workers: int = 1  # uvicorn worker processes
+
+    @property
+    def label(self) -> str:
+        label = LABELS[self.name]
+        return f"{label}, {self.workers} workers" if self.workers > 1 else label
 
 
 @dataclass
@@ -64,14 +71,15 @@ def targets(results: Results) -> list[tuple[str, str, bool]]:
     found = []
     base = results.baseline_rate
     for backend in results.backends:
-        label = LABELS[backend.name]
-        if backend.name == "postgres" and "create" in backend.phases:
+        label = backend.label
+        target = CREATE_SHARE_TARGETS.get(backend.name)
+        if target is not None and backend.workers == 1 and "create" in backend.phases:
             share = backend.phases["create"].rate / base
             found.append(
                 (
-                    f"creates/s on {label} >= {CREATE_SHARE_TARGET:.0%} of the baseline",
+                    f"creates/s on {label} >= {target:.0%} of the baseline",
                     f"{share:.0%} ({backend.phases['create'].rate:,.0f} vs {base:,.0f}/s)",
-                    share >= CREATE_SHARE_TARGET,
+                    share >= target,
                 )
             )
         if "search" in backend.phases:
@@ -103,7 +111,7 @@ def markdown(results: Results) -> str:
         p = backend.phases
         create = p.get("create")
         cells = [
-            LABELS[backend.name],
+            backend.label,
             f"{create.rate:,.0f}" if create else "",
             f"{create.rate / base:.0%}" if create else "",
         ]
@@ -137,8 +145,9 @@ def _details(results: Results) -> list[str]:
             f"bench client {phase.client_cpu:.0%}, machine {phase.machine_cpu:.0%} busy"
         )
     for backend in results.backends:
-        label = LABELS[backend.name]
-        lines.append(f"- {label}: loaded in {backend.load_seconds:.1f} s")
+        label = backend.label
+        if backend.load_seconds:
+            lines.append(f"- {label}: loaded in {backend.load_seconds:.1f} s")
         for phase in backend.phases.values():
             extra = ""
             if phase.hits:
@@ -196,32 +205,36 @@ def chart(results: Results, path: Path) -> None:
     from matplotlib import ticker
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
-    names = ["baseline"] + [LABELS[b.name] for b in results.backends]
+    names = ["baseline"] + [b.label for b in results.backends]
     rates = [results.baseline_rate] + [
         b.phases["create"].rate if "create" in b.phases else 0 for b in results.backends
     ]
-    bars = left.bar(names, rates, color=["#999999", "#4c72b0", "#dd8452"][: len(names)])
+    colors = ["#999999", "#4c72b0", "#dd8452", "#c44e52"][: len(names)]
+    bars = left.bar(names, rates, color=colors)
     left.bar_label(bars, fmt="{:,.0f}")
-    left.axhline(
-        results.baseline_rate * CREATE_SHARE_TARGET,
-        color="red",
-        linestyle="--",
-        linewidth=1,
-        label=f"target: {CREATE_SHARE_TARGET:.0%} of the baseline",
-    )
+    for name, target in CREATE_SHARE_TARGETS.items():
+        left.axhline(
+            results.baseline_rate * target,
+            color="red",
+            linestyle="--" if name == "postgres" else ":",
+            linewidth=1,
+            label=f"target {LABELS[name]}: {target:.0%} of the baseline",
+        )
     left.legend(loc="upper right")
     left.set_title(f"Observation creates/s (c={results.concurrency})")
     left.set_ylabel("creates per second")
 
     groups = [(f"{kind} p{pct}", kind, pct) for kind in ("read", "search") for pct in (50, 99)]
-    width = 0.8 / max(1, len(results.backends))
+    # Rows measured for creates only (more workers) have no latencies to show.
+    latency_backends = [b for b in results.backends if b.workers == 1]
+    width = 0.8 / max(1, len(latency_backends))
     colours = {"sqlite": "#4c72b0", "postgres": "#dd8452"}
-    for i, backend in enumerate(results.backends):
+    for i, backend in enumerate(latency_backends):
         values = [
             backend.phases[kind].percentile(pct) if kind in backend.phases else math.nan
             for _, kind, pct in groups
         ]
-        xs = _offsets(i, len(results.backends), width, groups)
+        xs = _offsets(i, len(latency_backends), width, groups)
         for x, value in zip(xs, values, strict=True):
             if math.isnan(value):
                 right.text(x, 0.6, "none\ndone", ha="center", fontsize=7)

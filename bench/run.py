@@ -82,6 +82,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="load client: lean keep-alive HTTP/1.1 (default) or httpx (env BENCH_CLIENT)",
     )
     parser.add_argument(
+        "--creates-only",
+        action="store_true",
+        default=os.environ.get("BENCH_CREATES_ONLY", "") not in ("", "0"),
+        help="measure creates only, no read or search phases (env BENCH_CREATES_ONLY=1)",
+    )
+    parser.add_argument(
+        "--pg-workers",
+        type=int,
+        default=_env_int("BENCH_PG_WORKERS", 2),
+        help="also measure PostgreSQL creates with this many uvicorn workers (0 or 1: not; "
+        "env BENCH_PG_WORKERS; default 2)",
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         default=Path(os.environ.get("BENCH_OUT", RESULTS)),
@@ -170,11 +183,13 @@ def measure_baseline(results: Results, workload: Workload, args: argparse.Namesp
 def measure_service(
     backend: Backend, url: str, workload: Workload, args: argparse.Namespace
 ) -> None:
-    server = outcomes_service(url).start()
+    server = outcomes_service(url, workers=backend.workers).start()
     c = args.concurrency
     try:
         p = backend.phases
-        p["create"] = _phase(server, f"{backend.name} create", workload.create, args, c)
+        p["create"] = _phase(server, f"{backend.label} create", workload.create, args, c)
+        if args.creates_only or backend.workers > 1:
+            return
         p["read"] = _phase(server, f"{backend.name} read", workload.read, args, 1)
         p["read-loaded"] = _phase(server, f"{backend.name} read", workload.read, args, c)
         p["search"] = _phase(server, f"{backend.name} search", workload.search, args, 1, True)
@@ -214,7 +229,8 @@ def _header(args: argparse.Namespace, patients: int, pg_version: str | None) -> 
         "- Search: `Observation?patient=X&code=http://loinc.org|Y&date=geZ&_count=50` "
         "(X, Y from a stored Observation, Z a random day of the two years)",
         f"- Machine: {os.cpu_count()} cores (shared), load average {load1:.1f} / {load5:.1f} "
-        f"at start; Python {platform.python_version()}; one uvicorn worker per server, "
+        f"at start; Python {platform.python_version()}; one uvicorn worker per server "
+        f"(unless a row says otherwise), "
         f"log level warning; load from this machine with the {args.client} client, "
         f"concurrency {args.concurrency} for creates and the loaded columns",
         f"- Code: {_revision()}",
@@ -254,6 +270,9 @@ def main(argv: list[str] | None = None) -> int:
                 urls[name], name, args.observations, patients=patients
             )
             results.backends.append(backend)
+        if "postgres" in args.backends and args.pg_workers > 1:
+            # Creates only, on the database loaded above: how a service scales with cores.
+            results.backends.append(Backend("postgres", workers=args.pg_workers))
         workload = Workload(keys, patients)
         measure_baseline(results, workload, args)
         for backend in results.backends:

@@ -1,4 +1,4 @@
-"""Real uvicorn processes (one worker each) on free ports, started and stopped by the bench."""
+"""Real uvicorn processes (one worker each, unless asked) on free ports, run by the bench."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from tooling.service_process import HTTPProcess
 LOG_LEVEL = "warning"  # no access log, for the service and the baseline alike
 
 
-def outcomes_service(database_url: str) -> HTTPProcess:
+def outcomes_service(database_url: str, *, workers: int = 1) -> HTTPProcess:
     """The outcomes service as deployed: `python -m services.outcomes serve`."""
     port = free_port()
     env = {
@@ -20,6 +20,7 @@ def outcomes_service(database_url: str) -> HTTPProcess:
         "OUTCOMES_PORT": str(port),
         "OUTCOMES_MIGRATE_ON_START": "false",
         "OUTCOMES_LOG_LEVEL": LOG_LEVEL,
+        "OUTCOMES_WORKERS": str(workers),
         # No broker: the outbox fills in each write's transaction, nothing is relayed.
         "KAFKA_BOOTSTRAP_SERVERS": "",
     }
@@ -37,9 +38,23 @@ def baseline_server() -> HTTPProcess:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time a process has used so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User plus system CPU time a process and its children (uvicorn's workers) have used
+    so far (Linux /proc)."""
+    total = 0.0
+    for one in [pid, *_children(pid)]:
+        try:
+            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # a child that has just exited
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
 
 
 def machine_ticks() -> tuple[int, int]:

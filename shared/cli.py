@@ -12,6 +12,7 @@ import sys
 import threading
 from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -51,15 +52,25 @@ def main(
         return 0
     if args.command in ("relay", "resync", "replay"):
         return asyncio.run(_event_command(args.command, settings, app_factory))
-    config = uvicorn.Config(
-        app_factory(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        proxy_headers=False,
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        "proxy_headers": False,
         # Half the grace period for requests in flight; the rest for the shutdown itself.
-        timeout_graceful_shutdown=settings.shutdown_grace_s / 2,  # type: ignore[arg-type]
-    )
+        "timeout_graceful_shutdown": settings.shutdown_grace_s / 2,
+    }
+    if settings.workers > 1:
+        # Several workers each import the app afresh: uvicorn needs the factory's import path
+        # (uvicorn's own supervisor then handles the signals of every worker).
+        uvicorn.run(
+            f"{app_factory.__module__}:{app_factory.__qualname__}",
+            factory=True,
+            workers=settings.workers,
+            **options,
+        )
+        return 0
+    config = uvicorn.Config(app_factory(settings), **options)
     try:
         BoundedServer(config, settings.shutdown_grace_s).run()
     except KeyboardInterrupt:

@@ -31,6 +31,9 @@ class ServiceSettings(BaseSettings):
     # Run alembic upgrade at start; a Kubernetes Job can do it instead and switch this off.
     migrate_on_start: bool = True
     log_level: str = "info"
+    # uvicorn worker processes, to use several cores (with PostgreSQL: SQLite has one writer).
+    # The relay's leader lock keeps one publisher; migrate with `migrate` first, not on start.
+    workers: int = Field(default=1, ge=1)
 
     # Events. Empty bootstrap servers: the outbox still fills, nothing is relayed or consumed.
     kafka_bootstrap_servers: str = Field(

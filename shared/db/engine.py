@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger(__name__)
@@ -100,6 +100,31 @@ def _sqlite_progress() -> int:
     return 1 if guard is not None and guard.expired() else 0
 
 
+# Pooled connections unused this long are pinged before use (a restart, an idle time-out).
+IDLE_PING_SECONDS = 10.0
+
+
+def _ping_idle(engine: Engine) -> None:
+    """Ping a pooled connection at checkout only when it has been idle a while."""
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection, record) -> None:  # type: ignore[no-untyped-def]
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection, record, _proxy) -> None:  # type: ignore[no-untyped-def]
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < IDLE_PING_SECONDS:
+            return
+        try:
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+            dbapi_connection.rollback()
+        except Exception as exc:
+            # The pool then discards this connection and checks out a fresh one.
+            raise DisconnectionError(str(exc)) from exc
+
+
 class Database:
     """Engines for one service's database; `write()` is the one place that commits."""
 
@@ -120,12 +145,16 @@ class Database:
                 url,
                 pool_size=pool_size,
                 max_overflow=pool_size * 2,
-                pool_pre_ping=True,
+                # A ping on every checkout is a round trip per request: only connections idle
+                # for a while are pinged (_ping_idle), and a statement failing on a dropped
+                # connection invalidates the pool, so the next checkouts reconnect.
+                pool_pre_ping=False,
                 # Server-side prepared statements switch to generic plans that ignore the
                 # searched values; a search then takes 100x longer (seen at 100k rows).
                 connect_args={"prepare_threshold": None},
             )
             self.read_engine = self.write_engine
+            _ping_idle(self.write_engine)
         for engine in {self.write_engine, self.read_engine}:
             event.listen(engine, "before_cursor_execute", _before_execute)
             event.listen(engine, "after_cursor_execute", _after_execute)
@@ -138,6 +167,7 @@ class Database:
         self._writes = 0
         self._analyze_every = 1000
         self._analyzed_at = time.monotonic()
+        self._analyzing = False
         self._read_sessions = sessionmaker(self.read_engine, expire_on_commit=False)
         # Called after each unit of work commits, with what its session noted in `info`
         # (the outbox notes that it wrote events, so the relay is woken).
@@ -243,11 +273,20 @@ class Database:
                 return
             self._writes = 0
             self._analyzed_at = time.monotonic()
+            if self._analyzing:
+                return
+            self._analyzing = True
+        # Off the request path: the write has committed, its response need not wait.
+        threading.Thread(target=self._analyze, name="sqlite-analyze", daemon=True).start()
+
+    def _analyze(self) -> None:
         try:
             self.optimize()
         except OperationalError as exc:
             # The write has committed; fresher statistics can wait for the next round.
             log.warning("ANALYZE skipped: %s", type(exc).__name__)
+        finally:
+            self._analyzing = False
 
     def optimize(self) -> None:
         """Refresh the query planner's statistics (sampled, so it takes milliseconds)."""

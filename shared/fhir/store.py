@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from shared.db.engine import Database
 from shared.db.models import INDEX_TABLES, ResourceRow, VersionRow
+from shared.db.rows import Rows, RowWriter
 from shared.fhir import exact_json
 from shared.fhir.dates import format_instant, utcnow
 from shared.fhir.errors import Deleted, gone, not_found, precondition_failed
@@ -47,6 +48,14 @@ MAX_VERSION = 2**31 - 1
 # Called inside the writing transaction, so whatever it records commits or rolls back with it.
 ChangeListener = Callable[[Session, Stored], None]
 
+_PENDING = "pending_rows"
+
+
+def pending_rows(session: Session) -> list[Rows] | None:
+    """Rows a create is gathering to insert with its own (None outside a create): a listener
+    adds its rows here so they travel in the same round trip."""
+    return session.info.get(_PENDING)
+
 
 def _dump(resource: dict[str, Any]) -> str:
     return exact_json.dumps_text(resource)
@@ -79,6 +88,7 @@ _CURRENT = select(_RESOURCES).where(
     _RESOURCES.c.res_type == bindparam("res_type"), _RESOURCES.c.res_id == bindparam("res_id")
 )
 _INSERT_INDEX = {kind: insert(model.__table__) for kind, model in INDEX_TABLES.items()}
+_INDEX_TABLE = {kind: model.__table__ for kind, model in INDEX_TABLES.items()}
 _CLEAR_INDEX = [
     delete(model.__table__).where(model.__table__.c.resource_pk == bindparam("row_pk"))
     for model in INDEX_TABLES.values()
@@ -92,6 +102,7 @@ class ResourceStore:
         self.database = database
         self.registry = registry
         self.listeners: list[ChangeListener] = []
+        self.rows = RowWriter(database.write_engine.dialect)
 
     # ---- reads -------------------------------------------------------------------------
     def current_row(self, session: Session, res_type: str, res_id: str, *, lock: bool) -> Any:
@@ -210,11 +221,28 @@ class ResourceStore:
         now = utcnow()
         _stamp(resource, res_id, 1, now)
         content = _dump(resource)
-        pk = self.insert_current(session, res_type, res_id, 1, now, False, content)
         stored = Stored(res_type, res_id, 1, now, False, resource, method)
-        self._write_version(session, stored, content)
-        self.write_index(session, pk, res_type, resource)
-        self._notify(session, stored)
+        current = {
+            "res_type": res_type,
+            "res_id": res_id,
+            "version_id": 1,
+            "last_updated": now,
+            "deleted": False,
+            "content": content,
+        }
+        version = {**current, "method": method}
+        rows: list[Rows] = [(_VERSIONS, [version])]
+        definition = self.registry.get(res_type)
+        if definition is not None:
+            for kind, found in index_rows(definition, resource).items():
+                rows.append((_INDEX_TABLE[kind], found))
+        # Listeners add their rows (the outbox's) to the same batch: one round trip in all.
+        session.info[_PENDING] = rows
+        try:
+            self._notify(session, stored)
+        finally:
+            del session.info[_PENDING]
+        self.rows.insert(session.connection(), _RESOURCES, current, rows)
         return stored
 
     def update(
