@@ -126,7 +126,8 @@ def load(
     try:
         upgrade(database)
         services = registry()
-        store = ResourceStore(database, services)
+        # Loading data, not changing it: no events.
+        store = ResourceStore(database, services, outbox=None)
         definition = services.resources["Observation"]
         progress = Progress(label, count)
         started = time.monotonic()

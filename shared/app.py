@@ -17,7 +17,7 @@ from shared.db.engine import Database
 from shared.db.migrate import upgrade
 from shared.docs import install_docs
 from shared.errors_http import install_error_handlers
-from shared.events.outbox import EVENTS_WRITTEN, current_traceparent
+from shared.events.outbox import EVENTS_WRITTEN, Outbox, current_traceparent
 from shared.events.runtime import EventRuntime
 from shared.fhir.interactions import Interactions
 from shared.fhir.registry import Registry
@@ -41,7 +41,13 @@ def build_context(settings: ServiceSettings, registry: Registry) -> FHIRContext:
     database = Database(
         settings.resolved_database_url(), statement_timeout_ms=settings.statement_timeout_ms
     )
-    store = ResourceStore(database, registry)
+    outbox = Outbox(
+        registry,
+        source=f"urn:kemdr:{settings.service_name}",
+        topic_prefix=settings.topic_prefix,
+        max_data_bytes=settings.event_max_data_bytes,
+    )
+    store = ResourceStore(database, registry, outbox=outbox)
     interactions = Interactions(settings, registry, store)
     bundles = BundleProcessor(interactions, database)
     return FHIRContext(

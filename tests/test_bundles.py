@@ -204,7 +204,14 @@ async def test_transaction_processing_order_and_answers_in_request_order(
 async def test_failed_transaction_stores_nothing(outcomes: httpx.AsyncClient):
     app = outcomes._transport.app  # type: ignore[attr-defined]
     calls: list[str] = []
-    app.state.fhir.store.listeners.append(lambda _s, stored: calls.append(stored.id))
+    store = app.state.fhir.store
+    recorded = store.outbox
+
+    def record(session: Any, stored: Any) -> None:
+        calls.append(stored.id)
+        recorded(session, stored)
+
+    store.outbox = record
     panel = "urn:uuid:00000000-0000-4000-8000-0000000000aa"
     bundle = _bundle(
         [

@@ -46,7 +46,8 @@ def _insert_outbox(session: Session, row: dict) -> None:
 
 
 class Outbox:
-    """A store listener: records events for the owned types only (replicas never republish)."""
+    """The outbox step of every write: records events for the owned types only (replicas
+    never republish)."""
 
     def __init__(
         self, registry: Registry, *, source: str, topic_prefix: str, max_data_bytes: int

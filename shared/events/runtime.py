@@ -19,7 +19,6 @@ from shared.events.catchup import newest_replicated, replay_topic, resync_from_o
 from shared.events.consumer import ConsumerRunner, Handler
 from shared.events.envelope import ResourceEvent, topic_for
 from shared.events.healing import ReplicaHealer
-from shared.events.outbox import Outbox
 from shared.events.reactions import ReactionContext
 from shared.events.relay import OutboxRelay
 from shared.events.replica import ReplicaWriter
@@ -49,13 +48,6 @@ class EventRuntime:
         self.interactions = interactions
         self.registry = registry
         self.database = database
-        self.outbox = Outbox(
-            registry,
-            source=f"urn:kemdr:{settings.service_name}",
-            topic_prefix=settings.topic_prefix,
-            max_data_bytes=settings.event_max_data_bytes,
-        )
-        store.listeners.append(self.outbox)
         self.writer = ReplicaWriter(store)
         owned = [d.type for d in registry.resources.values() if d.owner == registry.service]
         self.replicated = [d for d in registry.resources.values() if d.owner != registry.service]

@@ -46,13 +46,14 @@ class Stored:
 MAX_VERSION = 2**31 - 1
 
 # Called inside the writing transaction, so whatever it records commits or rolls back with it.
-ChangeListener = Callable[[Session, Stored], None]
+# Records a committed-to-be change in the writer's transaction: the outbox.
+ChangeRecorder = Callable[[Session, Stored], None]
 
 _PENDING = "pending_rows"
 
 
 def pending_rows(session: Session) -> list[Rows] | None:
-    """Rows a create is gathering to insert with its own (None outside a create): a listener
+    """Rows a create is gathering to insert with its own (None outside a create): the outbox
     adds its rows here so they travel in the same round trip."""
     return session.info.get(_PENDING)
 
@@ -98,10 +99,15 @@ _CLEAR_INDEX = [
 class ResourceStore:
     """Reads and writes resources of the registered types inside a caller's unit of work."""
 
-    def __init__(self, database: Database, registry: Registry) -> None:
+    def __init__(
+        self, database: Database, registry: Registry, *, outbox: ChangeRecorder | None
+    ) -> None:
         self.database = database
         self.registry = registry
-        self.listeners: list[ChangeListener] = []
+        # Every create, update and delete is recorded here, in its own transaction: events
+        # depend on it, so it is a step of each write, not an optional listener. None only
+        # for tools that load data without events.
+        self.outbox = outbox
         self.rows = RowWriter(database.write_engine.dialect)
 
     # ---- reads -------------------------------------------------------------------------
@@ -236,7 +242,7 @@ class ResourceStore:
         if definition is not None:
             for kind, found in index_rows(definition, resource).items():
                 rows.append((_INDEX_TABLE[kind], found))
-        # Listeners add their rows (the outbox's) to the same batch: one round trip in all.
+        # The outbox adds its row to the same batch: one round trip in all.
         session.info[_PENDING] = rows
         try:
             self._notify(session, stored)
@@ -472,5 +478,5 @@ class ResourceStore:
         session.execute(delete(VersionRow).where(VersionRow.res_type == res_type))
 
     def _notify(self, session: Session, stored: Stored) -> None:
-        for listener in self.listeners:
-            listener(session, stored)
+        if self.outbox is not None:
+            self.outbox(session, stored)
