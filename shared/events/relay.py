@@ -37,6 +37,13 @@ class RelayStatus:
     leader: bool = False
 
 
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 class TopicsLost(KafkaError):
     """Sends were acknowledged for topics the broker then did not have: publish again."""
 
@@ -50,13 +57,24 @@ class OutboxRelay:
         self.topics = topics
         self.status = RelayStatus()
         self._wake = asyncio.Event()
+        # The loop the relay runs on, for wakes from worker threads.
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
         self._leader_connection = None
         self._holds_lock = False
 
     def wake(self) -> None:
-        """Called after a write commits, so events leave without waiting for the next poll."""
-        self._wake.set()
+        """Called after a write commits, so events leave without waiting for the next poll.
+
+        Units of work commit in worker threads, and an asyncio.Event is not thread-safe: set
+        from another thread, it would not wake the loop until something else did.
+        """
+        loop = self._loop
+        if loop is None or _running_loop() is loop:
+            self._wake.set()
+            return
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nothing to wake
+            loop.call_soon_threadsafe(self._wake.set)
 
     def _fetch(self) -> list[OutboxRow]:
         with self.database.read() as session:
@@ -217,6 +235,7 @@ class OutboxRelay:
 
     async def run(self, poll_seconds: float = 0.5) -> None:
         """Relay until stopped; Kafka outages are retried with backoff and lose nothing."""
+        self._loop = asyncio.get_running_loop()
         backoff = 0.2
         try:
             while not self._stopping:
