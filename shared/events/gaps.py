@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from shared.db.engine import Database
@@ -20,6 +20,18 @@ from shared.fhir.dates import DateFormatError, date_range, utcnow
 _MAX_RANGES = 64
 
 Ranges = list[list[int]]
+
+_TABLE = ReplicaProgress.__table__
+_PROGRESS = select(_TABLE.c.contiguous, _TABLE.c.seen_above, _TABLE.c.gap_since).where(
+    _TABLE.c.topic == bindparam("topic")
+)
+_PROGRESS_LOCKED = _PROGRESS.with_for_update()
+_INSERT = insert(_TABLE)
+_ADVANCE = (
+    update(_TABLE)
+    .where(_TABLE.c.topic == bindparam("b_topic"))
+    .values(contiguous=bindparam("b_contiguous"), contiguous_time=bindparam("b_time"))
+)
 
 
 def add_to_ranges(ranges: Ranges, seq: int) -> Ranges:
@@ -85,33 +97,44 @@ class SequenceTracker:
         seq = event.seq
         if seq is None:
             return
-        row = session.execute(
-            select(ReplicaProgress).where(ReplicaProgress.topic == topic).with_for_update()
-        ).scalar_one_or_none()
+        connection = session.connection()
+        # Core statements, built once: this runs for every event a replica applies.
+        query = _PROGRESS if connection.dialect.name == "sqlite" else _PROGRESS_LOCKED
+        row = connection.execute(query, {"topic": topic}).first()
         if row is None:
             # The first event this replica sees starts its count (a replica built by resync
             # or replay learns the owner's numbering here; reconciliation covers the rest).
-            session.execute(
-                insert(ReplicaProgress).values(
-                    topic=topic, contiguous=seq, contiguous_time=_event_time(event), seen_above="[]"
-                )
+            connection.execute(
+                _INSERT,
+                {
+                    "topic": topic,
+                    "contiguous": seq,
+                    "contiguous_time": _event_time(event),
+                    "seen_above": "[]",
+                },
             )
             return
         if seq <= row.contiguous:
             return  # a redelivery or a re-send
+        if seq == row.contiguous + 1 and row.seen_above == "[]":
+            # The common case: the next number, no gap open.
+            connection.execute(
+                _ADVANCE, {"b_topic": topic, "b_contiguous": seq, "b_time": _event_time(event)}
+            )
+            return
         ranges = add_to_ranges(orjson.loads(row.seen_above), seq)
         contiguous, ranges = advance(row.contiguous, ranges)
-        values: dict[str, Any] = {"contiguous": contiguous, "seen_above": orjson.dumps(ranges)}
+        values: dict[str, Any] = {
+            "contiguous": contiguous,
+            "seen_above": orjson.dumps(ranges).decode(),
+        }
         if contiguous != row.contiguous:
             values["contiguous_time"] = _event_time(event)
         if not ranges:
             values["gap_since"] = None
         elif row.gap_since is None:
             values["gap_since"] = utcnow()
-        values["seen_above"] = values["seen_above"].decode()
-        session.execute(
-            update(ReplicaProgress).where(ReplicaProgress.topic == topic).values(**values)
-        )
+        connection.execute(update(_TABLE).where(_TABLE.c.topic == topic).values(**values))
 
     def overdue(self, database: Database, older_than: timedelta) -> list[Gap]:
         """Gaps open for longer than `older_than`."""
