@@ -60,3 +60,31 @@ async def test_readyz_is_503_while_postgresql_is_down_and_recovers_without_a_res
             headers={"Content-Type": "application/fhir+json"},
         )
         assert again.status_code == 201, again.text
+
+
+@pytest.mark.postgres
+async def test_first_write_after_a_restart_while_idle_reconnects(
+    own_postgres: PostgresCluster, monkeypatch: pytest.MonkeyPatch
+):
+    # No pre-ping on every checkout: a connection idle past IDLE_PING_SECONDS is pinged, so
+    # a restart nobody noticed (no request while it was down) costs no failed request.
+    monkeypatch.setattr("shared.db.engine.IDLE_PING_SECONDS", 0.0)
+    url = own_postgres.create_database("intake")
+    database = Database(url)
+    upgrade(database)
+    database.dispose()
+    _, factory = SERVICES["intake"]
+    app = factory(make_settings("intake", url))
+    transport = httpx.ASGITransport(app=app)
+    patient = {"resourceType": "Patient"}
+    headers = {"Content-Type": "application/fhir+json"}
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://t") as client,
+    ):
+        first = await client.post("/fhir/Patient", json=patient, headers=headers)
+        assert first.status_code == 201, first.text
+        own_postgres.crash()
+        own_postgres.recover()
+        again = await client.post("/fhir/Patient", json=patient, headers=headers)
+        assert again.status_code == 201, again.text
