@@ -151,7 +151,16 @@ class Database:
                 pool_pre_ping=False,
                 # Server-side prepared statements switch to generic plans that ignore the
                 # searched values; a search then takes 100x longer (seen at 100k rows).
-                connect_args={"prepare_threshold": None},
+                connect_args={
+                    "prepare_threshold": None,
+                    # The statement limit as a session default: setting it in every
+                    # transaction would cost each unit of work a round trip.
+                    **(
+                        {"options": f"-c statement_timeout={int(statement_timeout_ms)}"}
+                        if statement_timeout_ms
+                        else {}
+                    ),
+                },
             )
             self.read_engine = self.write_engine
             _ping_idle(self.write_engine)
@@ -231,8 +240,9 @@ class Database:
         self._guards.add(guard)
         token = _guard.set(guard)
         try:
-            if not self.is_sqlite:
-                # Enforced by the server too, so it holds even if this process is stuck.
+            if not self.is_sqlite and guard.timeout_ms != self.statement_timeout_ms:
+                # Enforced by the server too, so it holds even if this process is stuck (the
+                # connections carry the usual limit already).
                 session.connection().exec_driver_sql(
                     f"SET LOCAL statement_timeout = {int(guard.timeout_ms)}"
                 )
