@@ -170,15 +170,7 @@ async def running(
         # One in-process owner is enough for the services the tests run.
         (owner,) = owners.values()
         app.state.events.http_transport = owner.transport()
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app),
-            base_url="http://testserver/fhir",
-            headers=FHIR_JSON,
-            timeout=60,
-        ) as client,
-    ):
+    async with serving(app) as client:
         yield Running(app, client)
 
 
