@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 
 import httpx
 import pytest
@@ -23,21 +24,27 @@ def own_postgres() -> Iterator[PostgresCluster]:
         cluster.stop()
 
 
-@pytest.mark.postgres
-async def test_readyz_is_503_while_postgresql_is_down_and_recovers_without_a_restart(
-    own_postgres: PostgresCluster,
-):
-    url = own_postgres.create_database("intake")
+@asynccontextmanager
+async def _intake_on(cluster: PostgresCluster) -> AsyncIterator[httpx.AsyncClient]:
+    """Intake on a fresh, migrated database of `cluster`, lifespan running, and a client."""
+    url = cluster.create_database("intake")
     database = Database(url)
     upgrade(database)
     database.dispose()
     _, factory = SERVICES["intake"]
     app = factory(make_settings("intake", url))
-    transport = httpx.ASGITransport(app=app)
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://t") as client,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
     ):
+        yield client
+
+
+@pytest.mark.postgres
+async def test_readyz_is_503_while_postgresql_is_down_and_recovers_without_a_restart(
+    own_postgres: PostgresCluster,
+):
+    async with _intake_on(own_postgres) as client:
         assert (await client.get("/readyz")).status_code == 200
         own_postgres.crash()
         down = await client.get("/readyz")
@@ -69,19 +76,9 @@ async def test_first_write_after_a_restart_while_idle_reconnects(
     # No pre-ping on every checkout: a connection idle past IDLE_PING_SECONDS is pinged, so
     # a restart nobody noticed (no request while it was down) costs no failed request.
     monkeypatch.setattr("shared.db.engine.IDLE_PING_SECONDS", 0.0)
-    url = own_postgres.create_database("intake")
-    database = Database(url)
-    upgrade(database)
-    database.dispose()
-    _, factory = SERVICES["intake"]
-    app = factory(make_settings("intake", url))
-    transport = httpx.ASGITransport(app=app)
     patient = {"resourceType": "Patient"}
     headers = {"Content-Type": "application/fhir+json"}
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://t") as client,
-    ):
+    async with _intake_on(own_postgres) as client:
         first = await client.post("/fhir/Patient", json=patient, headers=headers)
         assert first.status_code == 201, first.text
         own_postgres.crash()

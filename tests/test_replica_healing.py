@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
@@ -23,12 +24,35 @@ from tests import kafka_support
 from tests.conftest import BACKENDS
 from tests.factories import FHIR_JSON, patient
 from tests.kafka_support import Running, eventually, payloads, read_topic, running
+from tooling.broker import Broker
 
 kafka_broker = kafka_support.kafka_broker
 topic_prefix = kafka_support.topic_prefix
 new_database = kafka_support.new_database
 
 HEALING = {"gap_timeout_s": 1.0}
+
+
+@asynccontextmanager
+async def healing_pair(
+    broker: Broker, prefix: str, new_database: Callable[[str], str], **replica: Any
+) -> AsyncIterator[tuple[Running, Running]]:
+    """Intake and a scheduling replica of its Patients, healing quickly. Only the repair a
+    test is about may act: no catch-up when the replica's consumer reconnects."""
+    settings = {"kafka_bootstrap_servers": broker.bootstrap, "topic_prefix": prefix}
+    async with (
+        running("intake", new_database("intake"), **settings) as intake,
+        running(
+            "scheduling",
+            new_database("sched"),
+            owners={"intake": intake},
+            resync_on_start=False,
+            **HEALING,
+            **replica,
+            **settings,
+        ) as sched,
+    ):
+        yield intake, sched
 
 
 # ---- the numbering -----------------------------------------------------------------------
@@ -164,20 +188,11 @@ async def _relayed(intake: Running) -> bool:
 async def test_an_event_lost_before_the_broker_is_filled_in_when_the_next_one_shows_the_gap(
     kafka_broker, topic_prefix: str, new_database: Callable[[str], str], dropping: dict[str, int]
 ):
-    settings = {"kafka_bootstrap_servers": kafka_broker.bootstrap, "topic_prefix": topic_prefix}
-    async with (
-        running("intake", new_database("intake"), **settings) as intake,
-        running(
-            "scheduling",
-            new_database("sched"),
-            owners={"intake": intake},
-            reconcile_interval_s=0,  # only the sequence can reveal the loss here
-            # Only the repair under test: no catch-up when the consumer reconnects.
-            resync_on_start=False,
-            **HEALING,
-            **settings,
-        ) as sched,
+    async with healing_pair(kafka_broker, topic_prefix, new_database, reconcile_interval_s=0) as (
+        intake,
+        sched,
     ):
+        # (Reconciliation off: only the sequence can reveal the loss here.)
         first = await _create(intake, "First")
         await eventually(lambda: _present(sched, first), what="the first patient replicated")
         dropping[f"{topic_prefix}Patient"] = 1
@@ -197,19 +212,9 @@ async def test_an_event_lost_before_the_broker_is_filled_in_when_the_next_one_sh
 async def test_a_lost_last_event_is_found_by_reconciliation(
     kafka_broker, topic_prefix: str, new_database: Callable[[str], str], dropping: dict[str, int]
 ):
-    settings = {"kafka_bootstrap_servers": kafka_broker.bootstrap, "topic_prefix": topic_prefix}
-    async with (
-        running("intake", new_database("intake"), **settings) as intake,
-        running(
-            "scheduling",
-            new_database("sched"),
-            owners={"intake": intake},
-            reconcile_interval_s=1,
-            # Only the repair under test: no catch-up when the consumer reconnects.
-            resync_on_start=False,
-            **HEALING,
-            **settings,
-        ) as sched,
+    async with healing_pair(kafka_broker, topic_prefix, new_database, reconcile_interval_s=1) as (
+        intake,
+        sched,
     ):
         first = await _create(intake, "First")
         await eventually(lambda: _present(sched, first), what="the first patient replicated")
@@ -224,13 +229,7 @@ async def test_a_lost_last_event_is_found_by_reconciliation(
 async def test_reconciliation_is_quiet_when_nothing_is_missing(
     kafka_broker, topic_prefix: str, new_database: Callable[[str], str]
 ):
-    settings = {"kafka_bootstrap_servers": kafka_broker.bootstrap, "topic_prefix": topic_prefix}
-    async with (
-        running("intake", new_database("intake"), **settings) as intake,
-        running(
-            "scheduling", new_database("sched"), owners={"intake": intake}, **HEALING, **settings
-        ) as sched,
-    ):
+    async with healing_pair(kafka_broker, topic_prefix, new_database) as (intake, sched):
         ids = [await _create(intake, f"P{n}") for n in range(5)]
         await eventually(lambda: _present(sched, ids[-1]), what="replicated")
         assert await sched.events.healer.reconcile_all() == 0
@@ -250,19 +249,9 @@ def _forget(database: Database, pids: list[str]) -> None:
 async def test_resources_lost_from_a_running_replica_come_back_by_reconciliation(
     kafka_broker, topic_prefix: str, new_database: Callable[[str], str]
 ):
-    settings = {"kafka_bootstrap_servers": kafka_broker.bootstrap, "topic_prefix": topic_prefix}
-    async with (
-        running("intake", new_database("intake"), **settings) as intake,
-        running(
-            "scheduling",
-            new_database("sched"),
-            owners={"intake": intake},
-            reconcile_interval_s=1,
-            # Only the repair under test: no catch-up when the consumer reconnects.
-            resync_on_start=False,
-            **HEALING,
-            **settings,
-        ) as sched,
+    async with healing_pair(kafka_broker, topic_prefix, new_database, reconcile_interval_s=1) as (
+        intake,
+        sched,
     ):
         ids = [await _create(intake, f"P{n}") for n in range(12)]
         await eventually(lambda: _present(sched, ids[-1]), what="replicated")

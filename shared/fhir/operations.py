@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from shared.fhir.dates import DateFormatError, date_range
 from shared.fhir.errors import bad_request
+from shared.fhir.lexical import ID_PATTERN
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -18,10 +19,7 @@ if TYPE_CHECKING:
 
 Level = Literal["system", "type", "instance"]
 
-# FHIR primitive types an operation parameter may have, with the lexical check of each.
-_PRIMITIVE: dict[str, Callable[[str], Any]] = {}
 _CODE = re.compile(r"[^\s]+( [^\s]+)*")
-_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 
 
 def _integer(text: str) -> int:
@@ -60,30 +58,29 @@ def _code(text: str) -> str:
 
 
 def _id(text: str) -> str:
-    if not _ID.fullmatch(text):
+    if not ID_PATTERN.fullmatch(text):
         raise ValueError("an id")
     return text
 
 
-_PRIMITIVE.update(
-    {
-        "string": str,
-        "uri": str,
-        "url": str,
-        "canonical": str,
-        "markdown": str,
-        "integer": _integer,
-        "positiveInt": _integer,
-        "unsignedInt": _integer,
-        "boolean": _boolean,
-        "decimal": _decimal,
-        "date": _date,
-        "dateTime": _date,
-        "instant": _date,
-        "code": _code,
-        "id": _id,
-    }
-)
+# FHIR primitive types an operation parameter may have, with the lexical check of each.
+_PRIMITIVE: dict[str, Callable[[str], Any]] = {
+    "string": str,
+    "uri": str,
+    "url": str,
+    "canonical": str,
+    "markdown": str,
+    "integer": _integer,
+    "positiveInt": _integer,
+    "unsignedInt": _integer,
+    "boolean": _boolean,
+    "decimal": _decimal,
+    "date": _date,
+    "dateTime": _date,
+    "instant": _date,
+    "code": _code,
+    "id": _id,
+}
 # The JSON property a Parameters entry carries each primitive in.
 _VALUE_KEY = {name: f"value{name[0].upper()}{name[1:]}" for name in _PRIMITIVE}
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
+
+from shared.fhir.errors import FHIRError
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -38,9 +41,11 @@ class WriteContext:
     def previous(self) -> Stored | None:
         """The current stored version before this write (None when there is none)."""
         if not self._looked_up and self.res_id is not None:
-            store = self.interactions.store
-            if store.exists(self.session, self.res_type, self.res_id):
-                self._previous = store.read(self.session, self.res_type, self.res_id)
+            # One read: an id never stored (404) or deleted (410) has no previous version.
+            with contextlib.suppress(FHIRError):
+                self._previous = self.interactions.store.read(
+                    self.session, self.res_type, self.res_id
+                )
             self._looked_up = True
         return self._previous
 
