@@ -48,14 +48,20 @@ def add_operation_routes(router: APIRouter, ctx: FHIRContext) -> None:
                 paths.append(f"/{res_type}/{{id}}/${op.name}")
         for path in paths:
             endpoint = _endpoint(op, res_type, ctx, instance="{id}" in path)
-            router.add_api_route(
-                path,
-                endpoint,
-                methods=sorted(op.methods),
-                tags=[res_type or "system"],
-                summary=f"${op.name}: {op.description}",
-                openapi_extra=_openapi(op),
-            )
+            # One route per method: a shared route gives every method the same OpenAPI
+            # operationId, which code generators reject.
+            for method in sorted(op.methods):
+                router.add_api_route(
+                    path,
+                    endpoint,
+                    methods=[method],
+                    tags=[res_type or "system"],
+                    summary=f"${op.name}: {op.description}",
+                    operation_id=f"{method.lower()}_{path.strip('/')}".replace("/", "_")
+                    .replace("{id}", "id")
+                    .replace("$", "op_"),
+                    openapi_extra=_openapi(op),
+                )
 
     definitions = operation_definitions(registry, settings.canonical_base)
 
