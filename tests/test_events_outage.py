@@ -71,6 +71,7 @@ async def test_a_write_while_the_broker_is_down_is_delivered_once_it_is_back(
         for subject in {s for s, _ in seen}:
             versions = [int(v) for s, v in seen if s == subject]
             assert versions == sorted(versions)
+
         async def nothing_pending() -> bool:
             status = (await intake.client.get("/../status/events")).json()["relay"]
             return status["pending"] == 0
