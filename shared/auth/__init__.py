@@ -1,0 +1,1 @@
+"""Security of the FHIR services: bearer tokens, SMART scopes, practice access, audit."""
