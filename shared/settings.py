@@ -96,6 +96,27 @@ class ServiceSettings(BaseSettings):
     # Where /docs loads Swagger UI's script and styles; empty serves them from the package.
     docs_assets_url: str = ""
 
+    # Security. The issuer whose tokens are accepted (its metadata names the JWKS); empty
+    # refuses to start unless auth_disabled says, explicitly, that every route is open.
+    auth_issuer: str = ""
+    auth_disabled: bool = False
+    # The `aud` a token must carry; empty: this service's FHIR base URL as the client sees it.
+    auth_audience: str = ""
+    auth_practice_claim: str = "practice"
+    auth_clock_skew_s: int = Field(default=60, ge=0, le=600)
+    auth_max_token_bytes: int = Field(default=16_384, ge=512)
+    # Unknown `kid`: refetch the JWKS, but never more often than this.
+    auth_jwks_min_refresh_s: float = Field(default=60.0, ge=0)
+    # This service's own client (SMART Backend Services, private_key_jwt) for calls to peers.
+    auth_client_id: str = ""
+    auth_client_key_file: str = ""
+    # Empty: the token endpoint named in the issuer's metadata.
+    auth_token_endpoint: str = ""
+    # Browser origins allowed by CORS; none by default.
+    cors_origins: list[str] = Field(default_factory=list)
+    # Addresses (or CIDR blocks) of proxies whose X-Forwarded-* headers are believed.
+    trusted_proxies: list[str] = Field(default_factory=list)
+
     def resolved_database_url(self) -> str:
         """The SQLAlchemy URL to use: the configured one or the embedded SQLite file."""
         if self.database_url:
