@@ -13,6 +13,8 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from shared.auth.needs import Need, needs
+from shared.auth.setup import OPS_SCOPE, install_security
 from shared.db.engine import Database
 from shared.db.migrate import upgrade
 from shared.docs import install_docs
@@ -113,6 +115,8 @@ def create_service_app(settings: ServiceSettings, registry: Registry) -> FastAPI
     install_docs(app, settings)
 
     app.add_middleware(TraceContext)
+    # After TraceContext, so outside it: refused requests never reach the handlers.
+    install_security(app, settings)
 
     app.include_router(build_router(context))
 
@@ -132,7 +136,12 @@ def create_service_app(settings: ServiceSettings, registry: Registry) -> FastAPI
             return JSONResponse({"status": "unavailable", "database": "down"}, status_code=503)
         return JSONResponse({"status": "ok", "database": "up"})
 
-    @app.get("/status/events", tags=["ops"], summary="Outbox relay and consumer state")
+    @app.get(
+        "/status/events",
+        tags=["ops"],
+        summary="Outbox relay and consumer state",
+        dependencies=needs(Need(scope=OPS_SCOPE)),
+    )
     async def event_status() -> JSONResponse:
         return JSONResponse(await run_in_threadpool(events.status))
 

@@ -99,6 +99,8 @@ class ServiceSettings(BaseSettings):
     # Security. The issuer whose tokens are accepted (its metadata names the JWKS); empty
     # refuses to start unless auth_disabled says, explicitly, that every route is open.
     auth_issuer: str = ""
+    # Pinned keys instead of the issuer's JWKS endpoint: a JWKS document, or a path to one.
+    auth_jwks: str = ""
     auth_disabled: bool = False
     # The `aud` a token must carry; empty: this service's FHIR base URL as the client sees it.
     auth_audience: str = ""

@@ -21,6 +21,7 @@ from services.scheduling.app import create_app as scheduling_app
 from shared.db.engine import Database
 from shared.db.migrate import upgrade
 from shared.settings import ServiceSettings
+from tests.auth_support import auth_settings, staff_headers
 from tooling.postgres import PostgresCluster
 
 SERVICES: dict[str, tuple[type[ServiceSettings], Callable[[ServiceSettings], FastAPI]]] = {
@@ -73,7 +74,9 @@ BACKENDS = pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indir
 
 def make_settings(service: str, database_url: str, **overrides: object) -> ServiceSettings:
     settings_cls, _ = SERVICES[service]
-    return settings_cls(database_url=database_url, migrate_on_start=False, **overrides)
+    return settings_cls(
+        database_url=database_url, migrate_on_start=False, **{**auth_settings(), **overrides}
+    )
 
 
 @pytest.fixture
@@ -88,7 +91,7 @@ def service_client(database_url: str) -> Callable[..., AsyncIterator[httpx.Async
         return httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app),
             base_url="http://testserver/fhir",
-            headers={"Accept": "application/fhir+json"},
+            headers={"Accept": "application/fhir+json", **staff_headers()},
             timeout=60,
         )
 

@@ -26,6 +26,7 @@ from sqlalchemy import select
 from shared.db.engine import Database
 from shared.db.models import ResourceRow, VersionRow
 from shared.events.runtime import EventRuntime
+from tests.auth_support import staff_headers
 from tests.conftest import SERVICES, make_settings
 from tooling.broker import Broker
 
@@ -75,7 +76,7 @@ async def serving(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app),
             base_url="http://testserver/fhir",
-            headers=FHIR_JSON,
+            headers={**FHIR_JSON, **staff_headers()},
             timeout=60,
         ) as client,
     ):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Any
 
@@ -85,9 +86,32 @@ async def read_json(request: Request, max_bytes: int, allowed: set[str] = JSON_T
     return parse_json(await read_body(request, max_bytes, allowed))
 
 
-def base_url(request: Request, base_path: str) -> str:
-    """The absolute FHIR base as the client sees it, honouring X-Forwarded-* headers."""
+def trusted(client: str | None, proxies: list[str]) -> bool:
+    """Whether a peer address is one of the configured proxies (addresses or CIDR blocks)."""
+    if not client or not proxies:
+        return False
+    try:
+        address = ipaddress.ip_address(client)
+    except ValueError:
+        return False
+    for proxy in proxies:
+        try:
+            if address in ipaddress.ip_network(proxy, strict=False):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+def base_url(request: Request, base_path: str, trusted_proxies: list[str] | None = None) -> str:
+    """The absolute FHIR base as the client sees it; X-Forwarded-* headers count only when
+    the request came through a trusted proxy (anyone else could choose our Location)."""
     headers = request.headers
+    client = request.client.host if request.client else None
+    if not trusted(client, trusted_proxies or []):
+        host = headers.get("host", "")
+        host = host if _SAFE_HOST.match(host) else request.url.netloc
+        return f"{request.url.scheme}://{host}{base_path}"
     proto = headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
     if proto not in ("http", "https"):
         proto = request.url.scheme

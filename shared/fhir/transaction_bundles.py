@@ -13,6 +13,8 @@ from urllib.parse import parse_qsl, urlsplit
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from shared.auth.needs import check_interaction
+from shared.auth.principal import current_principal
 from shared.db.engine import SHUTDOWN, Database, StatementCancelled
 from shared.fhir import json_body
 from shared.fhir.dates import format_instant
@@ -35,6 +37,9 @@ _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 
 def _status_line(status: int) -> str:
     return f"{status} {HTTPStatus(status).phrase}"
+
+
+_INTERACTIONS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
 
 
 class Entry:
@@ -98,6 +103,20 @@ class Entry:
         self.if_none_exist = if_none_exist or None
         self.assigned_id: str | None = None
         self.existing: Result | None = None
+
+    @property
+    def interaction(self) -> str:
+        """The FHIR interaction this entry performs, for the scope check."""
+        if self.method in ("GET", "HEAD"):
+            return "vread" if self.version else ("read" if self.id else "search")
+        return _INTERACTIONS[self.method]
+
+    def check_scope(self) -> None:
+        """403 (located at this entry) unless the caller's scopes allow it."""
+        try:
+            check_interaction(current_principal.get(), self.type, self.interaction)
+        except FHIRError as exc:
+            raise _locate(exc, self) from None
 
     @property
     def identity(self) -> str | None:
@@ -180,6 +199,9 @@ class BundleProcessor:
             raise bad_request("Bundle.entry must be an array", ["Bundle.entry"])
         if kind == "transaction":
             entries = [Entry(i, raw, base) for i, raw in enumerate(raw_entries)]
+            # Every entry is checked before anything is written.
+            for entry in entries:
+                entry.check_scope()
             results = self._transaction(entries, base, strict)
             pairs = zip(entries, results, strict=True)
             rendered = [self._render(e, r, base, return_pref) for e, r in pairs]
@@ -314,6 +336,7 @@ class BundleProcessor:
         except FHIRError as exc:
             return {"response": {"status": _status_line(exc.status), "outcome": exc.outcome()}}
         try:
+            entry.check_scope()
             with self.database.write() as session:
                 result = self._execute(session, entry, base, strict)
             return self._render(entry, result, base, return_pref)

@@ -34,7 +34,7 @@ class FHIRContext:
 
     def base(self, request: Request) -> str:
         """The absolute FHIR base as this request's client sees it."""
-        return base_url(request, self.settings.base_path)
+        return base_url(request, self.settings.base_path, self.settings.trusted_proxies)
 
     async def write(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run `fn(session, ...)` in a unit of work (commits, then wakes the relay)."""

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
+from shared.auth.needs import Need, needs
 from shared.fhir.errors import FHIRError
 from shared.fhir.http import JSON_TYPES, check_accept, fhir_response, read_body
 from shared.fhir.operations import Operation, OperationCall, OperationResult
@@ -32,6 +33,13 @@ def operation_definitions(registry: Registry, canonical_base: str) -> dict[str, 
         op.definition_id(res_type): op.operation_definition(res_type, canonical_base)
         for res_type, op in declared_operations(registry)
     }
+
+
+def operation_need(op: Operation, res_type: str | None) -> Need:
+    """The scope an operation declares; undeclared, it needs every letter on its type."""
+    if op.scope:
+        return Need(scope=op.scope)
+    return Need(res_type or "*", "cruds")
 
 
 def add_operation_routes(router: APIRouter, ctx: FHIRContext) -> None:
@@ -61,18 +69,29 @@ def add_operation_routes(router: APIRouter, ctx: FHIRContext) -> None:
                     .replace("{id}", "id")
                     .replace("$", "op_"),
                     openapi_extra=_openapi(op),
+                    dependencies=needs(operation_need(op, res_type)),
                 )
 
     definitions = operation_definitions(registry, settings.canonical_base)
 
-    @router.get("/OperationDefinition/{id}", tags=["system"], summary="An OperationDefinition")
+    @router.get(
+        "/OperationDefinition/{id}",
+        tags=["system"],
+        summary="An OperationDefinition",
+        dependencies=needs(Need("OperationDefinition", "r")),
+    )
     async def read_definition(request: Request, id: str) -> Response:
         check_accept(request)
         if id not in definitions:
             raise FHIRError(404, f"OperationDefinition/{id[:80]} is not known", code="not-found")
         return fhir_response(definitions[id])
 
-    @router.get("/OperationDefinition", tags=["system"], summary="Every OperationDefinition")
+    @router.get(
+        "/OperationDefinition",
+        tags=["system"],
+        summary="Every OperationDefinition",
+        dependencies=needs(Need("OperationDefinition", "s")),
+    )
     async def list_definitions(request: Request) -> Response:
         check_accept(request)
         where = ctx.base(request)

@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends, Request
 
+from shared.auth.needs import Need, need_of, needs
+from shared.fhir.errors import FHIRError
 from shared.fhir.registry import ResourceDef
 from shared.fhir.rest import instance_level as instance
 from shared.fhir.rest import system
@@ -42,7 +44,7 @@ FORM_BODY = {
 
 def build_router(ctx: FHIRContext) -> APIRouter:
     """All FHIR routes of one service, under its base path."""
-    router = APIRouter(prefix=ctx.settings.base_path)
+    router = APIRouter(prefix=ctx.settings.base_path, dependencies=[Depends(_declared)])
     add = router.add_api_route
     add(
         "/metadata",
@@ -50,7 +52,9 @@ def build_router(ctx: FHIRContext) -> APIRouter:
         methods=["GET"],
         tags=["system"],
         summary="CapabilityStatement",
+        dependencies=needs(PUBLIC),
     )
+    bundle_need = needs(Need(per_entry=True))
     add(
         "/",
         system.bundle,
@@ -58,21 +62,34 @@ def build_router(ctx: FHIRContext) -> APIRouter:
         tags=["system"],
         summary="Transaction or batch Bundle",
         openapi_extra=JSON_BODY,
+        dependencies=bundle_need,
     )
     # HAPI and most clients POST Bundles to the base without a trailing slash.
-    add("", system.bundle, methods=["POST"], include_in_schema=False)
+    add("", system.bundle, methods=["POST"], include_in_schema=False, dependencies=bundle_need)
     add(
         "/_history",
         system.system_history,
         methods=["GET"],
         tags=["system"],
         summary="System history",
+        # Every type's changes: only a token that may read every type.
+        dependencies=needs(Need("*", "r")),
     )
     # Before the type routes: `/Patient/$everything` must not be read as `/Patient/{id}`.
     add_operation_routes(router, ctx)
     for definition in ctx.registry.resources.values():
         _type_routes(router, definition, owned=definition.owner == ctx.registry.service)
     return router
+
+
+# Discovery needs no token (the middleware lets it through); declared all the same.
+PUBLIC = Need(per_entry=False, scope="", letters="", res_type="")
+
+
+def _declared(request: Request) -> None:
+    """Fail closed: a FHIR route registered without a Need answers 403 to everyone."""
+    if need_of(request.scope.get("route")) is None:
+        raise FHIRError(403, "This route declares no scope, so it serves nobody", code="forbidden")
 
 
 def _type_routes(router: APIRouter, definition: ResourceDef, *, owned: bool) -> None:
@@ -84,19 +101,26 @@ def _type_routes(router: APIRouter, definition: ResourceDef, *, owned: bool) -> 
         {"name": p.name, "in": "query", "required": False, "schema": {"type": "string"}}
         for p in definition.params
     ]
-    reads: list[tuple[str, Callable[..., Any], str, dict[str, Any] | None]] = [
-        (path, by_type.search_get, f"Search {res_type}", {"parameters": search_params}),
-        (f"{path}/_history", by_type.type_history, f"{res_type} history", None),
-        (f"{path}/{{id}}", instance.read, f"Read {res_type}", None),
-        (f"{path}/{{id}}/_history", instance.instance_history, f"History of one {res_type}", None),
+    reads: list[tuple[str, Callable[..., Any], str, dict[str, Any] | None, str]] = [
+        (path, by_type.search_get, f"Search {res_type}", {"parameters": search_params}, "s"),
+        (f"{path}/_history", by_type.type_history, f"{res_type} history", None, "r"),
+        (f"{path}/{{id}}", instance.read, f"Read {res_type}", None, "r"),
+        (
+            f"{path}/{{id}}/_history",
+            instance.instance_history,
+            f"History of one {res_type}",
+            None,
+            "r",
+        ),
         (
             f"{path}/{{id}}/_history/{{vid}}",
             instance.vread,
             f"Read one version of a {res_type}",
             None,
+            "r",
         ),
     ]
-    for route_path, handler, summary, extra in reads:
+    for route_path, handler, summary, extra, letter in reads:
         router.add_api_route(
             route_path,
             handler,
@@ -105,6 +129,7 @@ def _type_routes(router: APIRouter, definition: ResourceDef, *, owned: bool) -> 
             summary=summary,
             openapi_extra=extra,
             name=f"{handler.__name__}_{res_type}",
+            dependencies=needs(Need(res_type, letter)),
         )
     router.add_api_route(
         f"{path}/_search",
@@ -114,16 +139,19 @@ def _type_routes(router: APIRouter, definition: ResourceDef, *, owned: bool) -> 
         summary=f"Search {res_type} (form body)",
         openapi_extra=FORM_BODY,
         name=f"search_post_{res_type}",
+        dependencies=needs(Need(res_type, "s")),
     )
-    writes: list[tuple[str, Callable[..., Any], str, dict[str, Any] | None]] = [
-        (path, by_type.create, "POST", JSON_BODY),
-        (path, by_type.conditional_update, "PUT", JSON_BODY),
-        (path, by_type.conditional_delete, "DELETE", None),
-        (f"{path}/{{id}}", instance.update, "PUT", JSON_BODY),
-        (f"{path}/{{id}}", instance.patch, "PATCH", PATCH_BODY),
-        (f"{path}/{{id}}", instance.delete, "DELETE", None),
+    writes: list[tuple[str, Callable[..., Any], str, dict[str, Any] | None, str]] = [
+        (path, by_type.create, "POST", JSON_BODY, "c"),
+        (path, by_type.conditional_update, "PUT", JSON_BODY, "u"),
+        (path, by_type.conditional_delete, "DELETE", None, "d"),
+        (f"{path}/{{id}}", instance.update, "PUT", JSON_BODY, "u"),
+        (f"{path}/{{id}}", instance.patch, "PATCH", PATCH_BODY, "u"),
+        (f"{path}/{{id}}", instance.delete, "DELETE", None, "d"),
     ]
-    for route_path, handler, method, extra in writes:
+    for route_path, handler, method, extra, letter in writes:
+        # A replica refuses writes (405) whatever the scopes: said before any scope check.
+        need = needs(Need(res_type, letter) if owned else PUBLIC)
         if owned:
             router.add_api_route(
                 route_path,
@@ -134,6 +162,7 @@ def _type_routes(router: APIRouter, definition: ResourceDef, *, owned: bool) -> 
                 name=f"{method.lower()}_{handler.__name__}_{res_type}",
                 openapi_extra=extra,
                 status_code=201 if handler is by_type.create else 200,
+                dependencies=need,
             )
         else:
             router.add_api_route(
@@ -142,4 +171,5 @@ def _type_routes(router: APIRouter, definition: ResourceDef, *, owned: bool) -> 
                 methods=[method],
                 tags=tags,
                 include_in_schema=False,
+                dependencies=need,
             )

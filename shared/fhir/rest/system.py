@@ -6,6 +6,7 @@ from fastapi import Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
+from shared.auth.setup import rest_security
 from shared.fhir.capability import capability_statement
 from shared.fhir.dates import date_range
 from shared.fhir.http import check_accept, fhir_response, prefer, read_json
@@ -20,6 +21,7 @@ async def metadata(request: Request, ctx: Ctx) -> Response:
     statement = capability_statement(
         ctx.registry, ctx.base(request), ctx.version, ctx.settings.canonical_base
     )
+    statement["rest"][0]["security"] = rest_security(ctx.settings, request.app.state.auth)
     return fhir_response(statement)
 
 
