@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench migrate clean
+.PHONY: install run token test lint bench migrate clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,14 @@ install: $(STAMP)
 
 run: $(STAMP)
 	$(PY) -m tooling.devrun
+
+# `make token SCOPE="system/*.rs" [PRACTICE=<Organization id>|*] [USER=Practitioner/<id>]`:
+# a token from the dev issuer `make run` started; the last line is the token alone.
+SCOPE ?= system/*.rs
+PRACTICE ?= *
+token: $(STAMP)
+	@$(PY) -m tooling.token --scope '$(SCOPE)' --practice '$(PRACTICE)' \
+		$(if $(filter command line,$(origin USER)),--user '$(USER)')
 
 test: install
 	$(PY) -m pytest -q

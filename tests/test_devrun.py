@@ -55,6 +55,9 @@ def test_a_second_signal_during_clean_up_still_stops_every_child(
     ports = {name: free_port() for name in NAMES}
     env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
     env["DEVRUN_BROKER_PORT"] = str(free_port())
+    issuer_port = free_port()
+    env["DEVRUN_ISSUER_PORT"] = str(issuer_port)
+    env["DEVRUN_AUTH_DIR"] = str(tmp_path / "dev-auth")
     for name, port in ports.items():
         prefix = name.upper()
         env |= {
@@ -81,7 +84,16 @@ def test_a_second_signal_during_clean_up_still_stops_every_child(
             assert time.monotonic() < deadline, "the services did not start"
             time.sleep(0.3)
         children = _children(launcher.pid)
-        assert len(children) == 4  # the broker and three services
+        assert len(children) == 5  # the broker, the issuer and three services
+        # Each service was given its own client of the issuer, whose key the issuer made.
+        for name in NAMES:
+            key_file = tmp_path / "dev-auth" / f"kemdr-{name}.pem"
+            assert key_file.stat().st_mode & 0o777 == 0o600
+        environ = b"".join(Path(f"/proc/{pid}/environ").read_bytes() for pid in children)
+        assert b"SCHEDULING_AUTH_CLIENT_ID=kemdr-scheduling\0" in environ
+        assert f"INTAKE_AUTH_ISSUER=http://127.0.0.1:{issuer_port}\0".encode() in environ
+        metadata = httpx.get(f"http://127.0.0.1:{issuer_port}/.well-known/smart-configuration")
+        assert metadata.json()["token_endpoint"] == f"http://127.0.0.1:{issuer_port}/token"
         # Ctrl-C reaches the whole process group; then a second signal during the clean-up.
         os.killpg(launcher.pid, signal.SIGINT)
         time.sleep(0.2)
@@ -89,7 +101,7 @@ def test_a_second_signal_during_clean_up_still_stops_every_child(
         launcher.wait(timeout=60)
         # When the launcher is gone, so is everything it started, and the ports are free.
         assert [pid for pid in children if _alive(pid)] == []
-        assert [port for port in ports.values() if _listening(port)] == []
+        assert [port for port in [*ports.values(), issuer_port] if _listening(port)] == []
     finally:
         for pid in [launcher.pid, *children]:
             if _alive(pid):

@@ -12,7 +12,10 @@ import time
 from types import FrameType
 from typing import IO
 
+import httpx
+
 from tooling.broker import Broker
+from tooling.dev_issuer import SERVICE_CLIENTS, client_key_file, dev_dir, dev_port, dev_url
 
 SERVICES = (("intake", 8001), ("scheduling", 8002), ("outcomes", 8003))
 COLOURS = ("\033[36m", "\033[35m", "\033[33m")
@@ -21,6 +24,8 @@ RESET = "\033[0m"
 DEV_BROKER_PORT = int(os.environ.get("DEVRUN_BROKER_PORT", "9092"))
 # How long the services get to stop after Ctrl-C before they are killed.
 STOP_TIMEOUT_S = 15.0
+# The issuer generates its keys on first start; the services need them before they start.
+ISSUER_START_S = 30.0
 
 
 def _pump(name: str, colour: str, stream: IO[str]) -> None:
@@ -47,6 +52,53 @@ def _start_broker(env: dict[str, str]) -> Broker | None:
     # The dev broker keeps events in memory only; replicas catch up over _history at start.
     print(f"{'broker':<10}| Tansu (Kafka protocol) on {broker.bootstrap}", flush=True)
     return broker
+
+
+def _spawn(name: str, colour: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    process = subprocess.Popen(
+        [sys.executable, *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        start_new_session=True,  # Ctrl-C reaches them through us, once
+    )
+    assert process.stdout is not None
+    threading.Thread(target=_pump, args=(name, colour, process.stdout), daemon=True).start()
+    return process
+
+
+def _issuer_ready(process: subprocess.Popen[str], signals: _Signals) -> bool:
+    deadline = time.monotonic() + ISSUER_START_S
+    while process.poll() is None and not signals.count and time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{dev_url()}/healthz", timeout=2).status_code == 200:
+                return True
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    return False
+
+
+def _start_issuer(
+    env: dict[str, str], services: list[tuple[str, int]], signals: _Signals
+) -> subprocess.Popen[str]:
+    """Start the dev issuer for the services' ports and give each service its client."""
+    directory = dev_dir().resolve()
+    audiences = [f"http://127.0.0.1:{port}/fhir" for _, port in services]
+    argv = ["-m", "tooling.dev_issuer", "serve", "--port", str(dev_port()), "--dir", str(directory)]
+    argv += [arg for audience in audiences for arg in ("--audience", audience)]
+    process = _spawn("issuer", "\033[32m", argv, env)
+    if _issuer_ready(process, signals):
+        print(f"{'issuer':<10}| SMART dev issuer on {dev_url()} (state in {directory})", flush=True)
+    elif process.poll() is None and not signals.count:
+        print(f"{'issuer':<10}| did not answer in {ISSUER_START_S:.0f} s", flush=True)
+    for name, _port in services:
+        client_id = SERVICE_CLIENTS[name]
+        env[f"{name.upper()}_AUTH_ISSUER"] = dev_url()
+        env[f"{name.upper()}_AUTH_CLIENT_ID"] = client_id
+        env[f"{name.upper()}_AUTH_CLIENT_KEY_FILE"] = str(client_key_file(directory, client_id))
+    return process
 
 
 class _Signals:
@@ -93,13 +145,14 @@ def _stop_all(
 
 
 def main() -> int:
-    """Run the broker and the three services until one exits or Ctrl-C, then stop them all."""
+    """Run the broker, the dev issuer and the three services until one exits or Ctrl-C, then
+    stop them all."""
     # Ctrl-C and SIGTERM (a supervisor, or make forwarding a signal to its process group) only
     # set a flag: however many arrive and whenever, every child started is stopped.
     signals = _Signals()
     signals.install()
     services = _services()
-    busy = [port for _, port in services if _port_in_use(port)]
+    busy = [port for port in [dev_port(), *(p for _, p in services)] if _port_in_use(port)]
     if busy:
         print(f"ports {busy} are in use: is `make run` already running?", file=sys.stderr)
         return 1
@@ -108,23 +161,21 @@ def main() -> int:
     broker: Broker | None = None
     try:
         broker = _start_broker(env)
+        processes.append(_start_issuer(env, services, signals))
         for (name, _port), colour in zip(services, COLOURS, strict=True):
-            if signals.count:
+            if signals.count or processes[0].poll() is not None:
                 break
-            process = subprocess.Popen(
-                [sys.executable, "-m", f"services.{name}", "serve"],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                env=env,
-                start_new_session=True,  # Ctrl-C reaches them through us, once
-            )
-            processes.append(process)
-            assert process.stdout is not None
-            threading.Thread(target=_pump, args=(name, colour, process.stdout), daemon=True).start()
+            processes.append(_spawn(name, colour, ["-m", f"services.{name}", "serve"], env))
         if not signals.count:
             for name, port in services:
                 print(f"{name:<10}| http://127.0.0.1:{port}/fhir/metadata", flush=True)
+            intake = services[0][1]
+            print(
+                "Call the API with a token from the dev issuer:\n"
+                "  TOKEN=$(make -s token SCOPE='system/*.rs' | tail -1)\n"
+                f'  curl -H "Authorization: Bearer $TOKEN" http://127.0.0.1:{intake}/fhir/Patient',
+                flush=True,
+            )
             print("Ctrl-C stops all services.", flush=True)
         while not signals.count and all(p.poll() is None for p in processes):
             signals.received.wait(0.5)

@@ -13,6 +13,7 @@ import httpx
 from aiokafka.structs import TopicPartition
 from sqlalchemy.orm import Session
 
+from shared.auth.client_credentials import ClientCredentials
 from shared.db.engine import Database
 from shared.events import kafka
 from shared.events.catchup import newest_replicated, replay_topic, resync_from_owner
@@ -76,6 +77,8 @@ class EventRuntime:
             self.consumer.on_connect = self.catch_up_if_behind
         # Tests may route the calls to owners through an in-process transport.
         self.http_transport: httpx.AsyncBaseTransport | None = None
+        # This service's own token for those calls (None: none sent); tests may swap it.
+        self.peer_auth: httpx.Auth | None = ClientCredentials.from_settings(settings)
         self._tasks: list[asyncio.Task[Any]] = []
         self._consumer_task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
@@ -107,6 +110,7 @@ class EventRuntime:
         """A client for calls to the owners (vread of id-only events, `_history`)."""
         return httpx.AsyncClient(
             transport=self.http_transport,
+            auth=self.peer_auth,
             timeout=timeout,
             headers={"Accept": "application/fhir+json"},
         )

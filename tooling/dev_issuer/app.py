@@ -1,0 +1,181 @@
+"""The issuer's HTTP face: SMART metadata, the JWKS and the client-credentials token endpoint."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+import jwt
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from shared.auth.scopes import parse_scope
+from tooling.dev_issuer import DEFAULT_AUDIENCES
+from tooling.dev_issuer.assertion import ASSERTION_ALGS, InvalidClient, ReplayCache, authenticate
+from tooling.dev_issuer.state import Client, ClientRegistry, KeyRing, init_state
+
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+_PRACTICE = re.compile(r"^(\*|Organization/[A-Za-z0-9\-.]{1,64})$")
+_FHIR_USER = re.compile(
+    r"^(Practitioner|PractitionerRole|Patient|RelatedPerson)/[A-Za-z0-9\-.]{1,64}$"
+)
+_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+class OAuthError(Exception):
+    """An error the token endpoint answers as OAuth JSON."""
+
+    def __init__(self, error: str, description: str) -> None:
+        super().__init__(description)
+        self.error, self.description = error, description
+
+
+def covers(allowed: str, requested: str) -> bool:
+    """Whether an allowed scope includes a requested one (same context, type, fewer letters)."""
+    if allowed == requested:
+        return True
+    have, want = parse_scope(allowed), parse_scope(requested)
+    if have is None or want is None:
+        return False
+    return (
+        have.context == want.context
+        and have.res_type in ("*", want.res_type)
+        and set(want.letters) <= set(have.letters)
+    )
+
+
+def _form(body: bytes) -> dict[str, str]:
+    try:
+        pairs = parse_qsl(body.decode("ascii"), keep_blank_values=True, strict_parsing=bool(body))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise OAuthError("invalid_request", "the body is not a URL-encoded form") from exc
+    form: dict[str, str] = {}
+    for name, value in pairs:
+        if name in form:
+            raise OAuthError("invalid_request", f"parameter {name} repeated")
+        form[name] = value
+    return form
+
+
+def _claims_extra(client: Client, form: dict[str, str], practice_claim: str) -> dict[str, str]:
+    """The practice and fhirUser claims: the registration's default or what the client may ask."""
+    extra: dict[str, str] = {}
+    practice = form.get("practice") or None
+    if practice is not None:
+        if not client.may_request_practice:
+            raise OAuthError("invalid_request", "this client may not request a practice")
+        if not _PRACTICE.match(practice):
+            raise OAuthError("invalid_request", "practice must be * or Organization/<id>")
+    practice = practice or client.practice
+    if practice:
+        extra[practice_claim] = practice
+    user = form.get("fhir_user") or None
+    if user is not None:
+        if not client.may_request_fhir_user:
+            raise OAuthError("invalid_request", "this client may not request a fhirUser")
+        if not _FHIR_USER.match(user):
+            raise OAuthError("invalid_request", "fhir_user must be e.g. Practitioner/<id>")
+        extra["fhirUser"] = user
+    return extra
+
+
+def create_app(
+    directory: Path,
+    issuer: str,
+    audiences: Sequence[str] = DEFAULT_AUDIENCES,
+    *,
+    token_lifetime_s: int = 300,
+    practice_claim: str = "practice",
+) -> FastAPI:
+    """The issuer app; its state (keys, clients) is created in `directory` on first start."""
+    init_state(directory)
+    issuer = issuer.rstrip("/")
+    token_endpoint = f"{issuer}/token"
+    keys = KeyRing(directory / "keys.json")
+    clients = ClientRegistry(directory / "clients.json")
+    replay = ReplayCache()
+    app = FastAPI(title="kemdr dev issuer", docs_url=None, redoc_url=None, openapi_url=None)
+
+    def metadata() -> dict[str, Any]:
+        return {
+            "issuer": issuer,
+            "jwks_uri": f"{issuer}/jwks",
+            "token_endpoint": token_endpoint,
+            "grant_types_supported": ["client_credentials"],
+            "token_endpoint_auth_methods_supported": ["private_key_jwt"],
+            "token_endpoint_auth_signing_alg_values_supported": list(ASSERTION_ALGS),
+            "scopes_supported": clients.scopes(),
+            "response_types_supported": ["token"],
+            "capabilities": ["client-confidential-asymmetric", "permission-v2", "permission-v1"],
+        }
+
+    app.get("/.well-known/smart-configuration")(metadata)
+    app.get("/.well-known/openid-configuration")(metadata)
+
+    @app.get("/jwks")
+    def jwks() -> dict[str, Any]:
+        return keys.jwks()
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    def issue(form: dict[str, str]) -> dict[str, Any]:
+        if form.get("grant_type") != "client_credentials":
+            raise OAuthError("unsupported_grant_type", "only client_credentials is supported")
+        if form.get("client_assertion_type") != ASSERTION_TYPE:
+            raise OAuthError("invalid_request", f"client_assertion_type must be {ASSERTION_TYPE}")
+        if not form.get("client_assertion"):
+            raise OAuthError("invalid_request", "client_assertion is missing")
+        if not form.get("scope"):
+            raise OAuthError("invalid_request", "scope is missing")
+        try:
+            client = authenticate(form["client_assertion"], clients, token_endpoint, replay)
+        except InvalidClient as exc:
+            raise OAuthError("invalid_client", str(exc)) from exc
+        if form.get("client_id") not in (None, client.client_id):
+            raise OAuthError("invalid_client", "client_id differs from the assertion's iss")
+        requested = form["scope"].split()
+        granted = [s for s in requested if any(covers(a, s) for a in client.scope)]
+        if not granted:
+            raise OAuthError("invalid_scope", "none of the requested scopes is allowed")
+        now = int(time.time())
+        claims = {
+            "iss": issuer,
+            "sub": client.client_id,
+            "client_id": client.client_id,
+            "aud": list(audiences),
+            "iat": now,
+            "nbf": now,
+            "exp": now + token_lifetime_s,
+            "jti": str(uuid.uuid4()),
+            "scope": " ".join(granted),
+            **_claims_extra(client, form, practice_claim),
+        }
+        kid, key = keys.signing_key()
+        token = jwt.encode(claims, key, algorithm="RS256", headers={"kid": kid, "typ": "JWT"})
+        return {
+            "access_token": token,
+            "token_type": "bearer",
+            "expires_in": token_lifetime_s,
+            "scope": claims["scope"],
+        }
+
+    @app.post("/token")
+    async def token(request: Request) -> JSONResponse:
+        try:
+            media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            if media != "application/x-www-form-urlencoded":
+                raise OAuthError("invalid_request", "send a x-www-form-urlencoded form")
+            return JSONResponse(issue(_form(await request.body())), headers=_NO_STORE)
+        except OAuthError as exc:
+            status = 401 if exc.error == "invalid_client" else 400
+            body = {"error": exc.error, "error_description": exc.description}
+            return JSONResponse(body, status_code=status, headers=_NO_STORE)
+
+    return app
