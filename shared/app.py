@@ -140,7 +140,7 @@ def create_service_app(settings: ServiceSettings, registry: Registry) -> FastAPI
         "/status/events",
         tags=["ops"],
         summary="Outbox relay and consumer state",
-        dependencies=needs(Need(scope=OPS_SCOPE)),
+        dependencies=needs(Need(scope=OPS_SCOPE, exact=True)),
     )
     async def event_status() -> JSONResponse:
         return JSONResponse(await run_in_threadpool(events.status))

@@ -117,7 +117,11 @@ async def _event_command(
     command: str, settings: ServiceSettings, app_factory: Callable[[ServiceSettings], FastAPI]
 ) -> int:
     """Run one event command against the service's database and broker."""
-    settings = settings.model_copy(update={"relay_in_process": False, "resync_on_start": False})
+    # These commands serve no HTTP, so they need no issuer to check tokens against.
+    update = {"relay_in_process": False, "resync_on_start": False}
+    if not settings.auth_issuer:
+        update["auth_disabled"] = True
+    settings = settings.model_copy(update=update)
     app = app_factory(settings)
     events = app.state.events
     database = app.state.fhir.database

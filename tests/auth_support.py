@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from functools import cache
 from typing import Any
 
+import httpx
 import jwt
 import orjson
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -129,3 +130,16 @@ def acting_as(who: Principal | None) -> Iterator[None]:
         yield
     finally:
         current_principal.reset(token)
+
+
+class StaffBearer(httpx.Auth):
+    """Peer calls of in-process test services, with the suite's programme-wide token."""
+
+    def auth_flow(self, request: httpx.Request) -> Iterator[httpx.Request]:
+        request.headers["Authorization"] = f"Bearer {staff_token()}"
+        yield request
+
+
+def process_auth() -> dict[str, str]:
+    """ServiceProcess settings that make a service process trust the test issuer."""
+    return {key: str(value) for key, value in auth_settings().items()}

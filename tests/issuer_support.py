@@ -73,11 +73,20 @@ class Issuer:
 
 
 @contextmanager
-def running_issuer(directory: Path, *args: str) -> Iterator[Issuer]:
+def running_issuer(
+    directory: Path, *args: str, audiences: tuple[str, ...] = AUDIENCES
+) -> Iterator[Issuer]:
     """`python -m tooling.dev_issuer serve` on a free port, state in `directory`."""
     port = free_port()
-    audiences = [arg for audience in AUDIENCES for arg in ("--audience", audience)]
+    audience_args = [arg for audience in audiences for arg in ("--audience", audience)]
     argv = ["-m", "tooling.dev_issuer", "serve", "--port", str(port), "--dir", str(directory)]
-    process = HTTPProcess("dev-issuer", [*argv, *audiences, *args], {}, port)
+    process = HTTPProcess("dev-issuer", [*argv, *audience_args, *args], {}, port)
     with process:
         yield Issuer(process, directory)
+
+
+def token_from(issuer: Issuer, scope: str = "system/*.cruds system/Ops.r", **form: str) -> str:
+    """A token from the issuer for the dev client, through the client-credentials flow."""
+    response = issuer.request(issuer.assertion(), scope, **form)
+    response.raise_for_status()
+    return response.json()["access_token"]

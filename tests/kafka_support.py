@@ -26,7 +26,7 @@ from sqlalchemy import select
 from shared.db.engine import Database
 from shared.db.models import ResourceRow, VersionRow
 from shared.events.runtime import EventRuntime
-from tests.auth_support import staff_headers
+from tests.auth_support import StaffBearer, staff_headers
 from tests.conftest import SERVICES, make_settings
 from tooling.broker import Broker
 
@@ -149,7 +149,9 @@ class Running:
 
 def build_app(service: str, database_url: str, **overrides: Any) -> FastAPI:
     _, factory = SERVICES[service]
-    return factory(make_settings(service, database_url, **overrides))
+    app = factory(make_settings(service, database_url, **overrides))
+    app.state.events.peer_auth = StaffBearer()
+    return app
 
 
 @asynccontextmanager

@@ -7,12 +7,15 @@ from collections.abc import Callable
 
 import httpx
 
+from tests.auth_support import staff_headers
 from tests.fhir_asserts import assert_outcome
 
 
 def _root(client: httpx.AsyncClient) -> httpx.AsyncClient:
     """The same app addressed at its root rather than at the FHIR base."""
-    return httpx.AsyncClient(transport=client._transport, base_url="http://testserver")
+    return httpx.AsyncClient(
+        transport=client._transport, base_url="http://testserver", headers=staff_headers()
+    )
 
 
 def _loaded_urls(html: str) -> list[str]:

@@ -15,9 +15,12 @@ import pytest
 
 from shared.db.engine import Database
 from tests import kafka_support
+from tests.auth_support import staff_headers
 from tests.factories import appointment, patient
+from tests.issuer_support import Issuer, running_issuer, token_from
 from tests.kafka_support import FHIR_JSON, build_app, eventually, payloads, read_topic, snapshot
 from tooling.broker import Broker
+from tooling.dev_issuer import SERVICE_CLIENTS, client_key_file
 from tooling.ports import free_port
 from tooling.service_process import ROOT, ServiceProcess
 
@@ -25,18 +28,21 @@ kafka_broker = kafka_support.kafka_broker
 topic_prefix = kafka_support.topic_prefix
 new_database = kafka_support.new_database
 NAMES = ("intake", "scheduling", "outcomes")
+# Fixed per run: the issuer puts the services' bases in its tokens' audience.
+PORTS = {name: free_port() for name in NAMES}
 REPLICATED = ("Patient", "Appointment", "MedicationAdministration")
 
 
 class Cluster:
     """The three services, each on its own SQLite file, all on the test's topics."""
 
-    def __init__(self, broker: Broker, prefix: str, directory: Path) -> None:
+    def __init__(self, broker: Broker, prefix: str, directory: Path, issuer: Issuer) -> None:
         self.broker = broker
         self.prefix = prefix
         self.directory = directory
-        ports = {name: free_port() for name in NAMES}
-        self.peers = {name: f"http://127.0.0.1:{port}/fhir" for name, port in ports.items()}
+        self.issuer = issuer
+        self.peers = {name: f"http://127.0.0.1:{port}/fhir" for name, port in PORTS.items()}
+        ports = PORTS
         self.processes = {
             name: ServiceProcess(name, port=ports[name], **self.settings(name, f"{name}.db"))
             for name in NAMES
@@ -48,6 +54,12 @@ class Cluster:
             "database_url": self.url(database),
             "topic_prefix": prefix or self.prefix,
             "peer_urls": json.dumps(self.peers),
+            # Each service calls its peers with its own client credentials.
+            "auth_issuer": self.issuer.url,
+            "auth_client_id": SERVICE_CLIENTS[name],
+            "auth_client_key_file": str(
+                client_key_file(self.issuer.directory, SERVICE_CLIENTS[name])
+            ),
         }
 
     def url(self, database: str) -> str:
@@ -66,7 +78,12 @@ class Cluster:
 
 @pytest.fixture
 def cluster(kafka_broker: Broker, topic_prefix: str, tmp_path: Path) -> Iterator[Cluster]:
-    cluster = Cluster(kafka_broker, topic_prefix, tmp_path)
+    audiences = tuple(f"http://127.0.0.1:{port}/fhir" for port in PORTS.values())
+    with running_issuer(tmp_path / "auth", audiences=audiences) as issuer:
+        yield from _cluster(Cluster(kafka_broker, topic_prefix, tmp_path, issuer))
+
+
+def _cluster(cluster: Cluster) -> Iterator[Cluster]:
     try:
         yield cluster
     finally:
@@ -99,7 +116,9 @@ def _snapshots(url: str) -> dict[str, Any]:
 async def test_three_services_keep_replicas_at_the_owners_versions(cluster: Cluster):
     await asyncio.gather(*(asyncio.to_thread(p.start) for p in cluster.processes.values()))
     intake, scheduling, outcomes = (cluster.base(name) for name in NAMES)
-    async with httpx.AsyncClient(timeout=10, headers=FHIR_JSON) as http:
+    token = await asyncio.to_thread(token_from, cluster.issuer)
+    headers = {**FHIR_JSON, "Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(timeout=10, headers=headers) as http:
 
         async def version(url: str) -> str | int | None:
             response = await http.get(url)
@@ -184,7 +203,9 @@ async def test_the_relay_command_publishes_the_outbox(
         "intake", url, kafka_bootstrap_servers=kafka_broker.bootstrap, topic_prefix=topic_prefix
     )
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://t/fhir") as client:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://t/fhir", headers=staff_headers()
+    ) as client:
         ids = [(await client.post("/Patient", json=patient())).json()["id"] for _ in range(3)]
     relay = app.state.events.relay
     assert relay.pending() == 3  # no lifespan: nothing relayed in process

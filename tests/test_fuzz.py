@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.auth_support import process_auth, staff_token
 from tooling.service_process import ServiceProcess
 
 # Bounded so the whole suite stays within its time budget on 2 cores.
@@ -16,7 +17,7 @@ SECONDS_PER_SERVICE = "25"
 
 @pytest.mark.parametrize("service", ["intake", "scheduling", "outcomes"])
 def test_no_input_produces_a_server_error(service: str, tmp_path: Path) -> None:
-    with ServiceProcess(service, data_dir=str(tmp_path)) as running:
+    with ServiceProcess(service, data_dir=str(tmp_path), **process_auth()) as running:
         done = subprocess.run(
             [
                 sys.executable,
@@ -37,6 +38,9 @@ def test_no_input_produces_a_server_error(service: str, tmp_path: Path) -> None:
                 "--request-timeout",
                 "20",
                 "--no-color",
+                # With a valid programme-wide token: the routes themselves are fuzzed.
+                "--header",
+                f"Authorization: Bearer {staff_token()}",
             ],
             capture_output=True,
             text=True,

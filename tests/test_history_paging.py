@@ -11,6 +11,7 @@ import pytest
 
 from shared.events.catchup import resync_from_owner
 from tests import kafka_support
+from tests.auth_support import StaffBearer
 from tests.conftest import BACKENDS
 from tests.factories import FHIR_JSON, patient
 from tests.kafka_support import running
@@ -115,7 +116,7 @@ async def test_a_resync_follows_history_over_several_pages(
     owner = intake._transport.app  # type: ignore[attr-defined]
     async with (
         running("scheduling", new_database("replica")) as scheduling,
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=owner)) as client,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=owner), auth=StaffBearer()) as client,
     ):
         replica = scheduling.app
         applied = await resync_from_owner(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import httpx
 import pytest
 
@@ -176,7 +178,19 @@ async def test_replicated_types_refuse_writes_naming_the_owner(
         assert "intake" in _outcome(response)["issue"][0]["diagnostics"]
 
 
-async def test_forwarded_headers_shape_absolute_urls(intake: httpx.AsyncClient) -> None:
+async def test_forwarded_headers_are_ignored_unless_from_a_trusted_proxy(
+    intake: httpx.AsyncClient,
+) -> None:
+    # The in-process client comes from 127.0.0.1, which this service does not trust.
+    headers = {**FHIR_JSON, "X-Forwarded-Host": "attacker.example", "X-Forwarded-Proto": "https"}
+    created = await intake.post("/Patient", json=patient(), headers=headers)
+    assert created.headers["location"].startswith("http://testserver/fhir/Patient/")
+
+
+async def test_forwarded_headers_shape_absolute_urls(
+    service_client: Callable[..., httpx.AsyncClient],
+) -> None:
+    intake = service_client("intake", trusted_proxies=["127.0.0.0/8"])
     headers = {
         **FHIR_JSON,
         "X-Forwarded-Proto": "https",

@@ -78,10 +78,11 @@ def test_parallel_migrations_on_postgres_do_not_collide(pg_cluster: PostgresClus
 def test_app_migrates_at_start(tmp_path: Path, service: str) -> None:
     from fastapi.testclient import TestClient
 
+    from tests.auth_support import auth_settings
     from tests.conftest import SERVICES
 
     settings_cls, factory = SERVICES[service]
-    settings = settings_cls(data_dir=str(tmp_path))
+    settings = settings_cls(data_dir=str(tmp_path), **auth_settings())
     with TestClient(factory(settings)) as client:
         assert client.get("/readyz").json() == {"status": "ok", "database": "up"}
     assert "resources" in _tables(f"sqlite:///{tmp_path}/{service}.db")

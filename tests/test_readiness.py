@@ -10,6 +10,7 @@ import pytest
 
 from shared.db.engine import Database
 from shared.db.migrate import upgrade
+from tests.auth_support import staff_headers
 from tests.conftest import SERVICES, make_settings
 from tooling.postgres import PostgresCluster
 
@@ -35,7 +36,9 @@ async def _intake_on(cluster: PostgresCluster) -> AsyncIterator[httpx.AsyncClien
     app = factory(make_settings("intake", url))
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://t", headers=staff_headers()
+        ) as client,
     ):
         yield client
 

@@ -385,7 +385,10 @@ async def test_include_reaches_replicated_resources(scheduling: httpx.AsyncClien
     assert include_ids(actor) == ["p1"]
 
 
-async def test_forwarded_headers_shape_full_urls_and_links(intake: httpx.AsyncClient):
+async def test_forwarded_headers_shape_full_urls_and_links(
+    service_client: Callable[..., httpx.AsyncClient],
+):
+    intake = service_client("intake", trusted_proxies=["127.0.0.1"])
     ids = sorted([await create(intake, patient()) for _ in range(3)])
     headers = {
         "X-Forwarded-Proto": "https",

@@ -13,6 +13,7 @@ import httpx
 import psycopg
 import pytest
 
+from tests.auth_support import process_auth, staff_headers
 from tests.conftest import BACKENDS
 from tests.costly import costly_params, seed_sync
 from tooling.service_process import ServiceProcess
@@ -38,7 +39,7 @@ def _service(database_url: str, **settings: str) -> ServiceProcess:
         # Far beyond the test: only a cancellation can stop the search early.
         statement_timeout_ms="600000",
         env={"KAFKA_BOOTSTRAP_SERVERS": ""},
-        **settings,
+        **{**process_auth(), **settings},
     )
 
 
@@ -68,15 +69,25 @@ def test_a_client_that_leaves_stops_its_search(database_url: str):
     backend = _backend(database_url)
     with _service(database_url) as service:
         base = f"{service.url}/fhir"
-        with httpx.Client(base_url=base, timeout=60) as client:
+        with httpx.Client(base_url=base, timeout=60, headers=staff_headers()) as client:
             seed_sync(client, PATIENTS)
         with pytest.raises(httpx.ReadTimeout):
-            httpx.get(f"{base}/Patient", params=costly_params(CLAUSES[backend]), timeout=3)
+            httpx.get(
+                f"{base}/Patient",
+                params=costly_params(CLAUSES[backend]),
+                timeout=3,
+                headers=staff_headers(),
+            )
         # The search would run for many seconds more; the cancellation ends it at once.
         assert _wait_for(lambda: STOPPED in service.log_tail(200), 8), service.log_tail()
         if backend == "postgres":
             assert _wait_for(lambda: _active_queries(database_url) == 0, 5)
-        assert httpx.get(f"{base}/Patient", params={"_count": "1"}).status_code == 200
+        assert (
+            httpx.get(
+                f"{base}/Patient", params={"_count": "1"}, headers=staff_headers()
+            ).status_code
+            == 200
+        )
 
 
 def test_sigterm_stops_a_service_within_its_grace_period(database_url: str):
@@ -85,14 +96,18 @@ def test_sigterm_stops_a_service_within_its_grace_period(database_url: str):
     service = _service(database_url, shutdown_grace_s=str(grace)).start()
     try:
         base = f"{service.url}/fhir"
-        with httpx.Client(base_url=base, timeout=60) as client:
+        with httpx.Client(base_url=base, timeout=60, headers=staff_headers()) as client:
             seed_sync(client, PATIENTS)
         answers: list[object] = []
 
         def costly() -> None:
             try:
                 params = costly_params(CLAUSES[backend])
-                answers.append(httpx.get(f"{base}/Patient", params=params, timeout=120))
+                answers.append(
+                    httpx.get(
+                        f"{base}/Patient", params=params, timeout=120, headers=staff_headers()
+                    )
+                )
             except httpx.HTTPError as exc:
                 answers.append(exc)
 

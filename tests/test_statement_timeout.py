@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 import httpx
 
 from services.intake.app import IntakeSettings, create_app
+from tests.auth_support import auth_settings, staff_headers
 from tests.conftest import BACKENDS
 from tests.costly import MARK, costly_params, seed
 from tests.factories import FHIR_JSON, patient
@@ -85,9 +86,11 @@ async def test_costly_conditions_and_bundle_searches_time_out_per_entry(
 
 async def test_an_unreachable_database_is_still_503():
     down = f"postgresql+psycopg://nobody@127.0.0.1:{free_port()}/nothing"
-    app = create_app(IntakeSettings(database_url=down, migrate_on_start=False))
+    app = create_app(IntakeSettings(database_url=down, migrate_on_start=False, **auth_settings()))
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://t/fhir") as intake:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://t/fhir", headers=staff_headers()
+    ) as intake:
         response = await intake.get("/Patient", params={"family": "x"})
     app.state.fhir.database.dispose()
     assert_outcome(response, 503, "transient")

@@ -38,11 +38,12 @@ def check_interaction(who: Principal | None, res_type: str, interaction: str) ->
     check_letters(who, res_type, INTERACTION_LETTER[interaction])
 
 
-def check_scope(who: Principal | None, scope: str) -> None:
-    """403 unless the caller holds `scope`: a resource scope's letters, or the exact string."""
+def check_scope(who: Principal | None, scope: str, *, exact: bool = False) -> None:
+    """403 unless the caller holds `scope`: a resource scope's letters, or (`exact`, or not
+    a resource scope) the very string, which no wildcard grants."""
     if who is None:
         return
-    grant = parse_scope(scope)
+    grant = None if exact else parse_scope(scope)
     if grant is None:
         if not who.scopes.has(scope):
             raise forbidden(scope)
@@ -59,13 +60,15 @@ class Need:
     res_type: str = "*"
     letters: str = ""
     scope: str = ""
+    # Internals (`system/Ops.r`) are granted by name only, never by `system/*.r`.
+    exact: bool = False
     # The Bundle route checks each entry itself, before anything is written.
     per_entry: bool = False
 
     def __call__(self, _request: Request) -> None:
         who = current_principal.get()
         if self.scope:
-            check_scope(who, self.scope)
+            check_scope(who, self.scope, exact=self.exact)
         else:
             check_letters(who, self.res_type, self.letters)
 

@@ -31,7 +31,7 @@ class AuthConfigError(RuntimeError):
 def build_verifier(settings: ServiceSettings) -> TokenVerifier | None:
     """The verifier the settings describe; None only when auth is disabled explicitly."""
     if settings.auth_disabled:
-        log.warning("AUTH_DISABLED: every route of %s is open to anyone", settings.service_name)
+        log.warning("AUTH_DISABLED: %s checks no token", settings.service_name)
         return None
     prefix = settings.service_name.upper()
     if not settings.auth_issuer:

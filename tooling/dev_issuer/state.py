@@ -91,7 +91,7 @@ def init_state(directory: Path) -> None:
     register_client(
         directory,
         DEV_CLIENT,
-        scope="system/*.cruds user/*.cruds",
+        scope="system/*.cruds user/*.cruds system/Ops.r",
         may_request_practice=True,
         may_request_fhir_user=True,
     )
