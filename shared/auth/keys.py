@@ -40,11 +40,18 @@ class StaticKeys:
 
     async def key(self, kid: str | None) -> PyJWK:
         """The key for `kid`; KeysUnavailable when not pinned."""
+        found = self.known(kid)
+        if found is None:
+            raise KeysUnavailable(f"no pinned key has kid '{(kid or '')[:64]}'")
+        return found
+
+    def known(self, kid: str | None) -> PyJWK | None:
+        """The pinned key for `kid`, if any."""
         if kid in self.keys:
             return self.keys[kid]
         if kid is None and len(self.keys) == 1:
             return next(iter(self.keys.values()))
-        raise KeysUnavailable(f"no pinned key has kid '{(kid or '')[:64]}'")
+        return None
 
     def metadata(self) -> dict[str, Any]:
         return {}
@@ -81,19 +88,20 @@ class IssuerKeys:
 
     async def key(self, kid: str | None) -> PyJWK:
         """The key for `kid`, refetching the JWKS once if it is unknown."""
-        found = self._lookup(kid)
+        found = self.known(kid)
         if found is not None:
             return found
         async with self._lock:
-            found = self._lookup(kid)  # another request may have refetched meanwhile
+            found = self.known(kid)  # another request may have refetched meanwhile
             if found is None and time.monotonic() - self._fetched_at >= self.min_refresh_s:
                 await self._refresh()
-                found = self._lookup(kid)
+                found = self.known(kid)
         if found is None:
             raise KeysUnavailable(f"the issuer has no key with kid '{(kid or '')[:64]}'")
         return found
 
-    def _lookup(self, kid: str | None) -> PyJWK | None:
+    def known(self, kid: str | None) -> PyJWK | None:
+        """The cached key for `kid`, without fetching."""
         if kid in self.keys:
             return self.keys[kid]
         if kid is None and len(self.keys) == 1:

@@ -27,6 +27,8 @@ class InvalidToken(Exception):
 class KeySource(Protocol):
     async def key(self, kid: str | None) -> PyJWK: ...
 
+    def known(self, kid: str | None) -> PyJWK | None: ...
+
     def metadata(self) -> dict[str, Any]: ...
 
 
@@ -49,7 +51,7 @@ class TokenVerifier:
         self.max_token_bytes = max_token_bytes
         # Verified tokens by digest: clients reuse a token for minutes, and a signature
         # check costs more than the read it guards. Entries expire with the token.
-        self._verified: OrderedDict[bytes, tuple[float, dict[str, Any]]] = OrderedDict()
+        self._verified: OrderedDict[bytes, tuple[float, dict[str, Any], PyJWK]] = OrderedDict()
 
     async def verify(self, token: str, audiences: set[str]) -> dict[str, Any]:
         """The claims of a valid token meant for one of `audiences`; InvalidToken if not."""
@@ -58,19 +60,22 @@ class TokenVerifier:
         digest = hashlib.blake2b(token.encode("utf-8", "replace"), digest_size=20).digest()
         cached = self._verified.get(digest)
         if cached is not None:
-            expires, claims = cached
-            if time.time() < expires + self.clock_skew_s and _audience_ok(claims, audiences):
+            expires, claims, key = cached
+            # Still the issuer's key for that kid: a key retired since stops its tokens.
+            current = self.keys.known(key.key_id)
+            live = time.time() < expires + self.clock_skew_s and current is key
+            if live and _audience_ok(claims, audiences):
                 self._verified.move_to_end(digest)
                 return claims
-            if time.time() >= expires + self.clock_skew_s:
+            if not live:
                 del self._verified[digest]
-        claims = await self._verify(token, audiences)
-        self._verified[digest] = (float(claims["exp"]), claims)
+        claims, key = await self._verify(token, audiences)
+        self._verified[digest] = (float(claims["exp"]), claims, key)
         if len(self._verified) > _CACHE_SIZE:
             self._verified.popitem(last=False)
         return claims
 
-    async def _verify(self, token: str, audiences: set[str]) -> dict[str, Any]:
+    async def _verify(self, token: str, audiences: set[str]) -> tuple[dict[str, Any], PyJWK]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -111,7 +116,7 @@ class TokenVerifier:
             raise InvalidToken("the token is malformed") from None
         if not isinstance(claims.get("sub", ""), str):
             raise InvalidToken("the token's sub is not a string")
-        return claims
+        return claims, key
 
     def principal(self, claims: dict[str, Any], source: str | None) -> Principal:
         """The caller a verified token describes."""

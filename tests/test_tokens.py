@@ -1,0 +1,173 @@
+"""What a token must be to be accepted, and what discovery tells a SMART client."""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Callable
+
+import httpx
+import jwt
+import orjson
+import pytest
+
+from tests.auth_support import AUDIENCE, ISSUER, mint
+from tests.fhir_asserts import assert_outcome
+
+
+def _unsigned(alg: str) -> str:
+    def part(data: dict) -> str:
+        return base64.urlsafe_b64encode(orjson.dumps(data)).rstrip(b"=").decode()
+
+    now = int(time.time())
+    claims = {"iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + 600, "scope": "system/*.rs"}
+    return f"{part({'alg': alg, 'typ': 'JWT'})}.{part(claims)}."
+
+
+REFUSED = {
+    "alg none": lambda: _unsigned("none"),
+    "HS256 with the public key as secret": lambda: jwt.encode(
+        {"iss": ISSUER, "aud": AUDIENCE, "exp": int(time.time()) + 600, "iat": int(time.time())},
+        "secret-anyone-could-know",
+        algorithm="HS256",
+    ),
+    "not yet valid": lambda: mint(nbf=int(time.time()) + 3600),
+    "issued in the future": lambda: mint(iat=int(time.time()) + 3600),
+    "no expiry": lambda: mint(exp=None),
+    "malformed": lambda: "not.a.jwt",
+    "oversized": lambda: mint(padding="x" * 20_000),
+    "RS256 header on an ES384 key": lambda: mint(kid="ec-1"),
+}
+
+
+@pytest.mark.parametrize("make", REFUSED.values(), ids=REFUSED.keys())
+async def test_bad_tokens_are_401_invalid_token(intake: httpx.AsyncClient, make):
+    response = await intake.get("/Patient", headers={"Authorization": f"Bearer {make()}"})
+    assert_outcome(response, 401, "login")
+    assert 'error="invalid_token"' in response.headers["www-authenticate"]
+
+
+async def test_es384_tokens_are_accepted(intake: httpx.AsyncClient):
+    token = mint(alg="ES384", kid="ec-1")
+    assert (await intake.get("/Patient", headers={"Authorization": f"Bearer {token}"})).is_success
+
+
+async def test_a_hostile_kid_cannot_break_the_challenge_header(intake: httpx.AsyncClient):
+    token = mint(kid='x"\r\nSet-Cookie: a=1')
+    response = await intake.get("/Patient", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 401
+    assert "set-cookie" not in response.headers
+    assert response.headers["www-authenticate"].count('"') % 2 == 0
+
+
+async def test_a_non_bearer_scheme_is_refused(intake: httpx.AsyncClient):
+    response = await intake.get("/Patient", headers={"Authorization": "Basic dXNlcjpwYXNz"})
+    assert_outcome(response, 401, "login")
+
+
+async def test_without_a_configured_audience_the_service_base_is_the_audience(
+    service_client: Callable[..., httpx.AsyncClient],
+):
+    client = service_client("intake", auth_audience="")
+    mine = mint(aud=["http://other.test/fhir", "http://testserver/fhir"])
+    assert (await client.get("/Patient", headers={"Authorization": f"Bearer {mine}"})).is_success
+    theirs = mint(aud=AUDIENCE)
+    response = await client.get("/Patient", headers={"Authorization": f"Bearer {theirs}"})
+    assert_outcome(response, 401, "login")
+    await client.aclose()
+
+
+async def test_a_service_without_an_issuer_refuses_to_start(
+    service_client: Callable[..., httpx.AsyncClient],
+):
+    from shared.auth.setup import AuthConfigError
+
+    with pytest.raises(AuthConfigError, match="INTAKE_AUTH_ISSUER"):
+        service_client("intake", auth_issuer="", auth_jwks="")
+
+
+async def test_the_ops_scope_is_granted_by_name_only(intake: httpx.AsyncClient):
+    wildcard = mint(scope="system/*.cruds")
+    response = await intake.get(
+        "/../status/events", headers={"Authorization": f"Bearer {wildcard}"}
+    )
+    assert_outcome(response, 403, "forbidden")
+    assert "system/Ops.r" in response.json()["issue"][0]["diagnostics"]
+    ops = mint(scope="system/Ops.r")
+    assert (
+        await intake.get("/../status/events", headers={"Authorization": f"Bearer {ops}"})
+    ).is_success
+
+
+async def test_scopes_are_checked_per_type_and_letter(intake: httpx.AsyncClient):
+    # The v1 form `.read` is read and search; a grant on another type gives nothing here.
+    reader = {"Authorization": f"Bearer {mint(scope='user/Patient.read system/Observation.c')}"}
+    assert (await intake.get("/Patient", headers=reader)).is_success
+    assert (await intake.get("/Patient/_history", headers=reader)).is_success
+    created = await intake.post("/Patient", json={"resourceType": "Patient"}, headers=reader)
+    assert_outcome(created, 403, "forbidden")
+    assert "system/Patient.c" in created.json()["issue"][0]["diagnostics"]
+
+
+async def test_a_transaction_is_checked_entry_by_entry_before_anything_is_written(
+    intake: httpx.AsyncClient,
+):
+    token = mint(scope="system/Patient.cruds")
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "resource": {"resourceType": "Patient"},
+                "request": {"method": "POST", "url": "Patient"},
+            },
+            {
+                "resource": {"resourceType": "Organization", "name": "X"},
+                "request": {"method": "POST", "url": "Organization"},
+            },
+        ],
+    }
+    response = await intake.post("/", json=bundle, headers={"Authorization": f"Bearer {token}"})
+    assert_outcome(response, 403, "forbidden")
+    assert "Bundle.entry[1]" in response.text
+    assert (await intake.get("/Patient")).json()["total"] == 0
+    batch = {**bundle, "type": "batch"}
+    answered = (
+        await intake.post("/", json=batch, headers={"Authorization": f"Bearer {token}"})
+    ).json()
+    assert [e["response"]["status"][:3] for e in answered["entry"]] == ["201", "403"]
+
+
+async def test_discovery_needs_no_token_and_names_the_token_endpoint(
+    service_client: Callable[..., httpx.AsyncClient],
+):
+    client = service_client("intake", auth_token_endpoint="https://idp.test/token")
+    bare = httpx.AsyncClient(transport=client._transport, base_url="http://testserver/fhir")
+    smart = (await bare.get("/.well-known/smart-configuration")).json()
+    assert smart["token_endpoint"] == "https://idp.test/token"
+    assert "private_key_jwt" in smart["token_endpoint_auth_methods_supported"]
+    assert "client_credentials" in smart["grant_types_supported"]
+    statement = (await bare.get("/metadata")).json()
+    security = statement["rest"][0]["security"]
+    assert security["service"][0]["coding"][0]["code"] == "SMART-on-FHIR"
+    uris = security["extension"][0]
+    assert {"url": "token", "valueUri": "https://idp.test/token"} in uris["extension"]
+    await bare.aclose()
+    await client.aclose()
+
+
+async def test_cors_allows_only_configured_origins(
+    service_client: Callable[..., httpx.AsyncClient],
+):
+    client = service_client("intake", cors_origins=["https://app.clinic.test"])
+    preflight = {
+        "Origin": "https://app.clinic.test",
+        "Access-Control-Request-Method": "GET",
+        "Access-Control-Request-Headers": "authorization",
+    }
+    allowed = await client.options("/Patient", headers=preflight)
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == "https://app.clinic.test"
+    other = await client.options("/Patient", headers={**preflight, "Origin": "https://evil.test"})
+    assert "access-control-allow-origin" not in other.headers
+    await client.aclose()
