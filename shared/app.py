@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from shared.auth.audit import install_audit_trail
 from shared.db.engine import Database
 from shared.db.migrate import upgrade
 from shared.docs import install_docs
@@ -113,6 +114,7 @@ def create_service_app(settings: ServiceSettings, registry: Registry) -> FastAPI
     install_docs(app, settings)
 
     app.add_middleware(TraceContext)
+    install_audit_trail(app, context)  # last: its middleware must enclose authentication
 
     app.include_router(build_router(context))
 
