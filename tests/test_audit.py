@@ -182,6 +182,16 @@ async def test_a_failed_transaction_leaves_no_audit_of_its_writes(client, app):
     assert refused["subtype"][0]["code"] == "transaction" and refused["outcome"] == "4"
 
 
+async def test_a_write_whose_audit_fails_is_not_committed(client, app, monkeypatch):
+    def broken(*_args: Any) -> dict:
+        raise RuntimeError("audit record refused")
+
+    monkeypatch.setattr("shared.auth.audit.audit_event", broken)
+    with pytest.raises(RuntimeError):
+        await client.post("/Patient", json=patient())
+    assert _count(app, ResourceRow, ResourceRow.res_type == "Patient") == 0
+
+
 def test_the_write_hook_runs_inside_the_transaction(app):
     context = app.state.fhir
     with acting_as(principal()), pytest.raises(RuntimeError), context.database.write() as session:
