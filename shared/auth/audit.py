@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.auth.audit_event import audit_event
+from shared.auth.audit_logs import install_log_redaction
 from shared.auth.audit_record import (
     Access,
     classify,
@@ -162,6 +163,7 @@ _WRITE_SUBTYPES = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE"
 
 def install_audit_trail(app: FastAPI, context: FHIRContext) -> None:
     """Audit every access of `app`: store hooks, the spooling middleware, the drainer."""
+    install_log_redaction()
     auditor = WriteAuditor(context)
     context.store.write_hooks.append(auditor.on_write)
     context.store.read_hooks.append(auditor.on_read)
