@@ -14,7 +14,6 @@ import threading
 from collections.abc import Callable
 
 from sqlalchemy import delete, insert, select
-from sqlalchemy.orm import Session
 
 from shared.auth.audit_event import audit_event
 from shared.auth.audit_record import Access
@@ -27,13 +26,6 @@ log = logging.getLogger(__name__)
 _SPOOL = AuditSpoolRow.__table__
 _INSERT = insert(_SPOOL)
 DRAIN_BATCH = 200
-
-
-def _relaxed_commit(session: Session, database: Database) -> None:
-    # Survives a crash of this process (the WAL is written, just not flushed before we go on),
-    # which is the failure the spool is for; cheap. SQLite runs with synchronous=NORMAL: same.
-    if not database.is_sqlite:
-        session.connection().exec_driver_sql("SET LOCAL synchronous_commit = off")
 
 
 class Spooler:
@@ -71,6 +63,18 @@ class Spooler:
         if thread is not None:
             thread.join(timeout=10)
 
+    def _insert(self, records: list[str]) -> None:
+        # A bare connection, not a unit of work: no session, guard or commit hooks to pay for
+        # on every read (this is the read path's whole audit cost).
+        database = self.database
+        with database.sqlite_writer(), database.write_engine.begin() as connection:
+            if not database.is_sqlite:
+                # Survives a crash of this process (only an OS crash could lose the last
+                # commits), which is the failure the spool is for, and costs no flush wait.
+                # SQLite runs with synchronous=NORMAL: the same.
+                connection.exec_driver_sql("SET LOCAL synchronous_commit = off")
+            connection.execute(_INSERT, [{"record": record} for record in records])
+
     def _run(self) -> None:
         while True:
             with self._lock:
@@ -83,9 +87,7 @@ class Spooler:
                     return
             error: BaseException | None = None
             try:
-                with self.database.write() as session:
-                    _relaxed_commit(session, self.database)
-                    session.connection().execute(_INSERT, [{"record": r} for r, _, _ in batch])
+                self._insert([record for record, _, _ in batch])
             except Exception as exc:  # every waiting request fails rather than go unaudited
                 log.error("audit spool write failed: %s", type(exc).__name__)
                 error = exc

@@ -309,6 +309,10 @@ class Database:
             connection.exec_driver_sql("PRAGMA analysis_limit=10000")
             connection.exec_driver_sql("ANALYZE")
 
+    def sqlite_writer(self) -> AbstractContextManager[object]:
+        """The in-process writer queue of SQLite (a no-op on PostgreSQL), for bare writes."""
+        return self._sqlite_writer
+
     @contextmanager
     def read(self, guard: QueryGuard | None = None) -> Iterator[Session]:
         """A read-only session; `guard` lets another thread cancel its statements."""
