@@ -212,6 +212,9 @@ class ResourceStore:
         conditions = []
         if res_type is not None:
             conditions.append(VersionRow.res_type == res_type)
+        else:
+            # The audit trail is served at /AuditEvent, not mixed into the system's history.
+            conditions.append(VersionRow.res_type.not_in(UNHOOKED_TYPES))
         if res_id is not None:
             conditions.append(VersionRow.res_id == res_id)
         if since is not None:
