@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from shared.auth.audit import install_audit_trail
 from shared.auth.needs import Need, needs
 from shared.auth.setup import OPS_SCOPE, install_security
 from shared.db.engine import Database
@@ -117,6 +118,7 @@ def create_service_app(settings: ServiceSettings, registry: Registry) -> FastAPI
     app.add_middleware(TraceContext)
     # After TraceContext, so outside it: refused requests never reach the handlers.
     install_security(app, settings)
+    install_audit_trail(app, context)  # last: its middleware must enclose authentication
 
     app.include_router(build_router(context))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from shared.app import create_service_app
-from shared.fhir.catalogue import resource
+from shared.fhir.catalogue import audit_events, resource
 from shared.fhir.everything import everything_operation
 from shared.fhir.registry import Registry
 from shared.settings import ServiceSettings, settings_class
@@ -18,6 +18,7 @@ def registry() -> Registry:
     """The resource types the intake service serves."""
     registry = Registry(SERVICE)
     registry.add(resource("Patient", owner=SERVICE, operations=(everything_operation(),)))
+    registry.add(audit_events(SERVICE))
     return registry
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from shared.app import create_service_app
-from shared.fhir.catalogue import resource
+from shared.fhir.catalogue import audit_events, resource
 from shared.fhir.everything import everything_operation
 from shared.fhir.registry import Registry
 from shared.settings import ServiceSettings, settings_class
@@ -22,6 +22,7 @@ def registry() -> Registry:
     registry.add(resource("Patient", owner="intake", operations=(everything_operation(),)))
     registry.add(resource("Appointment", owner="scheduling"))
     registry.add(resource("MedicationAdministration", owner="scheduling"))
+    registry.add(audit_events(SERVICE))
     return registry
 
 

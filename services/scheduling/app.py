@@ -6,7 +6,7 @@ from fastapi import FastAPI
 
 from services.scheduling.reactions import cancel_appointments_of_deleted_patient
 from shared.app import create_service_app
-from shared.fhir.catalogue import resource
+from shared.fhir.catalogue import audit_events, resource
 from shared.fhir.everything import everything_operation
 from shared.fhir.registry import Registry
 from shared.settings import ServiceSettings, settings_class
@@ -23,6 +23,7 @@ def registry() -> Registry:
     # Read-only replicas, kept current from intake's events.
     registry.add(resource("Patient", owner="intake", operations=(everything_operation(),)))
     registry.react("fhir.Patient.deleted", cancel_appointments_of_deleted_patient)
+    registry.add(audit_events(SERVICE))
     return registry
 
 

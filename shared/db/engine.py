@@ -143,6 +143,8 @@ class Database:
         else:
             self.write_engine = create_engine(
                 url,
+                # Parameters are patient data: never in logs or exception messages.
+                hide_parameters=True,
                 pool_size=pool_size,
                 max_overflow=pool_size * 2,
                 # A ping on every checkout is a round trip per request: only connections idle
@@ -192,6 +194,7 @@ class Database:
     def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
         engine = create_engine(
             url,
+            hide_parameters=True,  # parameters are patient data (see the PostgreSQL engine)
             connect_args={"check_same_thread": False, "timeout": 30},
             pool_size=10,
             max_overflow=20,
@@ -305,6 +308,10 @@ class Database:
         with self._sqlite_writer, self.write_engine.begin() as connection:
             connection.exec_driver_sql("PRAGMA analysis_limit=10000")
             connection.exec_driver_sql("ANALYZE")
+
+    def sqlite_writer(self) -> AbstractContextManager[object]:
+        """The in-process writer queue of SQLite (a no-op on PostgreSQL), for bare writes."""
+        return self._sqlite_writer
 
     @contextmanager
     def read(self, guard: QueryGuard | None = None) -> Iterator[Session]:

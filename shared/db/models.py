@@ -209,3 +209,13 @@ class ProcessedEvent(SQLModel, table=True):
     consumer: str = Field(max_length=100, primary_key=True)
     event_id: str = Field(max_length=36, primary_key=True)
     processed_at: datetime = Field(sa_type=DateTime())
+
+
+class AuditSpoolRow(SQLModel, table=True):
+    """An access recorded before its response was sent, until drained into an AuditEvent."""
+
+    __tablename__ = "audit_spool"
+
+    pk: int | None = Field(default=None, sa_column=Column(PK, primary_key=True, autoincrement=True))
+    # The access as JSON (shared.auth.audit_record.Access): small, so the insert stays cheap.
+    record: str = Field(sa_column=Column(Text, nullable=False))

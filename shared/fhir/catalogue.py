@@ -182,7 +182,39 @@ QUESTIONNAIRE_RESPONSE_PARAMS = (
     SearchParam("identifier", "token", ("identifier",), description="A business identifier"),
 )
 
+# `agent` and `source` are tokens on the identifiers of agent.who and source.observer (R4 has
+# references): the callers are OAuth clients and the observer a service, neither of them a
+# stored resource, so their identifiers are what one searches by.
+AUDIT_EVENT_PARAMS = (
+    SearchParam("date", "date", ("recorded",), description="When the event was recorded"),
+    SearchParam(
+        "agent",
+        "token",
+        ("agent.who.identifier",),
+        description="Who took part: a client id (urn:kemdr:client-id) or token subject",
+    ),
+    SearchParam("entity", "reference", ("entity.what",), description="A resource touched"),
+    SearchParam(
+        "patient",
+        "reference",
+        ("entity.what", "agent.who"),
+        ("Patient",),
+        description="The patient whose record was accessed",
+    ),
+    SearchParam("outcome", "token", ("outcome",), description="0, 4, 8 or 12"),
+    SearchParam("type", "token", ("type",), description="The event type (DCM 110110)"),
+    SearchParam("subtype", "token", ("subtype",), description="The REST interaction"),
+    SearchParam("action", "token", ("action",), description="C, R, U, D or E"),
+    SearchParam(
+        "source",
+        "token",
+        ("source.observer.identifier",),
+        description="The service that recorded the event (urn:kemdr:service)",
+    ),
+)
+
 STANDARD_PARAMS: dict[str, tuple[SearchParam, ...]] = {
+    "AuditEvent": AUDIT_EVENT_PARAMS,
     "Questionnaire": QUESTIONNAIRE_PARAMS,
     "QuestionnaireResponse": QUESTIONNAIRE_RESPONSE_PARAMS,
     "Patient": PATIENT_PARAMS,
@@ -198,6 +230,7 @@ def resource(
     *,
     rules: tuple[WriteRule, ...] = (),
     operations: tuple[Operation, ...] = (),
+    api_writable: bool = True,
 ) -> ResourceDef:
     """Declare a resource type with its standard search parameters and owning service."""
     return ResourceDef(
@@ -206,4 +239,10 @@ def resource(
         owner=owner,
         rules=rules,
         operations=operations,
+        api_writable=api_writable,
     )
+
+
+def audit_events(service: str) -> ResourceDef:
+    """AuditEvent as every service serves it: its own records, readable, never API-written."""
+    return resource("AuditEvent", owner=service, api_writable=False)

@@ -79,8 +79,14 @@ class Interactions:
         return definition
 
     def writable(self, res_type: str) -> ResourceDef:
-        """The declaration of a type this service owns; 405 for a replica."""
+        """The declaration of a type this service owns; 405 for a replica or an audit type."""
         definition = self.definition(res_type)
+        if not definition.api_writable:
+            raise FHIRError(
+                405,
+                f"{res_type} is recorded by the service itself, never written through the API",
+                code="not-supported",
+            )
         if definition.owner != self.registry.service:
             raise FHIRError(
                 405,

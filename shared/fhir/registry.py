@@ -42,6 +42,8 @@ class ResourceDef:
     rules: tuple[WriteRule, ...] = ()
     # Type- and instance-level operations ($name) served on this type.
     operations: tuple[Operation, ...] = ()
+    # False for types only the service itself writes (AuditEvent): every API write is a 405.
+    api_writable: bool = True
 
     def param(self, name: str) -> SearchParam | None:
         for candidate in self.params:

@@ -48,6 +48,12 @@ MAX_VERSION = 2**31 - 1
 # Called inside the writing transaction, so whatever it records commits or rolls back with it.
 # Records a committed-to-be change in the writer's transaction: the outbox.
 ChangeRecorder = Callable[[Session, Stored], None]
+# Told of every version a read returns (outside any transaction of its own).
+ReadObserver = Callable[[Stored], None]
+
+# Writes of these types are no accesses to hook: an audit record of an audit record would
+# recurse.
+UNHOOKED_TYPES = frozenset({"AuditEvent"})
 
 _PENDING = "pending_rows"
 
@@ -109,6 +115,12 @@ class ResourceStore:
         # for tools that load data without events.
         self.outbox = outbox
         self.rows = RowWriter(database.write_engine.dialect)
+        # Run inside each API-level create, update and delete transaction after its rows
+        # are written (the audit trail), never for replica versions (`put_version`).
+        self.write_hooks: list[ChangeRecorder] = []
+        # Told of each version `read` and `vread` return (the audit trail notes what a
+        # request touched).
+        self.read_hooks: list[ReadObserver] = []
 
     # ---- reads -------------------------------------------------------------------------
     def current_row(self, session: Session, res_type: str, res_id: str, *, lock: bool) -> Any:
@@ -126,7 +138,7 @@ class ResourceStore:
             raise not_found(f"{res_type}/{res_id} is not known")
         if row.deleted:
             raise Deleted(res_type, res_id, row.version_id)
-        return Stored(
+        stored = Stored(
             res_type,
             res_id,
             row.version_id,
@@ -134,6 +146,8 @@ class ResourceStore:
             False,
             exact_json.loads(row.content),
         )
+        self._observe(stored)
+        return stored
 
     def lock_rows(self, session: Session, keys: list[tuple[str, str]]) -> None:
         """Lock the named resources up front, in one fixed order.
@@ -167,7 +181,9 @@ class ResourceStore:
             raise not_found(f"{res_type}/{res_id}/_history/{version_id} is not known")
         if row.deleted:
             raise gone(f"{res_type}/{res_id}/_history/{version_id} is a deletion")
-        return self._from_version(row)
+        stored = self._from_version(row)
+        self._observe(stored)
+        return stored
 
     @staticmethod
     def _from_version(row: VersionRow) -> Stored:
@@ -196,6 +212,9 @@ class ResourceStore:
         conditions = []
         if res_type is not None:
             conditions.append(VersionRow.res_type == res_type)
+        else:
+            # The audit trail is served at /AuditEvent, not mixed into the system's history.
+            conditions.append(VersionRow.res_type.not_in(UNHOOKED_TYPES))
         if res_id is not None:
             conditions.append(VersionRow.res_id == res_id)
         if since is not None:
@@ -249,6 +268,8 @@ class ResourceStore:
         finally:
             del session.info[_PENDING]
         self.rows.insert(session.connection(), _RESOURCES, current, rows)
+        # After the batch: a hook may create resources itself, which gathers its own rows.
+        self._hook(session, stored)
         return stored
 
     def update(
@@ -289,6 +310,7 @@ class ResourceStore:
         self.clear_index(session, row.pk)
         self.write_index(session, row.pk, res_type, resource)
         self._notify(session, stored)
+        self._hook(session, stored)
         return stored, was_deleted
 
     def delete(self, session: Session, res_type: str, res_id: str) -> Stored | None:
@@ -305,6 +327,7 @@ class ResourceStore:
         self._write_version(session, stored, None)
         self.clear_index(session, row.pk)
         self._notify(session, stored)
+        self._hook(session, stored)
         return stored
 
     @staticmethod
@@ -480,3 +503,12 @@ class ResourceStore:
     def _notify(self, session: Session, stored: Stored) -> None:
         if self.outbox is not None:
             self.outbox(session, stored)
+
+    def _hook(self, session: Session, stored: Stored) -> None:
+        if stored.type not in UNHOOKED_TYPES:
+            for hook in self.write_hooks:
+                hook(session, stored)
+
+    def _observe(self, stored: Stored) -> None:
+        for hook in self.read_hooks:
+            hook(stored)

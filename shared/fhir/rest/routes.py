@@ -78,7 +78,9 @@ def build_router(ctx: FHIRContext) -> APIRouter:
     # Before the type routes: `/Patient/$everything` must not be read as `/Patient/{id}`.
     add_operation_routes(router, ctx)
     for definition in ctx.registry.resources.values():
-        _type_routes(router, definition, owned=definition.owner == ctx.registry.service)
+        _type_routes(
+            router, definition, owned=ctx.registry.owns(definition.type) and definition.api_writable
+        )
     return router
 
 
