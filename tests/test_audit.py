@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from shared.db.models import AuditSpoolRow, ResourceRow
 from shared.fhir.validation import validate_resource
-from tests.auth_support import acting_as, principal
+from tests.auth_support import acting_as, bearer, principal
 from tests.conftest import BACKENDS, SERVICES, make_settings
 from tests.factories import FHIR_JSON, observation, patient
 from tests.fhir_asserts import assert_outcome
@@ -28,9 +28,14 @@ def _app(service: str, database_url: str) -> FastAPI:
     return SERVICES[service][1](make_settings(service, database_url))
 
 
-def _client(app: FastAPI) -> httpx.AsyncClient:
+def _client(app: FastAPI, *, anonymous: bool = False) -> httpx.AsyncClient:
+    """A client calling as CLIENT on behalf of USER (or with no token at all)."""
+    headers = {} if anonymous else bearer(user=USER, client_id=CLIENT, sub=CLIENT)
     return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://testserver/fhir", timeout=60
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://testserver/fhir",
+        timeout=60,
+        headers=headers,
     )
 
 
@@ -141,8 +146,8 @@ async def test_refused_and_failed_requests_are_recorded(client, app):
 
 
 async def test_an_unauthenticated_request_is_recorded_without_a_client(app):
-    async with _client(app) as anonymous:
-        assert (await anonymous.get("/Patient/x")).status_code == 404
+    async with _client(app, anonymous=True) as anonymous:
+        assert (await anonymous.get("/Patient/x")).status_code == 401
         with acting_as(principal(client_id=CLIENT)):
             async with _client(app) as reader:
                 event = _only(await _events(reader, app, patient="Patient/x"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from tests import kafka_support
-from tests.auth_support import acting_as, principal
+from tests.auth_support import acting_as, bearer, principal
 from tests.factories import patient
 from tests.kafka_support import payloads, read_topic, running
 from tooling.broker import Broker
@@ -20,11 +20,12 @@ async def test_write_and_read_audit_events_are_published(
 ):
     settings = {"kafka_bootstrap_servers": kafka_broker.bootstrap, "topic_prefix": topic_prefix}
     async with running("intake", new_database("intake"), **settings) as intake:
+        siem = bearer(client_id="siem-test", sub="siem-test")
         with acting_as(principal(client_id="siem-test")):
-            created = await intake.client.post("/Patient", json=patient())
+            created = await intake.client.post("/Patient", json=patient(), headers=siem)
             assert created.status_code == 201, created.text
             pid = created.json()["id"]
-            assert (await intake.client.get(f"/Patient/{pid}")).status_code == 200
+            assert (await intake.client.get(f"/Patient/{pid}", headers=siem)).status_code == 200
         # The write's record rides in its transaction; the read's comes via the spool drainer.
         records = await read_topic(kafka_broker.bootstrap, f"{topic_prefix}AuditEvent", count=2)
     events = [p["data"] for p in payloads(records)]
