@@ -38,6 +38,7 @@ bench: install
 	$(PY) -m bench.events
 	$(PY) -m bench.sort_attack
 	$(PY) -m bench.parse
+	$(PY) -m bench.auth
 
 migrate: $(STAMP)
 	for s in intake scheduling outcomes; do $(PY) -m services.$$s migrate; done

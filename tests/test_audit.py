@@ -227,7 +227,7 @@ async def test_spooled_reads_survive_a_crash_and_are_drained_by_the_next_start(d
     assert response.json()["total"] == 3
 
 
-async def test_a_spool_that_cannot_be_written_fails_the_request(client, app, monkeypatch):
+async def test_a_spool_that_cannot_be_written_answers_503_not_the_data(client, app, monkeypatch):
     async def broken(_access: Any) -> None:
         raise RuntimeError("spool down")
 
@@ -236,8 +236,10 @@ async def test_a_spool_that_cannot_be_written_fails_the_request(client, app, mon
     while not hasattr(middleware, "spooler"):
         middleware = middleware.app  # type: ignore[union-attr]
     monkeypatch.setattr(middleware.spooler, "put", broken)
-    with pytest.raises(RuntimeError):
-        await client.get(f"/Patient/{pid}")
+    response = await client.get(f"/Patient/{pid}")
+    assert_outcome(response, 503, "transient")
+    assert response.headers["retry-after"]
+    assert pid not in response.text  # the unrecorded read's data never leaves
 
 
 # ---- search --------------------------------------------------------------------------------

@@ -9,6 +9,8 @@ broken input and prove that it really fails.
 from __future__ import annotations
 
 import functools
+import json
+import posixpath
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -285,6 +287,11 @@ def compose_problems(compose: Doc) -> list[str]:
             if target not in services:
                 problems.append(f"{name}: depends_on unknown service {target!r}")
                 continue
+            if condition == "service_completed_successfully":
+                # A one-shot job (e.g. fixing a volume's owner): it must not restart.
+                if str(services[target].get("restart", "no")) != "no":
+                    problems.append(f"{name}: depends_on {target}, a job that restarts")
+                continue
             if condition != "service_healthy":
                 problems.append(f"{name}: depends_on {target} is not service_healthy")
             if "healthcheck" not in services[target]:
@@ -298,6 +305,174 @@ def compose_problems(compose: Doc) -> list[str]:
             problems += command_problems(service.get("command"), "serve", name)
             if "healthcheck" not in service:
                 problems.append(f"{name}: no healthcheck")
+    return problems
+
+
+def auth_env_problems(service: str, env: dict[str, str]) -> list[str]:
+    """The settings without which a service does not start, or cannot call its peers."""
+    prefix = service.upper()
+    if str(env.get(f"{prefix}_AUTH_DISABLED", "")).lower() == "true":
+        return [f"{service}: {prefix}_AUTH_DISABLED is true (every route open)"]
+    problems = [
+        f"{service}: {prefix}_{setting} is not set"
+        + (" (the service refuses to start)" if setting == "AUTH_ISSUER" else "")
+        for setting in ("AUTH_ISSUER", "AUTH_AUDIENCE", "AUTH_CLIENT_ID", "AUTH_CLIENT_KEY_FILE")
+        if not str(env.get(f"{prefix}_{setting}") or "").strip()
+    ]
+    key_file = str(env.get(f"{prefix}_AUTH_CLIENT_KEY_FILE") or "")
+    if key_file and not posixpath.isabs(key_file):
+        problems.append(f"{service}: AUTH_CLIENT_KEY_FILE {key_file!r} is not absolute")
+    return problems
+
+
+def mounted_under(path: str, mount_path: str) -> str | None:
+    """`path` relative to a mount point, or None when it is not inside it."""
+    path, mount_path = posixpath.normpath(path), posixpath.normpath(mount_path)
+    if path == mount_path or not path.startswith(mount_path.rstrip("/") + "/"):
+        return None
+    return path[len(mount_path.rstrip("/")) + 1 :]
+
+
+def compose_volume_targets(service: Doc) -> dict[str, str]:
+    """Container path -> source of a compose service's volumes (short and long syntax)."""
+    targets: dict[str, str] = {}
+    for volume in service.get("volumes") or []:
+        if isinstance(volume, dict):
+            targets[str(volume.get("target", ""))] = str(volume.get("source", ""))
+            continue
+        parts = str(volume).split(":")
+        if len(parts) >= 2:
+            targets[parts[1]] = parts[0]
+    return targets
+
+
+def cli_options(command: list[str], option: str) -> list[str]:
+    """The values of a repeatable `--option VALUE` / `--option=VALUE` in a command."""
+    values: list[str] = []
+    for index, arg in enumerate(command):
+        if arg == option and index + 1 < len(command):
+            values.append(command[index + 1])
+        elif arg.startswith(option + "="):
+            values.append(arg.split("=", 1)[1])
+    return values
+
+
+def compose_auth_problems(compose: Doc) -> list[str]:
+    """Each service trusts the dev issuer, for an audience it issues, with a mounted key."""
+    services: dict[str, Doc] = compose.get("services") or {}
+    problems: list[str] = []
+    for name in SERVICES:
+        service = services.get(name) or {}
+        env = {str(k): str(v) for k, v in (service.get("environment") or {}).items()}
+        found = auth_env_problems(name, env)
+        problems += found
+        if found:
+            continue
+        prefix = name.upper()
+        issuer_url = env[f"{prefix}_AUTH_ISSUER"]
+        host = re.sub(r"^https?://", "", issuer_url).split("/")[0].split(":")[0]
+        issuer = services.get(host)
+        if issuer is None:
+            problems.append(f"{name}: issuer {issuer_url!r} is no compose service")
+        else:
+            if host not in compose_depends_on(service):
+                problems.append(f"{name}: does not depend on the issuer {host!r}")
+            command = [str(arg) for arg in issuer.get("command") or []]
+            if cli_options(command, "--issuer") != [issuer_url]:
+                problems.append(f"{name}: {host} does not call itself {issuer_url!r}")
+            audience = env[f"{prefix}_AUTH_AUDIENCE"]
+            if audience not in cli_options(command, "--audience"):
+                problems.append(f"{name}: audience {audience!r} is not one {host} issues for")
+            port = SERVICES[name]
+            if audience != f"http://localhost:{port}/fhir":
+                problems.append(f"{name}: audience {audience!r} is not the host's FHIR base")
+            issuer_dirs = cli_options(command, "--dir")
+            client_id = env[f"{prefix}_AUTH_CLIENT_ID"]
+            key_file = env[f"{prefix}_AUTH_CLIENT_KEY_FILE"]
+            if posixpath.basename(key_file) != f"{client_id}.pem":
+                problems.append(f"{name}: {key_file!r} is not the issuer's key of {client_id}")
+            ours, theirs = compose_volume_targets(service), compose_volume_targets(issuer)
+            mounts = [t for t in ours if mounted_under(key_file, t) is not None]
+            if not mounts:
+                problems.append(f"{name}: {key_file} is not inside a mounted volume")
+                continue
+            source = ours[mounts[0]]
+            if not issuer_dirs or theirs.get(issuer_dirs[0]) != source:
+                problems.append(f"{name}: volume {source!r} is not the issuer's --dir")
+            elif mounted_under(key_file, mounts[0]) != posixpath.basename(key_file):
+                problems.append(f"{name}: {key_file} is not at the top of the issuer's --dir")
+    return problems
+
+
+def k8s_auth_problems(
+    deployment: Doc, configmaps: dict[str, Doc], secrets: list[Doc], audience: str
+) -> list[str]:
+    """The serve container has the auth settings and its client key is mounted from a
+    Secret key shipped in secret.example.yaml."""
+    service = name_of(deployment)
+    spec = pod_spec(deployment)
+    volumes = {volume.get("name"): volume for volume in spec.get("volumes") or []}
+    available: dict[str, set[str]] = {}
+    for secret in of_kind(secrets, "Secret"):
+        keys = set(secret.get("data") or {}) | set(secret.get("stringData") or {})
+        available.setdefault(name_of(secret), set()).update(keys)
+    problems: list[str] = []
+    for container in spec.get("containers") or []:
+        env: dict[str, str] = {}
+        for source in container.get("envFrom") or []:
+            ref = (source.get("configMapRef") or {}).get("name")
+            env.update(
+                {str(k): str(v) for k, v in (configmaps.get(ref, {}).get("data") or {}).items()}
+            )
+        env.update({e["name"]: str(e.get("value", "<ref>")) for e in container.get("env") or []})
+        found = auth_env_problems(service, env)
+        problems += found
+        if found:
+            continue
+        prefix = service.upper()
+        if not env[f"{prefix}_AUTH_ISSUER"].startswith("https://"):
+            problems.append(f"{service}: AUTH_ISSUER is not an https URL")
+        if env[f"{prefix}_AUTH_AUDIENCE"] != audience:
+            problems.append(
+                f"{service}: AUTH_AUDIENCE {env[f'{prefix}_AUTH_AUDIENCE']!r}, "
+                f"the Ingress serves {audience!r}"
+            )
+        try:
+            proxies = json.loads(env.get(f"{prefix}_TRUSTED_PROXIES", ""))
+        except ValueError:
+            proxies = None
+        if not isinstance(proxies, list) or not proxies:
+            problems.append(f"{service}: TRUSTED_PROXIES is not a non-empty JSON list")
+        key_file = env[f"{prefix}_AUTH_CLIENT_KEY_FILE"]
+        located = [
+            (mount, relative)
+            for mount in container.get("volumeMounts") or []
+            if (relative := mounted_under(key_file, mount.get("mountPath", ""))) is not None
+        ]
+        if not located:
+            problems.append(f"{service}: {key_file} is not inside a volumeMount")
+            continue
+        mount, relative = located[0]
+        if mount.get("readOnly") is not True:
+            problems.append(f"{service}: the key's volumeMount is not readOnly")
+        secret = (volumes.get(mount.get("name")) or {}).get("secret")
+        if secret is None:
+            problems.append(f"{service}: {key_file} is not mounted from a Secret")
+            continue
+        items = secret.get("items")
+        paths = (
+            {item["path"]: item["key"] for item in items}
+            if items
+            else {key: key for key in available.get(secret.get("secretName", ""), set())}
+        )
+        secret_key = paths.get(relative)
+        if secret_key is None:
+            problems.append(f"{service}: the Secret volume has no file {relative!r}")
+        elif secret_key not in available.get(secret.get("secretName", ""), set()):
+            problems.append(
+                f"{service}: Secret {secret.get('secretName')!r} key {secret_key!r} "
+                "is not in secret.example.yaml"
+            )
     return problems
 
 
@@ -533,6 +708,56 @@ def test_ingress_routes_prefixes_with_forwarded_prefix() -> None:
     assert routed == {f"/{name}": name for name in SERVICES}
 
 
+def ingress_fhir_bases() -> dict[str, str]:
+    """service -> its public FHIR base through the Ingress (https://host/prefix/fhir)."""
+    bases: dict[str, str] = {}
+    for ingress in of_kind(k8s_docs(), "Ingress"):
+        prefix = (ingress["metadata"].get("annotations") or {}).get(
+            "nginx.ingress.kubernetes.io/x-forwarded-prefix", ""
+        )
+        for rule in ingress["spec"].get("rules") or []:
+            for path in rule["http"]["paths"]:
+                host = rule.get("host", "")
+                bases[path["backend"]["service"]["name"]] = f"https://{host}{prefix}/fhir"
+    return bases
+
+
+@pytest.mark.parametrize("service", sorted(SERVICES))
+def test_deployment_auth_settings_and_client_key(service: str) -> None:
+    configmaps = {name_of(cm): cm for cm in of_kind(k8s_docs(), "ConfigMap")}
+    audience = ingress_fhir_bases().get(service, "<no ingress>")
+    assert not audience.startswith("https:///"), "the Ingress rules need a host"
+    problems = k8s_auth_problems(
+        deployment_for(service), configmaps, list(load_documents(SECRET_EXAMPLE)), audience
+    )
+    assert not problems, problems
+
+
+def test_every_workload_running_a_service_has_an_issuer() -> None:
+    """Not only the Deployments above: any workload that serves a service needs auth."""
+    configmaps = {name_of(cm): cm for cm in of_kind(k8s_docs(), "ConfigMap")}
+    problems: list[str] = []
+    for workload in k8s_docs():
+        if workload.get("kind") not in WORKLOAD_KINDS | {"Job", "CronJob"}:
+            continue
+        for container in pod_spec(workload).get("containers") or []:
+            command = container.get("command") or []
+            if len(command) != 4 or not SERVICE_MODULE.match(str(command[2])):
+                continue
+            service = str(command[2]).split(".", 1)[1]
+            env: dict[str, str] = {}
+            for source in container.get("envFrom") or []:
+                ref = (source.get("configMapRef") or {}).get("name")
+                env.update(configmaps.get(ref, {}).get("data") or {})
+            env.update({e["name"]: "<set>" for e in container.get("env") or []})
+            problems += [
+                f"{name_of(workload)}: {p}"
+                for p in auth_env_problems(service, env)
+                if "AUTH_ISSUER" in p or "AUTH_DISABLED" in p
+            ]
+    assert not problems, problems
+
+
 # --------------------------------------------------------------------------- #
 # docker-compose.yml
 
@@ -555,6 +780,18 @@ def test_compose_has_backing_services_and_app_ports() -> None:
     for name, port in SERVICES.items():
         assert compose_host_ports(services[name]) == [str(port)], name
         assert set(compose_depends_on(services[name])) >= {"postgres", "kafka"}, name
+
+
+def test_compose_services_trust_the_dev_issuer_with_mounted_keys() -> None:
+    services = compose()["services"]
+    assert "issuer" in services, "no dev issuer service"
+    assert "healthcheck" in services["issuer"]
+    problems = compose_auth_problems(compose())
+    for name in SERVICES:
+        mounts = [str(v) for v in services[name].get("volumes") or [] if isinstance(v, str)]
+        if not any(v.startswith("dev-auth:") and v.endswith(":ro") for v in mounts):
+            problems.append(f"{name}: the dev-auth volume is not mounted read-only")
+    assert not problems, problems
 
 
 def test_compose_passwords_come_from_the_environment() -> None:
@@ -712,3 +949,72 @@ def test_checkers_reject_broken_compose_and_dockerfile() -> None:
     assert dockerfile_user_problems("FROM python:3.11-slim\nUSER 0:0\n")
     assert dockerfile_user_problems('FROM python:3.11-slim\nCMD ["python"]\n')
     assert not dockerfile_user_problems("FROM python:3.11-slim\nUSER 10001:10001\n")
+
+
+def test_checkers_reject_broken_auth_settings() -> None:
+    assert auth_env_problems("intake", {})[0].startswith("intake: INTAKE_AUTH_ISSUER")
+    assert auth_env_problems("intake", {"INTAKE_AUTH_DISABLED": "true"})
+    issuer = {
+        "command": [
+            *("serve", "--dir", "/d", "--issuer", "http://issuer:8009"),
+            *("--audience", "http://localhost:8001/fhir"),
+        ],
+        "volumes": ["keys:/d"],
+        "healthcheck": {"test": ["CMD", "true"]},
+    }
+    env = {
+        "INTAKE_AUTH_ISSUER": "http://issuer:8009",
+        "INTAKE_AUTH_AUDIENCE": "http://localhost:8001/fhir",
+        "INTAKE_AUTH_CLIENT_ID": "kemdr-intake",
+        "INTAKE_AUTH_CLIENT_KEY_FILE": "/d/kemdr-intake.pem",
+    }
+    good = {"environment": env, "volumes": ["keys:/d:ro"], "depends_on": ["issuer"]}
+    ok = compose_auth_problems({"services": {"issuer": issuer, "intake": good}})
+    assert not [p for p in ok if p.startswith("intake:")], ok
+    unmounted = {**good, "volumes": []}
+    problems = compose_auth_problems({"services": {"issuer": issuer, "intake": unmounted}})
+    assert any("not inside a mounted volume" in p for p in problems)
+    stray = {**good, "environment": {**env, "INTAKE_AUTH_AUDIENCE": "http://intake:8001/fhir"}}
+    problems = compose_auth_problems({"services": {"issuer": issuer, "intake": stray}})
+    assert any("not one issuer issues for" in p for p in problems)
+
+    deployment = {
+        "kind": "Deployment",
+        "metadata": {"name": "intake"},
+        "spec": {
+            "template": {
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "intake",
+                            "envFrom": [{"configMapRef": {"name": "cm"}}],
+                            "volumeMounts": [{"name": "key", "mountPath": "/etc/k"}],
+                        }
+                    ],
+                    "volumes": [{"name": "key", "secret": {"secretName": "nope"}}],
+                }
+            }
+        },
+    }
+    data = {
+        "INTAKE_AUTH_ISSUER": "https://idp.example.org",
+        "INTAKE_AUTH_AUDIENCE": "https://h/intake/fhir",
+        "INTAKE_AUTH_CLIENT_ID": "kemdr-intake",
+        "INTAKE_AUTH_CLIENT_KEY_FILE": "/etc/k/client-key.pem",
+        "INTAKE_TRUSTED_PROXIES": "[]",
+    }
+    problems = k8s_auth_problems(
+        deployment, {"cm": {"data": data}}, list(load_documents(SECRET_EXAMPLE)), "https://x"
+    )
+    assert any("the Ingress serves" in p for p in problems)
+    assert any("TRUSTED_PROXIES" in p for p in problems)
+    assert any("not readOnly" in p for p in problems)
+    assert any("has no file 'client-key.pem'" in p for p in problems)
+    assert k8s_auth_problems(deployment, {}, [], "https://x")[0].endswith("refuses to start)")
+    broken = {
+        "services": {
+            "a": {"depends_on": {"b": {"condition": "service_completed_successfully"}}},
+            "b": {"restart": "always"},
+        }
+    }
+    assert any("a job that restarts" in p for p in compose_problems(broken))

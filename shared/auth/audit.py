@@ -10,6 +10,7 @@ recorded with the service as the agent; replica copies (`put_version`) are not a
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -31,9 +32,13 @@ from shared.auth.audit_record import (
 )
 from shared.auth.audit_spool import Drainer, Spooler
 from shared.auth.principal import current_principal
+from shared.fhir import exact_json
 from shared.fhir.dates import format_instant, utcnow
+from shared.fhir.errors import issue, operation_outcome
 from shared.fhir.rest.context import FHIRContext
 from shared.fhir.store import Stored
+
+log = logging.getLogger(__name__)
 
 # Noted in a write session's info when it recorded an audited write.
 AUDITED = "audited_writes"
@@ -84,13 +89,23 @@ class AuditTrail:
         if access is None:
             await self.app(scope, receive, send)
             return
-        started = False
+        started = unrecorded = False
 
         async def audited_send(message: Message) -> None:
-            nonlocal started
+            nonlocal started, unrecorded
+            if unrecorded:
+                return  # the planned response is replaced by the 503 already sent
             if message["type"] == "http.response.start":
                 started = True
-                await self._record(access, message["status"])
+                try:
+                    await self._record(access, message["status"])
+                except Exception as exc:
+                    # No answer leaves unrecorded; the client may retry (the database is
+                    # the likely cause, and it is what the 503 of a request says too).
+                    log.error("audit record not written (%s): answering 503", type(exc).__name__)
+                    unrecorded = True
+                    await _unavailable(send)
+                    return
             await send(message)
 
         token = current_access.set(access)
@@ -113,6 +128,26 @@ class AuditTrail:
             access.entities.append(f"{access.res_type}/{access.res_id}")
         access.recorded = format_instant(utcnow())
         await self.spooler.put(access)
+
+
+async def _unavailable(send: Send) -> None:
+    body = exact_json.dumps(
+        operation_outcome(
+            [issue("error", "transient", "The audit trail is unavailable; retry later")]
+        )
+    )
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 503,
+            "headers": [
+                (b"content-type", b"application/fhir+json; charset=utf-8"),
+                (b"content-length", str(len(body)).encode()),
+                (b"retry-after", b"5"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 class WriteAuditor:
