@@ -244,6 +244,15 @@ async def test_conditional_operations_and_bundles(outcomes: httpx.AsyncClient):
         headers=FHIR_JSON,
     )
     assert response.status_code == 200 and response.json()["id"] == mine
+    # A body naming B's resource, when nothing matches: not there for A either (no 400).
+    response = await as_(
+        A,
+        outcomes.put,
+        "/Observation?identifier=urn:test|nothing",
+        json=observation("pa", id=theirs),
+        headers=FHIR_JSON,
+    )
+    assert_outcome(response, 404, "not-found")
     response = await as_(A, outcomes.delete, f"/Observation?{condition}")
     assert response.status_code == 204
     assert await status(None, outcomes, f"/Observation/{theirs}") == 200
