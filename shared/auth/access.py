@@ -8,7 +8,7 @@ another practice moves their whole compartment at once. Other types are not pati
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_, false, not_, or_, select, true
@@ -64,13 +64,20 @@ def compartment_links(ref: Any, res_type: str) -> ColumnElement[bool]:
     )
 
 
-def visible(res_type: str, row: Any = ResourceRow) -> ColumnElement[bool] | None:
+def visible(
+    res_type: str, row: Any = ResourceRow, *, drive: bool = False
+) -> ColumnElement[bool] | None:
     """The condition on `row` (a ResourceRow or alias) under which the caller sees a resource
-    of `res_type`; None when the caller is not restricted."""
+    of `res_type`; None when the caller is not restricted.
+
+    With `drive`, the practices' resources are a set the planner may start from (a query
+    with no selective criterion of its own); otherwise each candidate is probed through its
+    own index rows, which costs only as much as the candidates.
+    """
     practices = restriction()
     if practices is None:
         return None
-    return _visible(res_type, row, practices)
+    return _visible(res_type, row, practices, drive)
 
 
 def visible_any(types: Iterable[str], row: Any = ResourceRow) -> ColumnElement[bool] | None:
@@ -78,33 +85,50 @@ def visible_any(types: Iterable[str], row: Any = ResourceRow) -> ColumnElement[b
     practices = restriction()
     if practices is None:
         return None
-    return or_(*(and_(row.res_type == t, _visible(t, row, practices)) for t in sorted(types)))
+    return or_(
+        *(and_(row.res_type == t, _visible(t, row, practices, False)) for t in sorted(types))
+    )
 
 
-def _visible(res_type: str, row: Any, practices: frozenset[str]) -> ColumnElement[bool]:
+def _probe(row: Any, condition: Callable[[Any], ColumnElement[bool]]) -> ColumnElement[bool]:
+    """Whether one of the row's own reference index rows meets `condition`."""
+    ref = aliased(ReferenceIndex)
+    return (
+        select(ref.resource_pk)
+        .where(ref.resource_pk == row.pk, condition(ref))
+        .correlate(row)
+        # SQLite, without statistics, would otherwise scan the value index per candidate.
+        .with_hint(ref, "INDEXED BY ix_reference_resource", dialect_name="sqlite")
+        .exists()
+    )
+
+
+def _visible(
+    res_type: str, row: Any, practices: frozenset[str], drive: bool
+) -> ColumnElement[bool]:
     if res_type != "Patient" and res_type not in PATIENT_COMPARTMENT:
         return true()  # not patient data
     if not practices:
         return false()
     ref = aliased(ReferenceIndex)
     if res_type == "Patient":
-        return row.pk.in_(select(ref.resource_pk).where(_practice_links(ref, practices)))
+        if drive:
+            return row.pk.in_(select(ref.resource_pk).where(_practice_links(ref, practices)))
+        return _probe(row, lambda r: _practice_links(r, practices))
     patients = visible_patient_ids(practices)
-    # Linked to one of the practices' patients (a semi-join the planner may drive from) ...
-    linked = row.pk.in_(
-        select(ref.resource_pk).where(compartment_links(ref, res_type), ref.target_id.in_(patients))
-    )
-    # ... and to no patient outside them: a probe of this resource's own index rows.
-    other = aliased(ReferenceIndex)
-    elsewhere = (
-        select(other.resource_pk)
-        .where(
-            other.resource_pk == row.pk,
-            compartment_links(other, res_type),
-            other.target_id.not_in(patients),
+    # Linked to one of the practices' patients ...
+    if drive:
+        linked = row.pk.in_(
+            select(ref.resource_pk).where(
+                compartment_links(ref, res_type), ref.target_id.in_(patients)
+            )
         )
-        .correlate(row)
-        .with_hint(other, "INDEXED BY ix_reference_resource", dialect_name="sqlite")
-        .exists()
+    else:
+        linked = _probe(
+            row, lambda r: and_(compartment_links(r, res_type), r.target_id.in_(patients))
+        )
+    # ... and to no patient outside them.
+    elsewhere = _probe(
+        row, lambda r: and_(compartment_links(r, res_type), r.target_id.not_in(patients))
     )
     return and_(linked, not_(elsewhere))

@@ -219,12 +219,15 @@ def search_conditions(query: SearchQuery) -> list[Any]:
     for index, clause in enumerate(ordered):
         drive = index == 0 and _driving(clause) < 50 and not clause.param.name.startswith("_")
         conditions.append(clause_condition(query.resource_type, clause, drive=drive))
-    return _limited(conditions, query.resource_type)
+    # A reference or _id criterion leaves few candidates, each cheap to probe; otherwise the
+    # caller's practices' resources are the smaller set to start from.
+    pinpointed = any(_driving(clause) <= 0 for clause in query.clauses)
+    return _limited(conditions, query.resource_type, drive=not pinpointed)
 
 
-def _limited(conditions: list[Any], res_type: str) -> list[Any]:
+def _limited(conditions: list[Any], res_type: str, *, drive: bool = False) -> list[Any]:
     """The conditions, plus what the caller's practices may see of `res_type`."""
-    condition = visible(res_type)
+    condition = visible(res_type, drive=drive)
     return conditions if condition is None else [*conditions, condition]
 
 
