@@ -139,6 +139,12 @@ OBSERVATION_PARAMS = (
         ("derivedFrom",),
         description="What the observation was derived from",
     ),
+    SearchParam(
+        "performer",
+        "reference",
+        ("performer",),
+        description="Who is responsible for the observation",
+    ),
 )
 
 # The code systems of `code`-typed elements, implied by the element (FHIR R4 bindings), so
@@ -224,6 +230,92 @@ STANDARD_PARAMS: dict[str, tuple[SearchParam, ...]] = {
 }
 
 
+# The FHIR R4 Patient CompartmentDefinition: per resource type, the search parameters whose
+# Patient references put a resource in that patient's compartment (practice-level access
+# reads them from the reference index). Patient itself belongs to a practice through
+# PRACTICE_PARAMS instead. Schedule (`actor`) is left out on purpose: here it is a
+# practitioner's calendar, not patient data. Any other type is not patient data.
+PATIENT_COMPARTMENT: dict[str, tuple[str, ...]] = {
+    "Account": ("subject",),
+    "AdverseEvent": ("subject",),
+    "AllergyIntolerance": ("patient", "recorder", "asserter"),
+    "Appointment": ("actor",),
+    "AppointmentResponse": ("actor",),
+    "AuditEvent": ("patient",),
+    "Basic": ("patient", "author"),
+    "BodyStructure": ("patient",),
+    "CarePlan": ("patient", "performer"),
+    "CareTeam": ("patient", "participant"),
+    "ChargeItem": ("subject",),
+    "Claim": ("patient", "payee"),
+    "ClaimResponse": ("patient",),
+    "ClinicalImpression": ("subject",),
+    "Communication": ("subject", "sender", "recipient"),
+    "CommunicationRequest": ("subject", "sender", "recipient", "requester"),
+    "Composition": ("subject", "author", "attester"),
+    "Condition": ("patient", "asserter"),
+    "Consent": ("patient",),
+    "Coverage": ("policy-holder", "subscriber", "beneficiary", "payor"),
+    "CoverageEligibilityRequest": ("patient",),
+    "CoverageEligibilityResponse": ("patient",),
+    "DetectedIssue": ("patient",),
+    "DeviceRequest": ("subject", "performer"),
+    "DeviceUseStatement": ("subject",),
+    "DiagnosticReport": ("subject",),
+    "DocumentManifest": ("subject", "author", "recipient"),
+    "DocumentReference": ("subject", "author"),
+    "Encounter": ("patient",),
+    "EnrollmentRequest": ("subject",),
+    "EpisodeOfCare": ("patient",),
+    "ExplanationOfBenefit": ("patient", "payee"),
+    "FamilyMemberHistory": ("patient",),
+    "Flag": ("patient",),
+    "Goal": ("patient",),
+    "Group": ("member",),
+    "ImagingStudy": ("patient",),
+    "Immunization": ("patient",),
+    "ImmunizationEvaluation": ("patient",),
+    "ImmunizationRecommendation": ("patient",),
+    "Invoice": ("subject", "patient", "recipient"),
+    "List": ("subject", "source"),
+    "MeasureReport": ("patient",),
+    "Media": ("subject",),
+    "MedicationAdministration": ("patient", "performer", "subject"),
+    "MedicationDispense": ("subject", "patient", "receiver"),
+    "MedicationRequest": ("subject",),
+    "MedicationStatement": ("subject",),
+    "MolecularSequence": ("patient",),
+    "NutritionOrder": ("patient",),
+    "Observation": ("subject", "performer"),
+    "Person": ("patient",),
+    "Procedure": ("patient", "performer"),
+    "Provenance": ("patient",),
+    "QuestionnaireResponse": ("subject", "author"),
+    "RelatedPerson": ("patient",),
+    "RequestGroup": ("subject", "participant"),
+    "ResearchSubject": ("individual",),
+    "RiskAssessment": ("subject",),
+    "ServiceRequest": ("subject", "performer"),
+    "Specimen": ("subject",),
+    "SupplyDelivery": ("patient",),
+    "SupplyRequest": ("subject",),
+    "VisionPrescription": ("patient",),
+}
+# A Patient belongs to the practice (Organization) that manages it or is its nominated GP.
+PRACTICE_PARAMS = ("organization", "general-practitioner")
+
+
+def _check_access_params(resource_type: str, params: tuple[SearchParam, ...]) -> None:
+    """Access control reads these params from the reference index: a type must declare each
+    one as an indexed reference parameter, or its resources would silently be unreachable."""
+    needed = PRACTICE_PARAMS if resource_type == "Patient" else ()
+    needed = PATIENT_COMPARTMENT.get(resource_type, needed)
+    declared = {p.name for p in params if p.type == "reference"}
+    missing = [name for name in needed if name not in declared]
+    if missing:
+        raise ValueError(f"{resource_type} must declare reference search params {missing}")
+
+
 def resource(
     resource_type: str,
     owner: str,
@@ -233,6 +325,7 @@ def resource(
     api_writable: bool = True,
 ) -> ResourceDef:
     """Declare a resource type with its standard search parameters and owning service."""
+    _check_access_params(resource_type, STANDARD_PARAMS[resource_type])
     return ResourceDef(
         type=resource_type,
         params=STANDARD_PARAMS[resource_type],

@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy import and_, func, or_, select
 
+from shared.auth.access import visible_any
 from shared.db.models import ReferenceIndex, ResourceRow
 from shared.fhir import exact_json
 from shared.fhir.dates import date_range
@@ -17,10 +18,11 @@ _MAX_COUNT = 1000
 
 
 def _everything(call: OperationCall) -> OperationResult:
-    session, store = call.session, call.interactions.store
+    session = call.session
     pid = call.res_id or ""
-    # 404 for an unknown patient, 410 for a deleted one, as a read would answer.
-    store.read(session, "Patient", pid)
+    # 404 for an unknown patient (or one the caller may not see), 410 for a deleted one, as
+    # a read would answer.
+    call.interactions.read(session, "Patient", pid)
     count = min(max(call.one("_count", _DEFAULT_COUNT), 1), _MAX_COUNT)
     offset = max(call.one("_offset", 0), 0)
     referring = select(ReferenceIndex.resource_pk).where(
@@ -36,6 +38,9 @@ def _everything(call: OperationCall) -> OperationResult:
     types = call.inputs.get("_type")
     if types:
         conditions.append(ResourceRow.res_type.in_([t for v in types for t in v.split(",")]))
+    limited = visible_any(call.interactions.registry.resources)
+    if limited is not None:
+        conditions.append(limited)
     since = call.one("_since")
     if since:
         conditions.append(ResourceRow.last_updated >= date_range(since)[0])

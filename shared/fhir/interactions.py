@@ -9,6 +9,7 @@ from urllib.parse import parse_qsl
 
 from sqlalchemy.orm import Session
 
+from shared.auth.access_checks import check_write, require_visible, visible_history
 from shared.fhir import exact_json
 from shared.fhir.errors import FHIRError, bad_request, not_found, precondition_failed
 from shared.fhir.json_patch import apply_patch, check_operations
@@ -140,6 +141,7 @@ class Interactions:
             if existing is not None:
                 return Result(200, existing)
         resource.pop("id", None)
+        check_write(session, definition, resource)
         self._rules(session, definition, "create", assigned_id, resource)
         return Result(201, self.store.create(session, res_type, resource, res_id=assigned_id))
 
@@ -201,6 +203,9 @@ class Interactions:
                 "An update must carry the resource id in its body", [f"{res_type}.id"]
             )
         resource = self._checked(res_type, body, res_id)
+        # One the caller cannot see is not there (404); new content outside its practices, 403.
+        require_visible(session, definition, res_id)
+        check_write(session, definition, resource)
         self._rules(session, definition, "update", res_id, resource)
         stored, created = self.store.update(session, res_type, res_id, resource, if_match=if_match)
         return Result(201 if created else 200, stored)
@@ -227,7 +232,8 @@ class Interactions:
             body_id = resource.get("id")
             if body_id:
                 # Update-as-create under the body's id, but never over a resource that the
-                # condition did not select.
+                # condition did not select (one the caller cannot see is not there).
+                require_visible(session, definition, body_id)
                 if self.store.exists(session, res_type, body_id):
                     raise bad_request(
                         f"No {res_type} matches the condition, and the body's id names an "
@@ -239,6 +245,7 @@ class Interactions:
                 raise precondition_failed(
                     f'If-Match W/"{if_match}" given but no {res_type} matches the condition'
                 )
+            check_write(session, definition, resource)
             self._rules(session, definition, "create", assigned_id, resource)
             created = self.store.create(
                 session, res_type, resource, res_id=assigned_id, method="PUT"
@@ -249,6 +256,7 @@ class Interactions:
                 f"The resource id '{resource['id']}' differs from the matched {existing.id}",
                 [f"{res_type}.id"],
             )
+        check_write(session, definition, resource)
         self._rules(session, definition, "update", existing.id, resource)
         stored, _ = self.store.update(session, res_type, existing.id, resource, if_match=if_match)
         return Result(200, stored)
@@ -265,6 +273,7 @@ class Interactions:
         """Apply a JSON Patch to the current version and store the result as a new version."""
         definition = self.writable(res_type)
         check_operations(operations)
+        require_visible(session, definition, res_id)
         # Lock the row: a concurrent writer waits rather than making this patch fail.
         current = self.store.read(session, res_type, res_id, lock=True)
         if if_match is not None and if_match != current.version_id:
@@ -281,6 +290,7 @@ class Interactions:
                 expression=[f"{res_type}.id"],
             )
         resource = self._checked(res_type, patched, res_id)
+        check_write(session, definition, resource)
         self._rules(session, definition, "update", res_id, resource)
         stored, _ = self.store.update(
             session, res_type, res_id, resource, if_match=current.version_id, method="PATCH"
@@ -290,6 +300,7 @@ class Interactions:
     def delete(self, session: Session, res_type: str, res_id: str) -> Result:
         """Delete; deleting what is already deleted is harmless (204)."""
         definition = self.writable(res_type)
+        require_visible(session, definition, res_id)
         self._rules(session, definition, "delete", res_id, None)
         self.store.delete(session, res_type, res_id)
         return Result(204)
@@ -305,11 +316,11 @@ class Interactions:
 
     # ---- reads -------------------------------------------------------------------------
     def read(self, session: Session, res_type: str, res_id: str) -> Result:
-        self.definition(res_type)
+        require_visible(session, self.definition(res_type), res_id)
         return Result(200, self.store.read(session, res_type, res_id))
 
     def vread(self, session: Session, res_type: str, res_id: str, version: str) -> Result:
-        self.definition(res_type)
+        require_visible(session, self.definition(res_type), res_id)
         if not is_digits(version):
             raise not_found(f"{res_type}/{res_id}/_history/{version[:20]} is not known")
         return Result(200, self.store.vread(session, res_type, res_id, int(version)))
@@ -328,16 +339,21 @@ class Interactions:
         """Versions newest first at system, type or instance level; 404 for an id that
         never existed (as a read answers), an empty page for one with no version in range."""
         if res_type is not None:
-            self.definition(res_type)
-        versions, total = self.store.history(
-            session,
-            res_type=res_type,
-            res_id=res_id,
-            since=since,
-            at_or_before=at_or_before,
-            count=count,
-            offset=offset,
-        )
+            definition = self.definition(res_type)
+            if res_id is not None:
+                require_visible(session, definition, res_id)
+        window: dict[str, Any] = {
+            "since": since,
+            "at_or_before": at_or_before,
+            "count": count,
+            "offset": offset,
+        }
+        types = [res_type] if res_type else sorted(self.registry.resources)
+        # A restricted caller's type or system history sees only the resources it may see.
+        found = None if res_id is not None else visible_history(session, types, **window)
+        if found is None:
+            found = self.store.history(session, res_type=res_type, res_id=res_id, **window)
+        versions, total = found
         never_existed = (
             res_type is not None
             and res_id is not None

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, case, false, func, not_, or_, select, true
 from sqlalchemy.orm import Session
 
+from shared.auth.access import visible
 from shared.db.models import INDEX_TABLES, ReferenceIndex, ResourceRow
 from shared.fhir import exact_json
 from shared.fhir.dates import MAX, MIN, utcnow
@@ -218,7 +219,16 @@ def search_conditions(query: SearchQuery) -> list[Any]:
     for index, clause in enumerate(ordered):
         drive = index == 0 and _driving(clause) < 50 and not clause.param.name.startswith("_")
         conditions.append(clause_condition(query.resource_type, clause, drive=drive))
-    return conditions
+    # A reference or _id criterion leaves few candidates, each cheap to probe; otherwise the
+    # caller's practices' resources are the smaller set to start from.
+    pinpointed = any(_driving(clause) <= 0 for clause in query.clauses)
+    return _limited(conditions, query.resource_type, drive=not pinpointed)
+
+
+def _limited(conditions: list[Any], res_type: str, *, drive: bool = False) -> list[Any]:
+    """The conditions, plus what the caller's practices may see of `res_type`."""
+    condition = visible(res_type, drive=drive)
+    return conditions if condition is None else [*conditions, condition]
 
 
 def _sort_key(name: str, descending: bool, definition: Any) -> Any:
@@ -341,12 +351,13 @@ def _include(
         ordered = sorted(ids)
         # A page's references may outnumber the bound parameters a statement can take.
         for start in range(0, len(ordered), IN_CHUNK):
+            conditions = [
+                ResourceRow.res_type == target_type,
+                ResourceRow.res_id.in_(ordered[start : start + IN_CHUNK]),
+                ResourceRow.deleted.is_(False),
+            ]
             targets = session.execute(
-                select(ResourceRow).where(
-                    ResourceRow.res_type == target_type,
-                    ResourceRow.res_id.in_(ordered[start : start + IN_CHUNK]),
-                    ResourceRow.deleted.is_(False),
-                )
+                select(ResourceRow).where(*_limited(conditions, target_type))
             ).scalars()
             for row in targets:
                 found.setdefault((row.res_type, row.res_id), row)
@@ -364,20 +375,18 @@ def _revinclude(
     for target_type, ids in by_type.items():
         if include.param.targets and target_type not in include.param.targets:
             continue
+        conditions = [
+            ResourceRow.res_type == include.source_type,
+            ResourceRow.deleted.is_(False),
+            ReferenceIndex.res_type == include.source_type,
+            ReferenceIndex.param == include.param.name,
+            ReferenceIndex.target_id.in_(ids),
+            or_(ReferenceIndex.target_type == target_type, ReferenceIndex.target_type.is_(None)),
+        ]
         matches = session.execute(
             select(ResourceRow)
             .join(ReferenceIndex, ReferenceIndex.resource_pk == ResourceRow.pk)
-            .where(
-                ResourceRow.res_type == include.source_type,
-                ResourceRow.deleted.is_(False),
-                ReferenceIndex.res_type == include.source_type,
-                ReferenceIndex.param == include.param.name,
-                ReferenceIndex.target_id.in_(ids),
-                or_(
-                    ReferenceIndex.target_type == target_type,
-                    ReferenceIndex.target_type.is_(None),
-                ),
-            )
+            .where(*_limited(conditions, include.source_type))
             .order_by(ResourceRow.pk)
         ).scalars()
         for row in matches:

@@ -1,0 +1,161 @@
+"""Practice-level access for single resources and writes: 404 for what the caller cannot
+see, 403 for a write that would put a resource outside the caller's practices."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, distinct, func, select
+from sqlalchemy.orm import Session
+
+from shared.auth.access import restriction, visible, visible_any, visible_patient_ids
+from shared.db.models import ResourceRow, VersionRow
+from shared.fhir import exact_json
+from shared.fhir.catalogue import PATIENT_COMPARTMENT, PRACTICE_PARAMS
+from shared.fhir.errors import FHIRError, not_found
+from shared.fhir.indexing import index_rows
+from shared.fhir.registry import ResourceDef
+from shared.fhir.store import ResourceStore, Stored
+
+
+def _linked_ids(definition: ResourceDef, resource: dict[str, Any]) -> set[str]:
+    """What a resource's content ties it to: a Patient's practice Organization ids, or the
+    Patient ids of a compartment resource (untyped references counted, as in `access`)."""
+    rows = index_rows(definition, resource).get("reference", [])
+    if definition.type == "Patient":
+        return {
+            r["target_id"]
+            for r in rows
+            if r["param"] in PRACTICE_PARAMS and r["target_type"] == "Organization"
+        }
+    params = PATIENT_COMPARTMENT[definition.type]
+    return {
+        r["target_id"]
+        for r in rows
+        if r["param"] in params and r["target_id"] and r["target_type"] in ("Patient", None)
+    }
+
+
+def _all_visible_patients(session: Session, ids: set[str], practices: frozenset[str]) -> bool:
+    patients = visible_patient_ids(practices).subquery()
+    found = session.execute(
+        select(func.count(distinct(patients.c.res_id))).where(patients.c.res_id.in_(sorted(ids)))
+    ).scalar_one()
+    return int(found) == len(ids)
+
+
+def _content_visible(
+    session: Session, definition: ResourceDef, resource: dict[str, Any], practices: frozenset[str]
+) -> bool:
+    """Whether a resource with this content is visible (a deleted one's last content)."""
+    ids = _linked_ids(definition, resource)
+    if definition.type == "Patient":
+        return any(f"Organization/{i}" in practices for i in ids)
+    return bool(ids) and _all_visible_patients(session, ids, practices)
+
+
+def _is_patient_data(res_type: str) -> bool:
+    return res_type == "Patient" or res_type in PATIENT_COMPARTMENT
+
+
+def require_visible(session: Session, definition: ResourceDef, res_id: str) -> None:
+    """404 when the resource exists (or existed) and the caller may not see it.
+
+    A deleted resource has no index rows left, so its last live content decides: a caller
+    who could see it learns it is gone (410 from the store), anyone else that it is unknown.
+    """
+    practices = restriction()
+    res_type = definition.type
+    if practices is None or not _is_patient_data(res_type):
+        return
+    row = session.execute(
+        select(ResourceRow.pk, ResourceRow.deleted).where(
+            ResourceRow.res_type == res_type, ResourceRow.res_id == res_id
+        )
+    ).first()
+    if row is None:
+        return  # never existed: a read's own 404, or an update that creates it
+    if not row.deleted:
+        condition = visible(res_type)
+        seen = session.execute(select(ResourceRow.pk).where(ResourceRow.pk == row.pk, condition))
+        if seen.first() is not None:
+            return
+    else:
+        content = session.execute(
+            select(VersionRow.content)
+            .where(
+                VersionRow.res_type == res_type,
+                VersionRow.res_id == res_id,
+                VersionRow.deleted.is_(False),
+            )
+            .order_by(VersionRow.version_id.desc())
+            .limit(1)
+        ).scalar_one_or_none()
+        if content and _content_visible(session, definition, exact_json.loads(content), practices):
+            return
+    raise not_found(f"{res_type}/{res_id} is not known")
+
+
+def check_write(session: Session, definition: ResourceDef, resource: dict[str, Any]) -> None:
+    """403 when the resource as written would not belong to the caller's practices alone.
+
+    A Patient must name only the caller's practices as managingOrganization or
+    generalPractitioner Organization (and at least one); a compartment resource must
+    reference at least one patient and only patients the caller can see. The answer is the
+    same whether another practice's patient exists or not, so it reveals nothing.
+    """
+    practices = restriction()
+    res_type = definition.type
+    if practices is None or not _is_patient_data(res_type):
+        return
+    ids = _linked_ids(definition, resource)
+    if res_type == "Patient":
+        allowed = bool(ids) and all(f"Organization/{i}" in practices for i in ids)
+        what = "name only the caller's practices as managingOrganization or generalPractitioner"
+    else:
+        allowed = bool(ids) and _all_visible_patients(session, ids, practices)
+        what = "reference only patients of the caller's practices"
+    if not allowed:
+        raise FHIRError(403, f"A {res_type} written by this client must {what}", code="forbidden")
+
+
+def visible_history(
+    session: Session,
+    types: list[str],
+    *,
+    since: datetime | None,
+    at_or_before: datetime | None,
+    count: int,
+    offset: int,
+) -> tuple[list[Stored], int] | None:
+    """Type or system history limited to the versions of resources the caller can see now
+    (None when the caller is not restricted: the store's own history applies).
+
+    A deleted resource's versions are left out for a restricted caller: its index rows are
+    gone, so which practice it belonged to is no longer known at query time.
+    """
+    condition = visible_any(types)
+    if condition is None:
+        return None
+    conditions = [VersionRow.res_type.in_(types), condition]
+    if since is not None:
+        conditions.append(VersionRow.last_updated >= since)
+    if at_or_before is not None:
+        conditions.append(VersionRow.last_updated <= at_or_before)
+    joined = and_(
+        ResourceRow.res_type == VersionRow.res_type, ResourceRow.res_id == VersionRow.res_id
+    )
+    total = session.execute(
+        select(func.count()).select_from(VersionRow).join(ResourceRow, joined).where(*conditions)
+    ).scalar_one()
+    rows = session.execute(
+        select(VersionRow)
+        .join(ResourceRow, joined)
+        .where(*conditions)
+        .order_by(VersionRow.last_updated.desc(), VersionRow.pk.desc())
+        .limit(count)
+        .offset(offset)
+    ).scalars()
+    # The store's own row-to-version mapping, so both histories answer alike.
+    return [ResourceStore._from_version(row) for row in rows], int(total)
