@@ -143,3 +143,22 @@ class StaffBearer(httpx.Auth):
 def process_auth() -> dict[str, str]:
     """ServiceProcess settings that make a service process trust the test issuer."""
     return {key: str(value) for key, value in auth_settings().items()}
+
+
+def token_for(who: Principal | None) -> str:
+    """A signed token describing `who` (None: the suite's programme-wide staff token)."""
+    if who is None:
+        return staff_token()
+    if who.practices is None:
+        practice: object = "*"
+    elif not who.practices:
+        practice = None
+    else:
+        practice = sorted(who.practices) if len(who.practices) > 1 else next(iter(who.practices))
+    return mint(
+        " ".join(sorted(who.scopes.raw)),
+        practice,
+        user=who.fhir_user,
+        client_id=who.client_id,
+        sub=who.subject,
+    )

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from shared.db.models import OutboxRow
 from tests.conftest import BACKENDS
 from tests.factories import FHIR_JSON, observation, patient
+from tests.outbox_rows import RESOURCE_EVENTS
 
 pytestmark = BACKENDS
 
@@ -36,7 +37,9 @@ def _event_versions(client: httpx.AsyncClient, subject: str) -> list[int]:
     """The versionids of the outbox events about one resource, in outbox order."""
     database = client._transport.app.state.fhir.database  # type: ignore[attr-defined]
     with database.read() as session:
-        rows = session.execute(select(OutboxRow.payload).order_by(OutboxRow.pk)).scalars()
+        rows = session.execute(
+            select(OutboxRow.payload).where(RESOURCE_EVENTS).order_by(OutboxRow.pk)
+        ).scalars()
         events = [json.loads(payload) for payload in rows]
     return [int(e["versionid"]) for e in events if e["subject"] == subject]
 

@@ -12,6 +12,7 @@ from shared.db.models import OutboxRow
 from tests.conftest import BACKENDS
 from tests.factories import FHIR_JSON, patient
 from tests.fhir_asserts import assert_outcome
+from tests.outbox_rows import RESOURCE_EVENTS
 
 pytestmark = BACKENDS
 
@@ -25,7 +26,7 @@ def _with_mrn(value: str, **extra: object) -> dict:
 def _event_subjects(client: httpx.AsyncClient) -> list[str]:
     database = client._transport.app.state.fhir.database  # type: ignore[attr-defined]
     with database.read() as session:
-        payloads = session.execute(select(OutboxRow.payload)).scalars().all()
+        payloads = session.execute(select(OutboxRow.payload).where(RESOURCE_EVENTS)).scalars().all()
     return [json.loads(payload)["subject"] for payload in payloads]
 
 

@@ -28,6 +28,7 @@ from shared.fhir import exact_json
 from shared.fhir.number_keys import from_key, order_key
 from tests.conftest import BACKENDS
 from tests.factories import FHIR_JSON, observation, patient
+from tests.outbox_rows import RESOURCE_EVENTS
 from tests.search_helpers import include_ids, match_ids
 from tooling.postgres import PostgresCluster
 
@@ -159,7 +160,7 @@ async def test_event_payload_and_replica_keep_decimal_text(
     pid = created.json()["id"]
     database = intake._transport.app.state.fhir.database  # type: ignore[attr-defined]
     with database.read() as session:
-        payload = session.execute(select(OutboxRow.payload)).scalar_one()
+        payload = session.execute(select(OutboxRow.payload).where(RESOURCE_EVENTS)).scalar_one()
     value_decimals = re.findall(r'"valueDecimal":([^,}]+)', payload)
     assert value_decimals == SENT
     # The published message, delivered to scheduling's replica. Both services share the test's

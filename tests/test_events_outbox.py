@@ -19,6 +19,7 @@ from shared.events.outbox import valid_traceparent
 from shared.events.replica import ReplicaWriter
 from tests.conftest import BACKENDS
 from tests.factories import FHIR_JSON, appointment, patient
+from tests.outbox_rows import RESOURCE_EVENTS
 
 TRACEPARENT = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
 
@@ -29,11 +30,7 @@ def outbox(client: httpx.AsyncClient) -> list[dict[str, Any]]:
     database = client._transport.app.state.fhir.database  # type: ignore[attr-defined]
     with database.read() as session:
         rows = (
-            session.execute(
-                select(OutboxRow)
-                .where(~OutboxRow.topic.endswith(".AuditEvent"))
-                .order_by(OutboxRow.pk)
-            )
+            session.execute(select(OutboxRow).where(RESOURCE_EVENTS).order_by(OutboxRow.pk))
             .scalars()
             .all()
         )

@@ -126,7 +126,16 @@ async def test_capability_statement_reflects_registrations(
     assert statement["fhirVersion"] == "4.0.1"
     assert "application/fhir+json" in statement["format"]
     rest = statement["rest"][0]
-    assert [r["type"] for r in rest["resource"]] == ["Patient"]
+    # Every service also serves its own audit trail, read-only.
+    assert [r["type"] for r in rest["resource"]] == ["Patient", "AuditEvent"]
+    audit_entry = rest["resource"][1]
+    assert {i["code"] for i in audit_entry["interaction"]} == {
+        "read",
+        "vread",
+        "history-instance",
+        "history-type",
+        "search-type",
+    }
     patient_entry = rest["resource"][0]
     assert {i["code"] for i in patient_entry["interaction"]} == {
         "read",

@@ -24,6 +24,7 @@ from shared.fhir.rules import WriteContext
 from tests.conftest import BACKENDS, make_settings
 from tests.factories import FHIR_JSON, appointment, patient
 from tests.kafka_support import serving
+from tests.outbox_rows import RESOURCE_EVENTS
 
 # ---- a service built for these tests: a rule that refuses, a rule that writes more -------
 seen_actions: list[tuple[str, str | None]] = []
@@ -119,7 +120,9 @@ async def ruled(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
 def _outbox_count(client: httpx.AsyncClient) -> int:
     database = client._transport.app.state.fhir.database  # type: ignore[attr-defined]
     with database.read() as session:
-        return session.execute(select(func.count()).select_from(OutboxRow)).scalar_one()
+        return session.execute(
+            select(func.count()).select_from(OutboxRow).where(RESOURCE_EVENTS)
+        ).scalar_one()
 
 
 def _refused(response: httpx.Response, status: int = 422) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from shared.auth.principal import Principal
 from shared.events.replica import ReplicaWriter
 from shared.fhir.catalogue import resource
 from shared.fhir.registry import Registry, ResourceDef
-from tests.auth_support import acting_as, principal
+from tests.auth_support import principal, token_for
 from tests.conftest import BACKENDS, make_settings
 from tests.factories import FHIR_JSON, appointment, observation, patient
 from tests.fhir_asserts import assert_outcome
@@ -33,9 +33,9 @@ NO_CLAIM = principal(practice=None)
 async def as_(
     who: Principal | None, call: Callable[..., Awaitable[httpx.Response]], *args: Any, **kwargs: Any
 ) -> httpx.Response:
-    """One request made by `who` (in-process calls share the caller's context)."""
-    with acting_as(who):
-        return await call(*args, **kwargs)
+    """One request made by `who`, with a token that says so."""
+    headers = {**kwargs.pop("headers", {}), "Authorization": f"Bearer {token_for(who)}"}
+    return await call(*args, headers=headers, **kwargs)
 
 
 async def status(who: Principal | None, client: httpx.AsyncClient, url: str) -> int:

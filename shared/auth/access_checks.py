@@ -3,20 +3,18 @@ see, 403 for a write that would put a resource outside the caller's practices.""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, distinct, func, select
+from sqlalchemy import distinct, func, select
 from sqlalchemy.orm import Session
 
-from shared.auth.access import restriction, visible, visible_any, visible_patient_ids
+from shared.auth.access import restriction, visible, visible_patient_ids
 from shared.db.models import ResourceRow, VersionRow
 from shared.fhir import exact_json
 from shared.fhir.catalogue import PATIENT_COMPARTMENT, PRACTICE_PARAMS
 from shared.fhir.errors import FHIRError, not_found
 from shared.fhir.indexing import index_rows
 from shared.fhir.registry import ResourceDef
-from shared.fhir.store import ResourceStore, Stored
 
 
 def _linked_ids(definition: ResourceDef, resource: dict[str, Any]) -> set[str]:
@@ -118,44 +116,3 @@ def check_write(session: Session, definition: ResourceDef, resource: dict[str, A
         what = "reference only patients of the caller's practices"
     if not allowed:
         raise FHIRError(403, f"A {res_type} written by this client must {what}", code="forbidden")
-
-
-def visible_history(
-    session: Session,
-    types: list[str],
-    *,
-    since: datetime | None,
-    at_or_before: datetime | None,
-    count: int,
-    offset: int,
-) -> tuple[list[Stored], int] | None:
-    """Type or system history limited to the versions of resources the caller can see now
-    (None when the caller is not restricted: the store's own history applies).
-
-    A deleted resource's versions are left out for a restricted caller: its index rows are
-    gone, so which practice it belonged to is no longer known at query time.
-    """
-    condition = visible_any(types)
-    if condition is None:
-        return None
-    conditions = [VersionRow.res_type.in_(types), condition]
-    if since is not None:
-        conditions.append(VersionRow.last_updated >= since)
-    if at_or_before is not None:
-        conditions.append(VersionRow.last_updated <= at_or_before)
-    joined = and_(
-        ResourceRow.res_type == VersionRow.res_type, ResourceRow.res_id == VersionRow.res_id
-    )
-    total = session.execute(
-        select(func.count()).select_from(VersionRow).join(ResourceRow, joined).where(*conditions)
-    ).scalar_one()
-    rows = session.execute(
-        select(VersionRow)
-        .join(ResourceRow, joined)
-        .where(*conditions)
-        .order_by(VersionRow.last_updated.desc(), VersionRow.pk.desc())
-        .limit(count)
-        .offset(offset)
-    ).scalars()
-    # The store's own row-to-version mapping, so both histories answer alike.
-    return [ResourceStore._from_version(row) for row in rows], int(total)

@@ -41,7 +41,8 @@ def _operations(
 
 
 def _resource(registry: Registry, definition: ResourceDef, canonical_base: str) -> dict[str, Any]:
-    owned = definition.owner == registry.service
+    # Writable through the API: owned here, and not a record the service keeps itself.
+    owned = definition.owner == registry.service and definition.api_writable
     interactions = ["read", "vread", "search-type", "history-instance", "history-type"]
     if owned:
         interactions += ["create", "update", "patch", "delete"]
@@ -70,7 +71,9 @@ def _resource(registry: Registry, definition: ResourceDef, canonical_base: str) 
         entry["operation"] = _operations(
             list(definition.operations), definition.type, canonical_base
         )
-    if not owned:
+    if not definition.api_writable:
+        entry["documentation"] = "Written by the service itself; read-only through the API."
+    elif not owned:
         entry["documentation"] = (
             f"Read-only replica; the '{definition.owner}' service owns and writes it."
         )

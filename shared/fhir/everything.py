@@ -12,6 +12,7 @@ from shared.fhir import exact_json
 from shared.fhir.dates import date_range
 from shared.fhir.operations import Operation, OperationCall, OperationParam, OperationResult
 from shared.fhir.result_bundles import page_of
+from shared.fhir.store import UNHOOKED_TYPES
 
 _DEFAULT_COUNT = 50
 _MAX_COUNT = 1000
@@ -30,6 +31,8 @@ def _everything(call: OperationCall) -> OperationResult:
     )
     conditions = [
         ResourceRow.deleted.is_(False),
+        # The audit trail about the patient is not part of their record.
+        ResourceRow.res_type.not_in(UNHOOKED_TYPES),
         or_(
             and_(ResourceRow.res_type == "Patient", ResourceRow.res_id == pid),
             ResourceRow.pk.in_(referring),

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy import and_, bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from shared.db.engine import Database
@@ -207,8 +207,12 @@ class ResourceStore:
         at_or_before: datetime | None = None,
         count: int = 50,
         offset: int = 0,
+        visible: Any = None,
     ) -> tuple[list[Stored], int]:
-        """Versions newest first, filtered by type, id and time, with the total count."""
+        """Versions newest first, filtered by type, id and time, with the total count.
+
+        `visible`, a condition on the current ResourceRow, keeps only the versions of the
+        resources it admits (the caller's practices)."""
         conditions = []
         if res_type is not None:
             conditions.append(VersionRow.res_type == res_type)
@@ -221,10 +225,17 @@ class ResourceStore:
             conditions.append(VersionRow.last_updated >= since)
         if at_or_before is not None:
             conditions.append(VersionRow.last_updated <= at_or_before)
-        total = session.execute(select(func.count()).select_from(VersionRow).where(*conditions))
+        counted = select(func.count()).select_from(VersionRow)
+        listed = select(VersionRow)
+        if visible is not None:
+            current = and_(
+                ResourceRow.res_type == VersionRow.res_type, ResourceRow.res_id == VersionRow.res_id
+            )
+            counted, listed = counted.join(ResourceRow, current), listed.join(ResourceRow, current)
+            conditions.append(visible)
+        total = session.execute(counted.where(*conditions))
         rows = session.execute(
-            select(VersionRow)
-            .where(*conditions)
+            listed.where(*conditions)
             .order_by(VersionRow.last_updated.desc(), VersionRow.pk.desc())
             .limit(count)
             .offset(offset)
