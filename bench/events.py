@@ -28,6 +28,7 @@ from shared.events import kafka
 from shared.events.relay import OutboxRelay
 from shared.fhir.dates import utcnow
 from shared.settings import ServiceSettings
+from tests.auth_support import process_auth, staff_headers
 from tooling.broker import Broker
 from tooling.ports import free_port
 from tooling.service_process import ServiceProcess
@@ -221,10 +222,14 @@ async def relay_throughput(bootstrap: str, folder: Path, rows: int) -> float:
 def _wait_for(url: str, deadline_s: float) -> None:
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
-        if httpx.get(url, timeout=5).status_code == 200:
+        if httpx.get(url, headers=staff_headers(), timeout=5).status_code == 200:
             return
         time.sleep(0.05)
     raise TimeoutError(f"{url} never appeared")
+
+
+def _status(base: str) -> dict[str, Any]:
+    return httpx.get(f"{base}/status/events", headers=staff_headers(), timeout=5).json()
 
 
 def markdown(r: dict[str, Any]) -> str:
@@ -309,9 +314,20 @@ def main(argv: list[str] | None = None) -> int:
     peers = json.dumps({n: f"http://127.0.0.1:{p}/fhir" for n, p in ports.items()})
     with Broker() as broker:
         env = {"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "KAFKA_SESSION_TIMEOUT_MS": "2000"}
+        # The services trust the test signing key, and every request the bench sends carries
+        # its staff token. They have no client credentials of their own for peer calls: the
+        # replica needs none here (both stores start empty, and Patients this small travel in
+        # their events), so the start-up catch-up over the owner's `_history` is off rather
+        # than left to fail with a 401.
         services = [
             ServiceProcess(
-                name, port=ports[name], env=env, data_dir=str(folder / name), peer_urls=peers
+                name,
+                port=ports[name],
+                env=env,
+                data_dir=str(folder / name),
+                peer_urls=peers,
+                resync_on_start="false",
+                **process_auth(),
             )
             for name in ports
         ]
@@ -323,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
             _wait_for(f"{services[1].url}/fhir/Patient?_count=1&_total=accurate", 30)
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
-                status = httpx.get(f"{services[1].url}/status/events", timeout=5).json()
+                status = _status(services[1].url)
                 if (status.get("consumer") or {}).get("processed", 0) >= 5:
                     break
                 time.sleep(0.2)
@@ -331,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
             sent = asyncio.run(steady_writes(ports["intake"], args.rate, args.seconds))
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
-                status = httpx.get(f"{services[1].url}/status/events", timeout=5).json()
+                status = _status(services[1].url)
                 if status["consumer"]["processed"] >= len(sent) + 5:
                     break
                 time.sleep(0.2)

@@ -5,10 +5,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from tests.auth_support import process_auth
 from tooling.ports import free_port
 from tooling.service_process import HTTPProcess
 
 LOG_LEVEL = "warning"  # no access log, for the service and the baseline alike
+
+
+def auth_env(prefix: str) -> dict[str, str]:
+    """`<PREFIX>_AUTH_*` variables that make a service process trust the test signing key
+    (tests/auth_support.py): the bench's requests carry its programme-wide staff token."""
+    return {f"{prefix}_{key.upper()}": value for key, value in process_auth().items()}
 
 
 def outcomes_service(database_url: str, *, workers: int = 1) -> HTTPProcess:
@@ -23,6 +30,7 @@ def outcomes_service(database_url: str, *, workers: int = 1) -> HTTPProcess:
         "OUTCOMES_WORKERS": str(workers),
         # No broker: the outbox fills in each write's transaction, nothing is relayed.
         "KAFKA_BOOTSTRAP_SERVERS": "",
+        **auth_env("OUTCOMES"),
     }
     return HTTPProcess("outcomes", ["-m", "services.outcomes", "serve"], env, port)
 

@@ -28,6 +28,7 @@ from bench.load import _chunks, bulk_create
 from services.intake.app import registry
 from shared.db.engine import Database
 from shared.db.migrate import upgrade
+from tests.auth_support import process_auth, staff_headers
 from tooling.service_process import ServiceProcess
 
 READ_P99_TARGET_MS = 50.0
@@ -77,7 +78,7 @@ def read_loop(base: str, ids: list[str], stop: threading.Event) -> tuple[list[fl
     latencies: list[float] = []
     failures = 0
     rng = random.Random(1)
-    with httpx.Client(base_url=base, timeout=120) as client:
+    with httpx.Client(base_url=base, timeout=120, headers=staff_headers()) as client:
         while not stop.is_set():
             started = time.perf_counter()
             response = client.get(f"/Patient/{rng.choice(ids)}")
@@ -90,7 +91,9 @@ async def waves(base: str, keys: str, clients: int, seconds: float, every: float
     """Every `every` s, `clients` concurrent searches sorted by `keys`; returns the statuses."""
     statuses: list[int] = []
     limits = httpx.Limits(max_connections=clients)
-    async with httpx.AsyncClient(base_url=base, timeout=600, limits=limits) as client:
+    async with httpx.AsyncClient(
+        base_url=base, timeout=600, limits=limits, headers=staff_headers()
+    ) as client:
 
         async def one() -> None:
             try:
@@ -217,7 +220,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"loading {args.patients:,} Patients...", flush=True)
     ids = load(url, args.patients)
     service = ServiceProcess(
-        "intake", database_url=url, migrate_on_start="false", env={"KAFKA_BOOTSTRAP_SERVERS": ""}
+        "intake",
+        database_url=url,
+        migrate_on_start="false",
+        env={"KAFKA_BOOTSTRAP_SERVERS": ""},
+        **process_auth(),
     )
     phases: dict[str, Any] = {}
     with service:

@@ -167,7 +167,7 @@ async def test_capability_statement_reflects_registrations(
     assert {i["code"] for i in rest["interaction"]} >= {"transaction", "batch"}
     scheduled = (await scheduling.get("/metadata")).json()
     by_type = {r["type"]: r for r in scheduled["rest"][0]["resource"]}
-    assert sorted(by_type) == ["Appointment", "MedicationAdministration", "Patient"]
+    assert sorted(by_type) == ["Appointment", "AuditEvent", "MedicationAdministration", "Patient"]
     replica = {i["code"] for i in by_type["Patient"]["interaction"]}
     assert replica == {"read", "vread", "search-type", "history-instance", "history-type"}
     assert "intake" in by_type["Patient"]["documentation"]
