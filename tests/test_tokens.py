@@ -171,3 +171,26 @@ async def test_cors_allows_only_configured_origins(
     other = await client.options("/Patient", headers={**preflight, "Origin": "https://evil.test"})
     assert "access-control-allow-origin" not in other.headers
     await client.aclose()
+
+
+def test_the_acting_person_comes_from_the_token_only():
+    from shared.auth.principal import acting_person
+    from shared.fhir.errors import FHIRError
+    from tests.auth_support import acting_as, principal
+
+    with acting_as(principal(user="Practitioner/dr-1")):
+        assert acting_person() == "Practitioner/dr-1"
+    for nobody in (principal(), None):
+        with acting_as(nobody), pytest.raises(FHIRError) as refused:
+            acting_person()
+        assert refused.value.status == 403
+
+
+def test_practice_claims_fail_closed():
+    from shared.auth.principal import practices_from_claim
+
+    assert practices_from_claim("*") is None
+    assert practices_from_claim(["Organization/a", "*"]) is None
+    assert practices_from_claim("Organization/a") == frozenset({"Organization/a"})
+    for missing in (None, "", "a", 7, {"x": 1}, "Organization/", ["Patient/x"]):
+        assert practices_from_claim(missing) == frozenset(), missing

@@ -6,6 +6,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 
 from shared.auth.scopes import Scopes
+from shared.fhir.errors import FHIRError
 
 ALL_PRACTICES = "*"
 
@@ -38,6 +39,22 @@ class Principal:
 # Set by the authentication middleware for every HTTP request. None outside a request
 # (event consumers, reactions, the relay): the service's own system work, unrestricted.
 current_principal: ContextVar[Principal | None] = ContextVar("current_principal", default=None)
+
+
+def acting_person() -> str:
+    """The person a request acts for: the token's `fhirUser` (e.g. `Practitioner/123`).
+
+    Operations that need a person (a psychiatrist's review) take it from here, never from
+    the request body; a token without one is refused with 403.
+    """
+    who = current_principal.get()
+    if who is None or not who.fhir_user:
+        raise FHIRError(
+            403,
+            "This operation needs a person: a token whose fhirUser claim names a Practitioner",
+            code="forbidden",
+        )
+    return who.fhir_user
 
 
 def practices_from_claim(value: object) -> frozenset[str] | None:
