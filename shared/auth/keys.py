@@ -32,7 +32,21 @@ def key_set(document: Any) -> dict[str | None, PyJWK]:
     return keys
 
 
-class StaticKeys:
+class _Keys:
+    """Signing keys by `kid`; a token without a `kid` may use the only key there is."""
+
+    keys: dict[str | None, PyJWK]
+
+    def known(self, kid: str | None) -> PyJWK | None:
+        """The key for `kid` held now, without fetching."""
+        if kid in self.keys:
+            return self.keys[kid]
+        if kid is None and len(self.keys) == 1:
+            return next(iter(self.keys.values()))
+        return None
+
+
+class StaticKeys(_Keys):
     """Keys pinned in configuration (a JWKS document): no discovery, no refetch."""
 
     def __init__(self, document: Any) -> None:
@@ -45,19 +59,11 @@ class StaticKeys:
             raise KeysUnavailable(f"no pinned key has kid '{(kid or '')[:64]}'")
         return found
 
-    def known(self, kid: str | None) -> PyJWK | None:
-        """The pinned key for `kid`, if any."""
-        if kid in self.keys:
-            return self.keys[kid]
-        if kid is None and len(self.keys) == 1:
-            return next(iter(self.keys.values()))
-        return None
-
     def metadata(self) -> dict[str, Any]:
         return {}
 
 
-class IssuerKeys:
+class IssuerKeys(_Keys):
     """The JWKS of an issuer, found through its SMART/OpenID metadata.
 
     Keys are cached; an unknown `kid` triggers a refetch (a rotation), at most once per
@@ -99,14 +105,6 @@ class IssuerKeys:
         if found is None:
             raise KeysUnavailable(f"the issuer has no key with kid '{(kid or '')[:64]}'")
         return found
-
-    def known(self, kid: str | None) -> PyJWK | None:
-        """The cached key for `kid`, without fetching."""
-        if kid in self.keys:
-            return self.keys[kid]
-        if kid is None and len(self.keys) == 1:
-            return next(iter(self.keys.values()))
-        return None
 
     async def _refresh(self) -> None:
         # Counted as an attempt even if it fails: a down issuer is asked once a period.
