@@ -294,3 +294,42 @@ async def test_audit_events_are_never_writable_through_the_api(client, app):
         assert_outcome(response, 405, "not-supported")
     unchanged = await client.get(f"/AuditEvent/{aid}")
     assert unchanged.json()["meta"]["versionId"] == "1"
+
+
+async def test_hostile_paths_are_recorded_without_blocking_the_trail(client, app):
+    async with _client(app, anonymous=True) as anonymous:
+        for path in ("/Patient/%00", "/Pat%00ient/x", "/Observation?patient=%00"):
+            assert (await anonymous.get(path)).status_code == 401
+    pid = await _patient(client)
+    assert (await client.get(f"/Patient/{pid}")).status_code == 200
+    drained = await asyncio.to_thread(app.state.audit.drain_all)
+    assert drained >= 4
+    assert _count(app, AuditSpoolRow) == 0
+    assert app.state.audit.stuck == set()
+    assert len(await _events(client, app, patient=f"Patient/{pid}")) == 2
+
+
+async def test_a_record_that_cannot_be_stored_does_not_hold_up_the_others(client, app):
+    pid = await _patient(client)
+    with app.state.fhir.database.write() as session:
+        session.execute(AuditSpoolRow.__table__.insert().values(record='{"not": "a record"}'))
+    assert (await client.get(f"/Patient/{pid}")).status_code == 200
+    await asyncio.to_thread(app.state.audit.drain_all)
+    assert len(app.state.audit.stuck) == 1  # kept, logged, passed over
+    assert _count(app, AuditSpoolRow) == 1
+    assert len(await _events(client, app, action="R")) == 1
+
+
+async def test_reads_inside_a_bundle_that_also_writes_are_recorded(client, app):
+    pid = await _patient(client)
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            {"resource": patient("Other"), "request": {"method": "POST", "url": "Patient"}},
+            {"request": {"method": "GET", "url": f"Patient/{pid}"}},
+        ],
+    }
+    assert (await client.post("", json=bundle, headers=FHIR_JSON)).status_code == 200
+    batch = _only(await _events(client, app, subtype="transaction"))
+    assert f"Patient/{pid}" in _refs(batch, "1")

@@ -24,6 +24,10 @@ def _unsigned(alg: str) -> str:
     return f"{part({'alg': alg, 'typ': 'JWT'})}.{part(claims)}."
 
 
+def _as(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
 REFUSED = {
     "alg none": lambda: _unsigned("none"),
     "HS256 with the public key as secret": lambda: jwt.encode(
@@ -194,3 +198,24 @@ def test_practice_claims_fail_closed():
     assert practices_from_claim("Organization/a") == frozenset({"Organization/a"})
     for missing in (None, "", "a", 7, {"x": 1}, "Organization/", ["Patient/x"]):
         assert practices_from_claim(missing) == frozenset(), missing
+
+
+async def test_includes_need_the_scope_of_what_they_add(outcomes: httpx.AsyncClient):
+    from tests.factories import observation
+
+    assert (await outcomes.post("/Observation", json=observation(patient_id="p1"))).is_success
+    only_patients = _as(mint(scope="system/Patient.rs"))
+    refused = await outcomes.get(
+        "/Patient", params={"_revinclude": "Observation:subject"}, headers=only_patients
+    )
+    assert_outcome(refused, 403, "forbidden")
+    assert "system/Observation.r" in refused.json()["issue"][0]["diagnostics"]
+    audit = await outcomes.get(
+        "/Patient", params={"_revinclude": "AuditEvent:patient"}, headers=only_patients
+    )
+    assert_outcome(audit, 403, "forbidden")
+    both = _as(mint(scope="system/Patient.r system/Observation.s"))
+    allowed = await outcomes.get(
+        "/Observation", params={"_include": "Observation:subject"}, headers=both
+    )
+    assert allowed.status_code == 200

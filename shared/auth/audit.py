@@ -79,7 +79,7 @@ class AuditTrail:
             res_id=res_id,
         )
         if res_type == "Patient" and res_id is not None:
-            access.patients.append(f"Patient/{res_id}")
+            access.touched(None, f"Patient/{res_id}")
         for patient in query_patients(res_type, query) if query else ():
             access.touched(patient, patient)
         return access
@@ -122,10 +122,10 @@ class AuditTrail:
         # Here, inside the authentication layer's context, the caller is known.
         access.caller(current_principal.get())
         access.status = status
-        if status < 400 and access.audited_writes:
-            return  # its writes were recorded in their own transactions
+        if status < 400 and access.audited_writes and access.subtype in _WRITE_SUBTYPES.values():
+            return  # a plain write: recorded in its own transaction (a Bundle may also read)
         if access.res_type is not None and access.res_id is not None and not access.entities:
-            access.entities.append(f"{access.res_type}/{access.res_id}")
+            access.touched(f"{access.res_type}/{access.res_id}", None)
         access.recorded = format_instant(utcnow())
         await self.spooler.put(access)
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import re
 from contextvars import ContextVar
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
 
 from shared.auth.principal import Principal
+from shared.fhir.lexical import ID, ID_PATTERN, TYPE_NAME, is_type_name
 
 # restful-interaction code -> BALP action (C/R/U/D/E).
 ACTIONS = {
@@ -31,6 +32,10 @@ ACTIONS = {
 _WRITES = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
 # A request id we echo into the record: anything else is replaced (it could be injected text).
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+# What may enter a record as a reference: whatever else a client put in a URL (a NUL byte,
+# say) would be indexed with the AuditEvent, and one unstorable record must not exist.
+_REFERENCE = re.compile(rf"{TYPE_NAME}/{ID}(/_history/[0-9]{{1,12}})?")
+_PATIENT = re.compile(rf"Patient/{ID}")
 
 
 @dataclass
@@ -68,18 +73,24 @@ class Access:
             self.fhir_user = principal.fhir_user
             self.source = principal.source or self.source
 
-    def touched(self, reference: str, patient: str | None) -> None:
-        if reference not in self.entities:
+    def touched(self, reference: str | None, patient: str | None) -> None:
+        """Note a resource read (`Type/id[/_history/v]`) and the patient it concerns;
+        anything not of those forms is left out."""
+        if reference and _REFERENCE.fullmatch(reference) and reference not in self.entities:
             self.entities.append(reference)
-        if patient is not None and patient not in self.patients:
+        if patient and _PATIENT.fullmatch(patient) and patient not in self.patients:
             self.patients.append(patient)
 
     def to_json(self) -> str:
+        """The record as the spool keeps it."""
         return orjson.dumps(asdict(self)).decode()
 
     @classmethod
     def from_json(cls, text: str) -> Access:
-        return cls(**orjson.loads(text))
+        """A spooled record; fields a later version added or dropped are tolerated."""
+        data = orjson.loads(text)
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 current_access: ContextVar[Access | None] = ContextVar("current_access", default=None)
@@ -107,6 +118,8 @@ def classify(method: str, segments: list[str]) -> tuple[str, str | None, str | N
     if head == "_history":
         return "history-system", None, None
     rest = segments[1:]
+    if not is_type_name(head):
+        return "operation", None, None  # no such type: recorded, naming nothing
     if head == "AuditEvent" and (method == "GET" or rest == ["_search"]):
         return None  # reading the trail is not itself recorded (it would grow on every look)
     if not rest:
@@ -117,7 +130,7 @@ def classify(method: str, segments: list[str]) -> tuple[str, str | None, str | N
         return "history-type", head, None
     if rest[0].startswith("$"):
         return "operation", head, None
-    res_id = rest[0]
+    res_id = rest[0] if ID_PATTERN.fullmatch(rest[0]) else None
     if len(rest) == 1:
         return ("read" if method == "GET" else _WRITES.get(method, "operation")), head, res_id
     if rest[1].startswith("$"):

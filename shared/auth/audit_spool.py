@@ -118,25 +118,37 @@ class Drainer:
         self._task: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Records that could not become AuditEvents: kept in the spool (nothing is thrown
+        # away), logged by number, and passed over so that the rest keep draining.
+        self.stuck: set[int] = set()
 
     def drain_once(self, limit: int = DRAIN_BATCH) -> int:
         """Move up to `limit` records into AuditEvents in one transaction; returns how many."""
         query = select(_SPOOL.c.pk, _SPOOL.c.record).order_by(_SPOOL.c.pk).limit(limit)
+        if self.stuck:
+            query = query.where(_SPOOL.c.pk.not_in(sorted(self.stuck)))
         if not self.database.is_sqlite:
             # Replicas of a service drain the same spool without taking the same rows.
             query = query.with_for_update(skip_locked=True)
         with self.database.write() as session:
             rows = session.connection().execute(query).all()
+            moved = []
             for row in rows:
-                event = audit_event(Access.from_json(row.record), self.service)
-                self.store.create(session, "AuditEvent", event)
-            if rows:
-                session.connection().execute(
-                    delete(_SPOOL).where(_SPOOL.c.pk.in_([r.pk for r in rows]))
-                )
+                try:
+                    with session.begin_nested():
+                        event = audit_event(Access.from_json(row.record), self.service)
+                        self.store.create(session, "AuditEvent", event)
+                except Exception as exc:
+                    log.error("audit spool row %d cannot be stored: %s", row.pk, type(exc).__name__)
+                    self.stuck.add(row.pk)
+                    continue
+                moved.append(row.pk)
+            if moved:
+                session.connection().execute(delete(_SPOOL).where(_SPOOL.c.pk.in_(moved)))
         return len(rows)
 
     def drain_all(self) -> int:
+        """Drain until the spool holds nothing it can move."""
         total = 0
         while count := self.drain_once():
             total += count

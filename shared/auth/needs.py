@@ -7,6 +7,7 @@ matrix walks the routes: a route added later without one fails the suite.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import Depends, Request
 
@@ -51,6 +52,21 @@ def check_scope(who: Principal | None, scope: str, *, exact: bool = False) -> No
     for letter in grant.letters:
         if not who.scopes.allows(grant.res_type, letter):
             raise forbidden(f"{grant.context}/{grant.res_type}.{letter}")
+
+
+def check_included_scopes(who: Principal | None, query: Any, served: set[str]) -> None:
+    """403 unless the caller may read every type an `_include` or `_revinclude` can add:
+    a search must not hand out what a read of the same resources would refuse."""
+    if who is None:
+        return
+    for include in query.includes:
+        targets = (
+            [include.target_type] if include.target_type else list(include.param.targets or served)
+        )
+        for target in sorted(set(targets) & served):
+            check_letters(who, target, "r")
+    for include in query.revincludes:
+        check_letters(who, include.source_type, "r")
 
 
 @dataclass(frozen=True)

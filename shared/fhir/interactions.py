@@ -11,6 +11,8 @@ from sqlalchemy.orm import Session
 
 from shared.auth.access import visible_any
 from shared.auth.access_checks import check_write, require_visible
+from shared.auth.needs import check_included_scopes
+from shared.auth.principal import current_principal
 from shared.fhir import exact_json
 from shared.fhir.errors import FHIRError, bad_request, not_found, precondition_failed
 from shared.fhir.json_patch import apply_patch, check_operations
@@ -382,6 +384,8 @@ class Interactions:
             strict=strict,
             limits=self.limits,
         )
+        served = set(self.registry.resources)
+        check_included_scopes(current_principal.get(), query, served)
         rows, total = run_search(session, query, definition)
-        extra = included(session, rows, query, set(self.registry.resources))
+        extra = included(session, rows, query, served)
         return SearchResult(query, [exact_json.loads(r.content) for r in rows], total, extra)
