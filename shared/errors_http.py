@@ -9,10 +9,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.db.engine import SHUTDOWN, StatementCancelled
 from shared.fhir.errors import FHIRError, issue, operation_outcome, statement_stopped
 from shared.fhir.http import fhir_response
+from shared.log_safety import where_it_failed
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +84,34 @@ def install_error_handlers(app: FastAPI) -> None:
         )
         return fhir_response(body, 503, {"Retry-After": "5"})
 
-    @app.exception_handler(Exception)
-    async def unexpected(_request: Request, exc: Exception) -> Response:
-        # Log the type only: messages may carry patient data.
-        log.exception("unexpected %s", type(exc).__name__)
-        body = operation_outcome([issue("fatal", "exception", "Internal server error")])
-        return fhir_response(body, 500)
+    # Innermost middleware: inside the security and audit layers, so a 500 is still audited
+    # with its caller.
+    app.add_middleware(ErrorBarrier)
+
+
+class ErrorBarrier:
+    """Pure ASGI middleware: an unexpected exception becomes a 500 OperationOutcome here and
+    goes no further, logged by place only (the server would log its message, which may
+    quote patient data)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception as exc:
+            log.error("unexpected %s", where_it_failed(exc))
+            if not started:
+                body = operation_outcome([issue("fatal", "exception", "Internal server error")])
+                await fhir_response(body, 500)(scope, receive, send)

@@ -102,7 +102,8 @@ class ServiceSettings(BaseSettings):
     # Pinned keys instead of the issuer's JWKS endpoint: a JWKS document, or a path to one.
     auth_jwks: str = ""
     auth_disabled: bool = False
-    # The `aud` a token must carry; empty: this service's FHIR base URL as the client sees it.
+    # The `aud` a token must carry: the public FHIR base of this service behind its proxy.
+    # Empty: http://<host>:<port><base_path>, right only when clients connect directly.
     auth_audience: str = ""
     auth_practice_claim: str = "practice"
     auth_clock_skew_s: int = Field(default=60, ge=0, le=600)

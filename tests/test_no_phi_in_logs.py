@@ -73,3 +73,21 @@ def test_the_access_log_keeps_paths_but_not_query_strings(caplog):
     )
     (record,) = caplog.records
     assert record.getMessage() == '10.0.0.1:5000 - "GET /fhir/Patient HTTP/1.1" 200'
+
+
+async def test_an_unexpected_error_is_logged_by_place_not_by_message(
+    database_url: str, caplog, monkeypatch
+):
+    app: FastAPI = SERVICES["intake"][1](make_settings("intake", database_url))
+
+    def fails(*_args, **_kwargs):
+        raise RuntimeError(f"could not read {NAME}, born 1970")
+
+    monkeypatch.setattr(app.state.fhir.interactions, "read", fails)
+    caplog.set_level(logging.DEBUG)
+    async with serving(app) as client:
+        response = await client.get("/Patient/x")
+    assert response.status_code == 500
+    text = "\n".join(_text(r) for r in caplog.records if r.name != "httpx")
+    assert "RuntimeError at" in text and "fails" in text  # where, for whoever fixes it
+    assert NAME.lower() not in text.lower()

@@ -69,14 +69,15 @@ async def test_a_non_bearer_scheme_is_refused(intake: httpx.AsyncClient):
     assert_outcome(response, 401, "login")
 
 
-async def test_without_a_configured_audience_the_service_base_is_the_audience(
+async def test_without_a_configured_audience_the_listening_base_is_the_audience(
     service_client: Callable[..., httpx.AsyncClient],
 ):
     client = service_client("intake", auth_audience="")
-    mine = mint(aud=["http://other.test/fhir", "http://testserver/fhir"])
-    assert (await client.get("/Patient", headers={"Authorization": f"Bearer {mine}"})).is_success
-    theirs = mint(aud=AUDIENCE)
-    response = await client.get("/Patient", headers={"Authorization": f"Bearer {theirs}"})
+    mine = mint(aud=["http://other.test/fhir", "http://127.0.0.1:8001/fhir"])
+    assert (await client.get("/Patient", headers=_as(mine))).is_success
+    # Never from the Host header, which the client chooses.
+    theirs = mint(aud="http://evil.example/fhir")
+    response = await client.get("/Patient", headers={**_as(theirs), "Host": "evil.example"})
     assert_outcome(response, 401, "login")
     await client.aclose()
 
@@ -219,3 +220,42 @@ async def test_includes_need_the_scope_of_what_they_add(outcomes: httpx.AsyncCli
         "/Observation", params={"_include": "Observation:subject"}, headers=both
     )
     assert allowed.status_code == 200
+    # Untyped, the include adds only what the caller may read.
+    observations_only = _as(mint(scope="system/Observation.s"))
+    found = await outcomes.get(
+        "/Observation", params={"_include": "Observation:subject"}, headers=observations_only
+    )
+    assert found.status_code == 200
+    assert {e["resource"]["resourceType"] for e in found.json()["entry"]} == {"Observation"}
+    typed = await outcomes.get(
+        "/Observation",
+        params={"_include": "Observation:subject:Patient"},
+        headers=observations_only,
+    )
+    assert_outcome(typed, 403, "forbidden")
+
+
+async def test_an_update_that_creates_needs_create_and_a_condition_needs_search(
+    intake: httpx.AsyncClient,
+):
+    updater = _as(mint(scope="system/Patient.u"))
+    body = {"resourceType": "Patient", "id": "new-one"}
+    created = await intake.put("/Patient/new-one", json=body, headers=updater)
+    assert_outcome(created, 403, "forbidden")
+    assert "system/Patient.c" in created.json()["issue"][0]["diagnostics"]
+    assert (await intake.get("/Patient/new-one")).status_code == 404  # rolled back
+    conditional = await intake.put(
+        "/Patient", params={"identifier": "x|1"}, json={"resourceType": "Patient"}, headers=updater
+    )
+    assert_outcome(conditional, 403, "forbidden")
+    assert "system/Patient.s" in conditional.json()["issue"][0]["diagnostics"]
+    assert (await intake.put("/Patient/new-one", json=body)).status_code == 201
+    assert (await intake.put("/Patient/new-one", json=body, headers=updater)).status_code == 200
+
+
+async def test_odd_claim_types_are_refused_not_a_server_error(intake: httpx.AsyncClient):
+    for scope in (5, [5], {"a": 1}):
+        response = await intake.get("/Patient", headers=_as(mint(scope=scope)))
+        assert_outcome(response, 403, "forbidden")
+    granular = _as(mint(scope="system/Patient.rs?gender=female"))
+    assert_outcome(await intake.get("/Patient", headers=granular), 403, "forbidden")

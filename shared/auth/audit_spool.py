@@ -67,12 +67,10 @@ class Spooler:
         # A bare connection, not a unit of work: no session, guard or commit hooks to pay for
         # on every read (this is the read path's whole audit cost).
         database = self.database
+        # A full commit on PostgreSQL (a server crash or fail-over loses nothing either); the
+        # group commit shares its flush among the requests waiting. SQLite in WAL mode with
+        # synchronous=NORMAL survives a crash of this process, not of the machine.
         with database.sqlite_writer(), database.write_engine.begin() as connection:
-            if not database.is_sqlite:
-                # Survives a crash of this process (only an OS crash could lose the last
-                # commits), which is the failure the spool is for, and costs no flush wait.
-                # SQLite runs with synchronous=NORMAL: the same.
-                connection.exec_driver_sql("SET LOCAL synchronous_commit = off")
             connection.execute(_INSERT, [{"record": record} for record in records])
 
     def _run(self) -> None:

@@ -12,7 +12,6 @@ from shared.auth.principal import current_principal
 from shared.auth.tokens import InvalidToken, TokenVerifier
 from shared.fhir import exact_json
 from shared.fhir.errors import issue, operation_outcome
-from shared.fhir.http import base_url
 
 log = logging.getLogger(__name__)
 
@@ -63,14 +62,13 @@ class Authentication:
         *,
         verifier: TokenVerifier | None,
         base_path: str,
-        audience: str = "",
-        trusted_proxies: list[str] | None = None,
+        audience: str,
     ) -> None:
         self.app = app
         self.verifier = verifier
-        self.base_path = base_path
-        self.audience = audience
-        self.trusted_proxies = trusted_proxies or []
+        # Fixed by configuration: never taken from the request, whose Host header the
+        # client chooses (a token for another audience would pass as ours).
+        self.audiences = {audience}
         self.public = public_paths(base_path)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -97,9 +95,8 @@ class Authentication:
                 scope, receive, send
             )
             return
-        audiences = {self.audience} if self.audience else {self._own_base(request)}
         try:
-            claims = await self.verifier.verify(credentials.strip(), audiences)
+            claims = await self.verifier.verify(credentials.strip(), self.audiences)
         except InvalidToken as exc:
             log.info("refused a token: %s", exc)
             await unauthorized(str(exc))(scope, receive, send)
@@ -111,6 +108,3 @@ class Authentication:
             await self.app(scope, receive, send)
         finally:
             current_principal.reset(token)
-
-    def _own_base(self, request: Request) -> str:
-        return base_url(request, self.base_path, self.trusted_proxies)

@@ -54,19 +54,18 @@ def check_scope(who: Principal | None, scope: str, *, exact: bool = False) -> No
             raise forbidden(f"{grant.context}/{grant.res_type}.{letter}")
 
 
-def check_included_scopes(who: Principal | None, query: Any, served: set[str]) -> None:
-    """403 unless the caller may read every type an `_include` or `_revinclude` can add:
-    a search must not hand out what a read of the same resources would refuse."""
+def readable_includes(who: Principal | None, query: Any, served: set[str]) -> set[str]:
+    """The types `_include` and `_revinclude` may add for this caller: a search must not hand
+    out what a read would refuse. A type the query names explicitly and the caller may not
+    read is a 403; an untyped `_include` just leaves such types out."""
     if who is None:
-        return
+        return served
     for include in query.includes:
-        targets = (
-            [include.target_type] if include.target_type else list(include.param.targets or served)
-        )
-        for target in sorted(set(targets) & served):
-            check_letters(who, target, "r")
+        if include.target_type:
+            check_letters(who, include.target_type, "r")
     for include in query.revincludes:
         check_letters(who, include.source_type, "r")
+    return {t for t in served if who.scopes.allows(t, "r")}
 
 
 @dataclass(frozen=True)
@@ -87,12 +86,6 @@ class Need:
             check_scope(who, self.scope, exact=self.exact)
         else:
             check_letters(who, self.res_type, self.letters)
-
-    def describe(self) -> str:
-        """The scope(s) as documentation shows them."""
-        if self.per_entry:
-            return "each entry's own scope"
-        return self.scope or " ".join(f"system/{self.res_type}.{x}" for x in self.letters)
 
 
 def needs(need: Need) -> list[Depends]:  # type: ignore[valid-type]

@@ -27,14 +27,6 @@ class Principal:
     token_id: str | None = None
     source: str | None = None
 
-    @property
-    def programme_wide(self) -> bool:
-        return self.practices is None
-
-    def sees_practice(self, organization: str) -> bool:
-        """Whether `Organization/<id>` is one of this caller's practices."""
-        return self.practices is None or organization in self.practices
-
 
 # Set by the authentication middleware for every HTTP request. None outside a request
 # (event consumers, reactions, the relay): the service's own system work, unrestricted.
@@ -42,7 +34,8 @@ current_principal: ContextVar[Principal | None] = ContextVar("current_principal"
 
 
 def acting_person() -> str:
-    """The person a request acts for: the token's `fhirUser` (e.g. `Practitioner/123`).
+    """The person a request acts for: the token's `fhirUser` (e.g. `Practitioner/123`); the
+    operation decides which kinds of person it accepts.
 
     Operations that need a person (a psychiatrist's review) take it from here, never from
     the request body; a token without one is refused with 403.

@@ -37,7 +37,11 @@ def parse_scope(text: str) -> Grant | None:
     match = _SCOPE.match(text)
     if not match:
         return None
-    context, res_type, letters, _query = match.groups()
+    context, res_type, letters, query = match.groups()
+    if query:
+        # A granular scope (`?category=...`) grants a subset this server cannot enforce:
+        # it grants nothing rather than everything of the type.
+        return None
     if letters in _V1:
         letters = _V1[letters]
     elif any(ch not in LETTERS for ch in letters) or list(letters) != sorted(
@@ -55,9 +59,14 @@ class Scopes:
     grants: tuple[Grant, ...]
 
     @classmethod
-    def parse(cls, text: str | list[str] | None) -> Scopes:
+    def parse(cls, text: object) -> Scopes:
         """Parse the space-separated `scope` claim (or `scp` list)."""
-        items = text.split() if isinstance(text, str) else list(text or [])
+        if isinstance(text, str):
+            items = text.split()
+        elif isinstance(text, list):
+            items = [item for item in text if isinstance(item, str)]
+        else:
+            items = []  # an issuer's odd claim type grants nothing
         grants = tuple(g for g in (parse_scope(item) for item in items) if g is not None)
         return cls(frozenset(items), grants)
 
@@ -74,8 +83,3 @@ class Scopes:
     def has(self, scope: str) -> bool:
         """Whether the exact scope string was granted (e.g. `system/Ops.r`)."""
         return scope in self.raw
-
-
-def needed(res_type: str, letter: str) -> str:
-    """The scope to name in a 403: `system/Observation.s`."""
-    return f"system/{res_type}.{letter}"

@@ -64,8 +64,7 @@ def install_security(app: FastAPI, settings: ServiceSettings) -> TokenVerifier |
         Authentication,
         verifier=verifier,
         base_path=settings.base_path,
-        audience=settings.auth_audience,
-        trusted_proxies=settings.trusted_proxies,
+        audience=audience(settings),
     )
     if settings.cors_origins:
         app.add_middleware(
@@ -96,6 +95,13 @@ def install_security(app: FastAPI, settings: ServiceSettings) -> TokenVerifier |
         return fhir_response(smart_configuration_document(settings, verifier))
 
     return verifier
+
+
+def audience(settings: ServiceSettings) -> str:
+    """The `aud` tokens must carry: configured, or the service's own listening base."""
+    if settings.auth_audience:
+        return settings.auth_audience
+    return f"http://{settings.host}:{settings.port}{settings.base_path}"
 
 
 def token_endpoint(settings: ServiceSettings, verifier: TokenVerifier | None) -> str:

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from shared.auth.access import visible_any
 from shared.auth.access_checks import check_write, require_visible
-from shared.auth.needs import check_included_scopes
+from shared.auth.needs import check_interaction, readable_includes
 from shared.auth.principal import current_principal
 from shared.fhir import exact_json
 from shared.fhir.errors import FHIRError, bad_request, not_found, precondition_failed
@@ -155,6 +155,8 @@ class Interactions:
 
         `source` names where the condition came from (a header, or "url") for error messages.
         """
+        # A condition is a search, and needs its scope as one would.
+        check_interaction(current_principal.get(), res_type, "search")
         # One lock per type makes "search, then create" atomic against parallel twins.
         self.store.database.lock(session, f"conditional:{res_type}")
         matches = self.matches(session, res_type, condition, source=source)
@@ -211,6 +213,9 @@ class Interactions:
         check_write(session, definition, resource)
         self._rules(session, definition, "update", res_id, resource)
         stored, created = self.store.update(session, res_type, res_id, resource, if_match=if_match)
+        if created:
+            # Update-as-create creates: it needs that scope too (raising rolls it back).
+            check_interaction(current_principal.get(), res_type, "create")
         return Result(201 if created else 200, stored)
 
     def conditional_update(
@@ -248,6 +253,7 @@ class Interactions:
                 raise precondition_failed(
                     f'If-Match W/"{if_match}" given but no {res_type} matches the condition'
                 )
+            check_interaction(current_principal.get(), res_type, "create")
             check_write(session, definition, resource)
             self._rules(session, definition, "create", assigned_id, resource)
             created = self.store.create(
@@ -384,8 +390,7 @@ class Interactions:
             strict=strict,
             limits=self.limits,
         )
-        served = set(self.registry.resources)
-        check_included_scopes(current_principal.get(), query, served)
+        readable = readable_includes(current_principal.get(), query, set(self.registry.resources))
         rows, total = run_search(session, query, definition)
-        extra = included(session, rows, query, served)
+        extra = included(session, rows, query, readable)
         return SearchResult(query, [exact_json.loads(r.content) for r in rows], total, extra)

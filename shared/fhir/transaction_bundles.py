@@ -28,6 +28,7 @@ from shared.fhir.errors import (
 from shared.fhir.interactions import Interactions, Result, parse_etag
 from shared.fhir.references import ID_PATTERN
 from shared.fhir.result_bundles import searchset
+from shared.log_safety import where_it_failed
 
 log = logging.getLogger(__name__)
 
@@ -354,7 +355,7 @@ class BundleProcessor:
         except Exception as exc:
             # Earlier entries have committed: one entry's failure must not turn the whole
             # batch into a 500 that the client would retry, duplicating them.
-            log.exception("batch entry %d failed: %s", index, type(exc).__name__)
+            log.error("batch entry %d failed: %s", index, where_it_failed(exc))
             failure = FHIRError(500, "This entry failed on the server", code="exception")
         failure = _locate(failure, entry)
         return {"response": {"status": _status_line(failure.status), "outcome": failure.outcome()}}
