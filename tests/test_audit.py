@@ -192,8 +192,9 @@ async def test_a_write_whose_audit_fails_is_not_committed(client, app, monkeypat
         raise RuntimeError("audit record refused")
 
     monkeypatch.setattr("shared.auth.audit.audit_event", broken)
-    with pytest.raises(RuntimeError):
-        await client.post("/Patient", json=patient())
+    response = await client.post("/Patient", json=patient())
+    assert response.status_code == 500
+    assert response.json()["issue"][0]["code"] == "exception"
     assert _count(app, ResourceRow, ResourceRow.res_type == "Patient") == 0
 
 

@@ -32,6 +32,7 @@ from shared.auth.audit_record import (
 )
 from shared.auth.audit_spool import Drainer, Spooler
 from shared.auth.principal import current_principal
+from shared.auth.scopes import WRITE_INTERACTIONS
 from shared.fhir import exact_json
 from shared.fhir.dates import format_instant, utcnow
 from shared.fhir.errors import issue, operation_outcome
@@ -122,7 +123,7 @@ class AuditTrail:
         # Here, inside the authentication layer's context, the caller is known.
         access.caller(current_principal.get())
         access.status = status
-        if status < 400 and access.audited_writes and access.subtype in _WRITE_SUBTYPES.values():
+        if status < 400 and access.audited_writes and access.subtype in WRITE_INTERACTIONS.values():
             return  # a plain write: recorded in its own transaction (a Bundle may also read)
         if access.res_type is not None and access.res_id is not None and not access.entities:
             access.touched(f"{access.res_type}/{access.res_id}", None)
@@ -165,7 +166,7 @@ class WriteAuditor:
             query=request.query if request else "",
             source=request.source if request else None,
             request_id=request.request_id if request else "",
-            subtype=_WRITE_SUBTYPES.get(stored.method, "update"),
+            subtype=WRITE_INTERACTIONS.get(stored.method, "update"),
             status=201 if stored.version_id == 1 else 200,
             recorded=format_instant(utcnow()),
         )
@@ -191,9 +192,6 @@ class WriteAuditor:
         access = current_access.get()
         if access is not None and info.get(AUDITED):
             access.audited_writes += info[AUDITED]
-
-
-_WRITE_SUBTYPES = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
 
 
 def install_audit_trail(app: FastAPI, context: FHIRContext) -> None:

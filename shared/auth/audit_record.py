@@ -11,6 +11,7 @@ from urllib.parse import parse_qsl
 import orjson
 
 from shared.auth.principal import Principal
+from shared.auth.scopes import WRITE_INTERACTIONS
 from shared.fhir.lexical import ID, ID_PATTERN, TYPE_NAME, is_type_name
 
 # restful-interaction code -> BALP action (C/R/U/D/E).
@@ -29,7 +30,6 @@ ACTIONS = {
     "transaction": "E",
     "operation": "E",
 }
-_WRITES = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
 # A request id we echo into the record: anything else is replaced (it could be injected text).
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 # What may enter a record as a reference: whatever else a client put in a URL (a NUL byte,
@@ -123,7 +123,11 @@ def classify(method: str, segments: list[str]) -> tuple[str, str | None, str | N
     if head == "AuditEvent" and (method == "GET" or rest == ["_search"]):
         return None  # reading the trail is not itself recorded (it would grow on every look)
     if not rest:
-        return ("search-type" if method == "GET" else _WRITES.get(method, "operation")), head, None
+        return (
+            ("search-type" if method == "GET" else WRITE_INTERACTIONS.get(method, "operation")),
+            head,
+            None,
+        )
     if rest[0] == "_search":
         return "search-type", head, None
     if rest[0] == "_history":
@@ -132,7 +136,11 @@ def classify(method: str, segments: list[str]) -> tuple[str, str | None, str | N
         return "operation", head, None
     res_id = rest[0] if ID_PATTERN.fullmatch(rest[0]) else None
     if len(rest) == 1:
-        return ("read" if method == "GET" else _WRITES.get(method, "operation")), head, res_id
+        return (
+            ("read" if method == "GET" else WRITE_INTERACTIONS.get(method, "operation")),
+            head,
+            res_id,
+        )
     if rest[1].startswith("$"):
         return "operation", head, res_id
     return ("vread" if len(rest) > 2 else "history-instance"), head, res_id

@@ -10,6 +10,9 @@ LETTERS = "cruds"
 _V1 = {"read": "rs", "write": "cud", "*": "cruds"}
 _SCOPE = re.compile(r"^(system|user|patient)/([A-Za-z]{1,64}|\*)\.([a-z*]{1,5})(\?.*)?$")
 
+# The FHIR write interaction of each HTTP method (a read is GET, whatever its level).
+WRITE_INTERACTIONS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+
 # What each FHIR interaction needs (history reads, so it needs r).
 INTERACTION_LETTER = {
     "read": "r",

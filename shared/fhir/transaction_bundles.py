@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from shared.auth.needs import check_interaction
 from shared.auth.principal import current_principal
+from shared.auth.scopes import WRITE_INTERACTIONS
 from shared.db.engine import SHUTDOWN, Database, StatementCancelled
 from shared.fhir import json_body
 from shared.fhir.dates import format_instant
@@ -38,9 +39,6 @@ _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 
 def _status_line(status: int) -> str:
     return f"{status} {HTTPStatus(status).phrase}"
-
-
-_INTERACTIONS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
 
 
 class Entry:
@@ -110,7 +108,7 @@ class Entry:
         """The FHIR interaction this entry performs, for the scope check."""
         if self.method in ("GET", "HEAD"):
             return "vread" if self.version else ("read" if self.id else "search")
-        return _INTERACTIONS[self.method]
+        return WRITE_INTERACTIONS[self.method]
 
     def check_scope(self) -> None:
         """403 (located at this entry) unless the caller's scopes allow it."""
