@@ -334,3 +334,17 @@ async def test_reads_inside_a_bundle_that_also_writes_are_recorded(client, app):
     assert (await client.post("", json=bundle, headers=FHIR_JSON)).status_code == 200
     batch = _only(await _events(client, app, subtype="transaction"))
     assert f"Patient/{pid}" in _refs(batch, "1")
+
+
+async def test_a_search_names_the_patients_whose_data_it_returned(database_url: str):
+    app = _app("outcomes", database_url)
+    async with _client(app) as client:
+        for pid in ("pt-1", "pt-2"):
+            assert (await client.post("/Observation", json=observation(patient_id=pid))).is_success
+        assert (await client.get("/Observation", params={"status": "final"})).status_code == 200
+        search = _only(await _events(client, app, subtype="search-type"))
+        assert sorted(_refs(search, "1")) == ["Patient/pt-1", "Patient/pt-2"]
+        assert (await client.get("/Observation/_history")).status_code == 200
+        history = _only(await _events(client, app, subtype="history-type"))
+        assert sorted(_refs(history, "1")) == ["Patient/pt-1", "Patient/pt-2"]
+    app.state.fhir.database.dispose()

@@ -188,6 +188,18 @@ class WriteAuditor:
             access.touched(reference, patient_of(stored.type, stored.id, stored.resource))
 
     @staticmethod
+    def on_results(resources: list[dict[str, Any]]) -> None:
+        """Note the patients whose data a search or history page hands out (BALP: the query
+        and the patients it concerns; not every resource, which could be hundreds)."""
+        access = current_access.get()
+        if access is None:
+            return
+        for resource in resources:
+            res_type, res_id = resource.get("resourceType"), resource.get("id")
+            if isinstance(res_type, str) and isinstance(res_id, str):
+                access.touched(None, patient_of(res_type, res_id, resource))
+
+    @staticmethod
     def after_commit(info: dict[str, Any]) -> None:
         access = current_access.get()
         if access is not None and info.get(AUDITED):
@@ -200,6 +212,7 @@ def install_audit_trail(app: FastAPI, context: FHIRContext) -> None:
     auditor = WriteAuditor(context)
     context.store.write_hooks.append(auditor.on_write)
     context.store.read_hooks.append(auditor.on_read)
+    context.interactions.result_hooks.append(auditor.on_results)
     context.database.after_commit.append(auditor.after_commit)
     spooler = Spooler(context.database)
     drainer = Drainer(context.database, context.store, context.registry.service)

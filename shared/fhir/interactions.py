@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -73,6 +74,9 @@ class Interactions:
             max_query_params=settings.max_query_params,
             prefix=f"{settings.service_name.upper()}_",
         )
+        # Called with the resources a search or a history page hands out (the audit trail
+        # notes whose data they are).
+        self.result_hooks: list[Callable[[list[dict[str, Any]]], None]] = []
 
     # ---- checks ------------------------------------------------------------------------
     def definition(self, res_type: str) -> ResourceDef:
@@ -374,6 +378,10 @@ class Interactions:
         )
         if never_existed:
             raise not_found(f"{res_type}/{res_id} is not known")
+        if self.result_hooks:
+            shown = [v.resource for v in versions if v.resource is not None]
+            for hook in self.result_hooks:
+                hook(shown)
         return versions, total
 
     def search(
@@ -393,4 +401,7 @@ class Interactions:
         readable = readable_includes(current_principal.get(), query, set(self.registry.resources))
         rows, total = run_search(session, query, definition)
         extra = included(session, rows, query, readable)
-        return SearchResult(query, [exact_json.loads(r.content) for r in rows], total, extra)
+        resources = [exact_json.loads(r.content) for r in rows]
+        for hook in self.result_hooks:
+            hook(resources + extra)
+        return SearchResult(query, resources, total, extra)
