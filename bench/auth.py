@@ -11,6 +11,7 @@ the baseline (also bench/results/auth.md and a chart, auth.png).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import statistics
@@ -57,7 +58,15 @@ def _patients(url: str) -> None:
 
 
 def _app(url: str, **settings: object) -> FastAPI:
-    return create_app(OutcomesSettings(database_url=url, migrate_on_start=False, **settings))
+    return create_app(
+        OutcomesSettings(
+            database_url=url,
+            migrate_on_start=False,
+            resync_on_start=False,
+            reconcile_interval_s=0,
+            **settings,
+        )
+    )
 
 
 async def _time(
@@ -110,6 +119,20 @@ async def _measure(url: str, keys: list) -> dict[str, dict[str, list[float]]]:
         lambda: {"Authorization": f"Bearer {next(fresh_iter)}"},
     )
     results: dict[str, dict[str, list[float]]] = {}
+    async with contextlib.AsyncExitStack() as running:
+        # With the lifespan, as a service runs: planner statistics, the audit drainer.
+        for app in (off, on):
+            await running.enter_async_context(app.router.lifespan_context(app))
+        await _cells(cases, reads, searches, results)
+    return results
+
+
+async def _cells(
+    cases: dict[str, tuple[FastAPI, Callable[[], dict[str, str]]]],
+    reads: list[str],
+    searches: list[str],
+    results: dict[str, dict[str, list[float]]],
+) -> None:
     for label, (app, headers) in cases.items():
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://bench/fhir"
@@ -119,9 +142,6 @@ async def _measure(url: str, keys: list) -> dict[str, dict[str, list[float]]]:
                 "read": await _time(client, reads, headers),
                 "search": await _time(client, searches, headers),
             }
-    for app in (off, on):
-        app.state.fhir.database.dispose()
-    return results
 
 
 def _table(results: dict[str, dict[str, list[float]]]) -> str:

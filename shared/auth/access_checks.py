@@ -67,17 +67,16 @@ def require_visible(session: Session, definition: ResourceDef, res_id: str) -> N
     res_type = definition.type
     if practices is None or not _is_patient_data(res_type):
         return
+    # One statement: whether it exists, and whether the caller sees it.
     row = session.execute(
-        select(ResourceRow.pk, ResourceRow.deleted).where(
+        select(ResourceRow.deleted, visible(res_type).label("seen")).where(
             ResourceRow.res_type == res_type, ResourceRow.res_id == res_id
         )
     ).first()
     if row is None:
         return  # never existed: a read's own 404, or an update that creates it
     if not row.deleted:
-        condition = visible(res_type)
-        seen = session.execute(select(ResourceRow.pk).where(ResourceRow.pk == row.pk, condition))
-        if seen.first() is not None:
+        if row.seen:
             return
     else:
         content = session.execute(
