@@ -83,6 +83,15 @@ def visible(
     return _visible(res_type, row, practices, drive)
 
 
+def patient_data_condition(res_type: str) -> ColumnElement[bool] | None:
+    """`visible` on the resource table, or None when nothing is to be checked (the caller
+    is not restricted, or the type is not patient data)."""
+    practices = restriction()
+    if practices is None or (res_type != "Patient" and res_type not in PATIENT_COMPARTMENT):
+        return None
+    return _visible_cached(res_type, practices, False)
+
+
 def visible_any(types: Iterable[str], row: Any = ResourceRow) -> ColumnElement[bool] | None:
     """As `visible`, for rows of any of `types` (system history, $everything)."""
     practices = restriction()

@@ -10,12 +10,12 @@ from urllib.parse import parse_qsl
 
 from sqlalchemy.orm import Session
 
-from shared.auth.access import visible_any
+from shared.auth.access import patient_data_condition, visible_any
 from shared.auth.access_checks import check_write, require_visible
 from shared.auth.needs import check_interaction, readable_includes
 from shared.auth.principal import current_principal
 from shared.fhir import exact_json
-from shared.fhir.errors import FHIRError, bad_request, not_found, precondition_failed
+from shared.fhir.errors import Deleted, FHIRError, bad_request, not_found, precondition_failed
 from shared.fhir.json_patch import apply_patch, check_operations
 from shared.fhir.lexical import is_digits
 from shared.fhir.registry import Registry, ResourceDef
@@ -329,8 +329,16 @@ class Interactions:
 
     # ---- reads -------------------------------------------------------------------------
     def read(self, session: Session, res_type: str, res_id: str) -> Result:
-        require_visible(session, self.definition(res_type), res_id)
-        return Result(200, self.store.read(session, res_type, res_id))
+        definition = self.definition(res_type)
+        condition = patient_data_condition(res_type)
+        if condition is None:
+            return Result(200, self.store.read(session, res_type, res_id))
+        try:
+            # Existence and visibility in one statement: the common read costs one query.
+            return Result(200, self.store.read(session, res_type, res_id, visible=condition))
+        except Deleted:
+            require_visible(session, definition, res_id)  # 410 only to its practices
+            raise
 
     def vread(self, session: Session, res_type: str, res_id: str, version: str) -> Result:
         require_visible(session, self.definition(res_type), res_id)

@@ -128,12 +128,29 @@ class ResourceStore:
         query = _CURRENT.with_for_update() if lock and not self.database.is_sqlite else _CURRENT
         return session.connection().execute(query, {"res_type": res_type, "res_id": res_id}).first()
 
-    def read(self, session: Session, res_type: str, res_id: str, *, lock: bool = False) -> Stored:
+    def read(
+        self,
+        session: Session,
+        res_type: str,
+        res_id: str,
+        *,
+        lock: bool = False,
+        visible: Any = None,
+    ) -> Stored:
         """The current version; 404 when it never existed, 410 when deleted.
 
         With `lock`, the row stays locked until the transaction ends (to write it next).
+        `visible`, a condition on the row (the caller's practices), makes a current version
+        it does not admit a 404 too, in the same statement.
         """
-        row = self.current_row(session, res_type, res_id, lock=lock)
+        if visible is None:
+            row = self.current_row(session, res_type, res_id, lock=lock)
+        else:
+            query = _CURRENT.add_columns(visible.label("seen"))
+            params = {"res_type": res_type, "res_id": res_id}
+            row = session.connection().execute(query, params).first()
+            if row is not None and not row.deleted and not row.seen:
+                row = None
         if row is None:
             raise not_found(f"{res_type}/{res_id} is not known")
         if row.deleted:
