@@ -348,3 +348,14 @@ async def test_a_search_names_the_patients_whose_data_it_returned(database_url: 
         history = _only(await _events(client, app, subtype="history-type"))
         assert sorted(_refs(history, "1")) == ["Patient/pt-1", "Patient/pt-2"]
     app.state.fhir.database.dispose()
+
+
+async def test_a_server_error_is_recorded_with_its_caller(client, app, monkeypatch):
+    def fails(*_args: Any, **_kwargs: Any) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(app.state.fhir.interactions, "read", fails)
+    assert (await client.get("/Patient/some-id")).status_code == 500
+    monkeypatch.undo()
+    failed = _only(await _events(client, app, outcome="8"))
+    assert CLIENT in _who(failed)
