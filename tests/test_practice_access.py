@@ -367,3 +367,29 @@ async def test_no_claim_sees_only_what_is_not_patient_data(catalogue: httpx.Asyn
         "Practitioner",
         "Questionnaire",
     }
+
+
+async def test_a_shared_patient_keeps_every_practice_it_names(intake: httpx.AsyncClient):
+    both = patient_of("a", via="generalPractitioner") | {
+        "managingOrganization": {"reference": "Organization/b"}
+    }
+    pid = (await as_(EVERYONE, intake.post, "/Patient", json=both)).json()["id"]
+
+    async def put(who: Principal, body: dict[str, Any]) -> httpx.Response:
+        return await as_(who, intake.put, f"/Patient/{pid}", json=body | {"id": pid})
+
+    # Practice a may not drop b (b would lose the patient), nor bring in c.
+    assert_outcome(await put(A, patient_of("a")), 403, "forbidden")
+    with_c = both | {"managingOrganization": {"reference": "Organization/c"}}
+    assert_outcome(await put(A, with_c), 403, "forbidden")
+    patched = await as_(
+        A,
+        intake.patch,
+        f"/Patient/{pid}",
+        json=[{"op": "remove", "path": "/managingOrganization"}],
+        headers={"Content-Type": "application/json-patch+json"},
+    )
+    assert_outcome(patched, 403, "forbidden")
+    # It may change the rest, naming both as before.
+    assert (await put(A, both | {"gender": "female"})).status_code == 200
+    assert await status(B, intake, f"/Patient/{pid}") == 200

@@ -94,13 +94,20 @@ def require_visible(session: Session, definition: ResourceDef, res_id: str) -> N
     raise not_found(f"{res_type}/{res_id} is not known")
 
 
-def check_write(session: Session, definition: ResourceDef, resource: dict[str, Any]) -> None:
-    """403 when the resource as written would not belong to the caller's practices alone.
+def check_write(
+    session: Session,
+    definition: ResourceDef,
+    resource: dict[str, Any],
+    previous: dict[str, Any] | None = None,
+) -> None:
+    """403 when the resource as written would not belong to the caller's practices.
 
-    A Patient must name only the caller's practices as managingOrganization or
-    generalPractitioner Organization (and at least one); a compartment resource must
-    reference at least one patient and only patients the caller can see. The answer is the
-    same whether another practice's patient exists or not, so it reveals nothing.
+    A Patient must name at least one of the caller's practices as managingOrganization or
+    generalPractitioner Organization; other Organizations only as far as `previous` (the
+    version it replaces) already named them, so a practice sharing a patient can neither
+    add another practice nor drop one. A compartment resource must reference at least one
+    patient and only patients the caller can see. The answer is the same whether another
+    practice's patient exists or not, so it reveals nothing.
     """
     practices = restriction()
     res_type = definition.type
@@ -108,8 +115,15 @@ def check_write(session: Session, definition: ResourceDef, resource: dict[str, A
         return
     ids = _linked_ids(definition, resource)
     if res_type == "Patient":
-        allowed = bool(ids) and all(f"Organization/{i}" in practices for i in ids)
-        what = "name only the caller's practices as managingOrganization or generalPractitioner"
+        shared = _linked_ids(definition, previous) if previous else set()
+        mine = {i for i in ids if f"Organization/{i}" in practices}
+        others_before = {i for i in shared if f"Organization/{i}" not in practices}
+        others_now = ids - mine
+        allowed = bool(mine) and others_now == others_before
+        what = (
+            "name one of the caller's practices as managingOrganization or "
+            "generalPractitioner, and other practices only as the current version does"
+        )
     else:
         allowed = bool(ids) and _all_visible_patients(session, ids, practices)
         what = "reference only patients of the caller's practices"

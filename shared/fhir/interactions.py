@@ -10,7 +10,7 @@ from urllib.parse import parse_qsl
 
 from sqlalchemy.orm import Session
 
-from shared.auth.access import patient_data_condition, visible_any
+from shared.auth.access import patient_data_condition, restriction, visible_any
 from shared.auth.access_checks import check_write, require_visible
 from shared.auth.needs import check_interaction, readable_includes
 from shared.auth.principal import current_principal
@@ -121,6 +121,16 @@ class Interactions:
         for rule in definition.rules:
             rule(context)
 
+    def _current_content(
+        self, session: Session, definition: ResourceDef, res_id: str
+    ) -> dict[str, Any] | None:
+        """The current content a Patient update replaces (which practices it names); only
+        read when a practice-limited caller writes a Patient."""
+        if definition.type != "Patient" or restriction() is None:
+            return None
+        row = self.store.current_row(session, "Patient", res_id, lock=False)
+        return exact_json.loads(row.content) if row is not None and row.content else None
+
     def _checked(self, res_type: str, body: Any, res_id: str | None = None) -> dict[str, Any]:
         validate_resource(body, res_type)
         if res_id is not None and body.get("id") not in (None, res_id):
@@ -214,7 +224,9 @@ class Interactions:
         resource = self._checked(res_type, body, res_id)
         # One the caller cannot see is not there (404); new content outside its practices, 403.
         require_visible(session, definition, res_id)
-        check_write(session, definition, resource)
+        check_write(
+            session, definition, resource, self._current_content(session, definition, res_id)
+        )
         self._rules(session, definition, "update", res_id, resource)
         stored, created = self.store.update(session, res_type, res_id, resource, if_match=if_match)
         if created:
@@ -269,7 +281,7 @@ class Interactions:
                 f"The resource id '{resource['id']}' differs from the matched {existing.id}",
                 [f"{res_type}.id"],
             )
-        check_write(session, definition, resource)
+        check_write(session, definition, resource, existing.resource)
         self._rules(session, definition, "update", existing.id, resource)
         stored, _ = self.store.update(session, res_type, existing.id, resource, if_match=if_match)
         return Result(200, stored)
@@ -303,7 +315,7 @@ class Interactions:
                 expression=[f"{res_type}.id"],
             )
         resource = self._checked(res_type, patched, res_id)
-        check_write(session, definition, resource)
+        check_write(session, definition, resource, current.resource)
         self._rules(session, definition, "update", res_id, resource)
         stored, _ = self.store.update(
             session, res_type, res_id, resource, if_match=current.version_id, method="PATCH"
