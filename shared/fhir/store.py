@@ -121,6 +121,7 @@ class ResourceStore:
         # Told of each version `read` and `vread` return (the audit trail notes what a
         # request touched).
         self.read_hooks: list[ReadObserver] = []
+        self._visible_reads: dict[Any, Any] = {}
 
     # ---- reads -------------------------------------------------------------------------
     def current_row(self, session: Session, res_type: str, res_id: str, *, lock: bool) -> Any:
@@ -146,7 +147,13 @@ class ResourceStore:
         if visible is None:
             row = self.current_row(session, res_type, res_id, lock=lock)
         else:
-            query = _CURRENT.add_columns(visible.label("seen"))
+            # Composing the statement costs several times what running it does; the same
+            # condition (one per type and set of practices) comes back request after request.
+            query = self._visible_reads.get(visible)
+            if query is None:
+                if len(self._visible_reads) >= 1024:
+                    self._visible_reads.clear()
+                query = self._visible_reads[visible] = _CURRENT.add_columns(visible.label("seen"))
             params = {"res_type": res_type, "res_id": res_id}
             row = session.connection().execute(query, params).first()
             if row is not None and not row.deleted and not row.seen:
