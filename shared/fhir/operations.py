@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, Literal
@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from shared.fhir.interactions import Interactions
+    from shared.settings import ServiceSettings
 
 Level = Literal["system", "type", "instance"]
 
@@ -109,6 +110,8 @@ class OperationCall:
     inputs: dict[str, list[Any]]
     # The invoking URL without the query, for paging links.
     url: str
+    # What the operation's `prepare` step returned (None without one).
+    prepared: Any = None
 
     def one(self, name: str, default: Any = None) -> Any:
         """The single value of an input, or `default`."""
@@ -125,6 +128,8 @@ class OperationResult:
 
 
 Handler = Callable[[OperationCall], OperationResult]
+# Gets the checked inputs and the service's settings; runs before the handler's session.
+Prepare = Callable[[dict[str, list[Any]], "ServiceSettings"], Awaitable[Any]]
 
 
 @dataclass(frozen=True)
@@ -142,6 +147,10 @@ class Operation:
     scope: str = ""
     inputs: tuple[OperationParam, ...] = ()
     outputs: tuple[OperationParam, ...] = ()
+    # Network I/O the handler needs (a fetch from another server), awaited before the
+    # handler's session opens: no transaction or database lock is held while it waits. Its
+    # result reaches the handler as `call.prepared`; a FHIRError it raises is the answer.
+    prepare: Prepare | None = None
 
     def __post_init__(self) -> None:
         if "GET" in self.methods and self.affects_state:

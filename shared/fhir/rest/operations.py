@@ -131,9 +131,13 @@ def _endpoint(
         where = ctx.base(request)
         # The operation's own URL, as the client sees it, for paging links.
         url = where + request.url.path.split(settings.base_path, 1)[-1]
+        # Before any session: a slow peer must not hold a transaction (or SQLite's lock).
+        prepared = await op.prepare(inputs, settings) if op.prepare is not None else None
 
         def run(session: Session) -> OperationResult:
-            call = OperationCall(session, interactions, where, res_type, res_id, inputs, url)
+            call = OperationCall(
+                session, interactions, where, res_type, res_id, inputs, url, prepared
+            )
             return op.handler(call)
 
         # A writing operation runs in a unit of work, so its writes pass the write rules and
