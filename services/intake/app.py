@@ -4,20 +4,23 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from services.intake.ehr_import import import_operation
+from services.intake.settings import IntakeSettings
 from shared.app import create_service_app
 from shared.fhir.catalogue import audit_events, resource
 from shared.fhir.everything import everything_operation
 from shared.fhir.registry import Registry
-from shared.settings import ServiceSettings, settings_class
+from shared.settings import ServiceSettings
 
 SERVICE = "intake"
-IntakeSettings = settings_class(SERVICE, 8001)
 
 
 def registry() -> Registry:
     """The resource types the intake service serves."""
     registry = Registry(SERVICE)
-    registry.add(resource("Patient", owner=SERVICE, operations=(everything_operation(),)))
+    registry.add(
+        resource("Patient", owner=SERVICE, operations=(everything_operation(), import_operation()))
+    )
     registry.add(audit_events(SERVICE))
     return registry
 
