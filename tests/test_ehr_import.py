@@ -18,11 +18,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import pytest
+from sqlalchemy import select
 
+from shared.db.models import OutboxRow
 from tests.auth_support import bearer, mint, process_auth, staff_headers, staff_token
 from tests.conftest import BACKENDS
 from tests.fhir_asserts import assert_outcome
+from tests.issuer_support import AUDIENCES, running_issuer
+from tests.outbox_rows import RESOURCE_EVENTS
+from tooling.dev_issuer import client_key_file
 from tooling.ports import free_port
 from tooling.service_process import ServiceProcess
 
@@ -290,6 +296,34 @@ async def test_the_real_ehr_refuses_an_import_without_its_token(
         assert await stored_patients(intake) == 0
 
 
+async def test_smart_backend_services_credentials_reach_the_ehr(
+    importer: Importer, tmp_path: Path
+) -> None:
+    with (
+        running_issuer(tmp_path / "dev-auth") as issuer,
+        Scripted(Reply(body=searchset(a_patient()))) as ehr,
+    ):
+        source = {
+            "auth": "smart",
+            "client_id": "kemdr-intake",
+            "key_file": str(client_key_file(issuer.directory, "kemdr-intake")),
+            "issuer": issuer.url,
+        }
+        async with importer({ehr.base: source}) as intake:
+            for expected in (201, 200):
+                response = await intake.post(
+                    "/Patient/$import", json=import_body(ehr.base), headers=FHIR_JSON
+                )
+                assert response.status_code == expected, response.text
+        sent = [seen.headers["Authorization"].removeprefix("Bearer ") for seen in ehr.seen]
+        # One token, reused by the second import (each token has its own jti).
+        assert len(sent) == 2 and sent[0] == sent[1]
+        jwks = jwt.PyJWKSet.from_dict(issuer.jwks())
+        key = jwks[jwt.get_unverified_header(sent[0])["kid"]].key
+        granted = jwt.decode(sent[0], key, algorithms=["RS256"], audience=AUDIENCES[1])
+        assert (granted["client_id"], granted["scope"]) == ("kemdr-intake", "system/Patient.rs")
+
+
 # ---- the allow-list --------------------------------------------------------------------
 async def test_a_source_off_the_list_is_never_contacted(importer: Importer) -> None:
     with ConnectionRecorder() as elsewhere, Scripted(Reply(body=searchset(a_patient()))) as ehr:
@@ -383,6 +417,14 @@ async def test_retry_after_is_honoured_then_the_import_succeeds(
             assert first.path.startswith("/fhir/Patient?identifier=")
             assert first.headers["Authorization"] == "Bearer static-ehr-token"
             assert await stored_patients(intake) == 1
+            # Written through Interactions: audited and published like any create.
+            pid = outputs(response)["patient"]["id"]
+            audit = await intake.get("/AuditEvent", params={"entity": f"Patient/{pid}"})
+            assert audit.json()["total"] >= 1, audit.text
+            database = intake._transport.app.state.fhir.database  # type: ignore[attr-defined]
+            with database.read() as session:
+                query = select(OutboxRow.topic).where(RESOURCE_EVENTS)
+                assert session.execute(query).scalars().all() == ["fhir.Patient"]
 
 
 async def test_5xx_after_every_try_is_a_502(importer: Importer) -> None:
