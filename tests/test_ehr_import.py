@@ -7,6 +7,7 @@ answers an OperationOutcome naming the source and stores nothing.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
@@ -383,6 +384,24 @@ async def test_a_slow_ehr_is_a_504_within_the_time_out(importer: Importer) -> No
             # A time-out is not retried: a slow EHR would only be slower.
             assert len(ehr.seen) == 1
             assert await stored_patients(intake) == 0
+
+
+async def test_a_slow_ehr_holds_no_transaction_at_intake(importer: Importer) -> None:
+    with Scripted(Reply(body=searchset(a_patient()), delay=1.0)) as ehr:
+        async with importer({ehr.base: {"auth": "none"}}, ehr_timeout_s=3.0) as intake:
+            importing = asyncio.create_task(
+                intake.post("/Patient/$import", json=import_body(ehr.base), headers=FHIR_JSON)
+            )
+            while not ehr.seen:
+                await asyncio.sleep(0.01)
+            # The fetch is under way: another write is not kept waiting for it.
+            started = time.monotonic()
+            other = await intake.post("/Patient", json=a_patient("other"), headers=FHIR_JSON)
+            assert other.status_code == 201, other.text
+            assert time.monotonic() - started < 0.8
+            assert not importing.done()
+            assert (await importing).status_code == 201
+            assert await stored_patients(intake) == 2
 
 
 async def test_a_404_is_a_502_because_the_base_is_wrong_not_the_request(
