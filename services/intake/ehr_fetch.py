@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from services.intake.settings import EhrSource, normalise_base
+from services.intake.settings import EhrSource, IntakeSettings, normalise_base
 from shared.auth.client_credentials import ClientCredentials, TokenError
 from shared.auth.jwk import load_private_key
 from shared.fhir.errors import FHIRError, bad_request
@@ -159,7 +159,9 @@ async def _get(client: httpx.AsyncClient, url: str, params: dict[str, str], limi
         return _Answer(200, response.headers, b"".join(chunks))
 
 
-async def _fetch(source: str, config: EhrSource, system: str, value: str, settings: Any) -> _Answer:
+async def _fetch(
+    source: str, config: EhrSource, system: str, value: str, settings: IntakeSettings
+) -> _Answer:
     """GET [source]/Patient?identifier=..., retried on 429 and 5xx within the deadline."""
     deadline = time.monotonic() + settings.ehr_deadline_s
     params = {"identifier": identifier_token(system, value)}
@@ -264,8 +266,8 @@ async def fetch_patient(inputs: dict[str, list[Any]], settings: ServiceSettings)
     """The `prepare` step of `$import`: the allow-list check, then the fetch."""
     source = normalise_base(inputs["source"][0])
     system, value = split_identifier(inputs["identifier"][0])
-    sources: dict[str, EhrSource] = getattr(settings, "ehr_sources", {})
-    config = sources.get(source)
+    # A service built with other settings imports from nowhere.
+    config = settings.ehr_sources.get(source) if isinstance(settings, IntakeSettings) else None
     if config is None:
         # Checked before any connection is opened: a caller cannot make this service probe
         # addresses of its choosing.
@@ -276,6 +278,7 @@ async def fetch_patient(inputs: dict[str, list[Any]], settings: ServiceSettings)
             code="security",
             expression=["source"],
         )
+    assert isinstance(settings, IntakeSettings)
     answer = await _fetch(source, config, system, value, settings)
     bundle = _checked_answer(source, answer)
     return FetchedPatient(source, system, value, _the_patient(source, bundle, system, value))
