@@ -219,7 +219,7 @@ async def test_episode_status_is_not_settable_by_clients(intake: httpx.AsyncClie
     assert done.status_code == 200, done.text
 
 
-async def test_a_referral_with_other_types_is_served(intake: httpx.AsyncClient):
+async def test_a_referral_opens_a_planned_episode(intake: httpx.AsyncClient):
     patient_id = await new_patient(intake)
     org = await intake.post(
         "/Organization", json={"resourceType": "Organization", "name": "Riverside Practice"}
@@ -232,7 +232,17 @@ async def test_a_referral_with_other_types_is_served(intake: httpx.AsyncClient):
         "subject": {"reference": f"Patient/{patient_id}"},
         "requester": {"reference": f"Organization/{org.json()['id']}"},
     }
-    assert (await intake.post("/ServiceRequest", json=referral)).status_code == 201
+    created = await intake.post("/ServiceRequest", json=referral)
+    assert created.status_code == 201, created.text
     assert len(await search(intake, "/ServiceRequest", patient=patient_id, status="active")) == 1
     assert len(await search(intake, "/Organization", name="riverside")) == 1
+    # Referred but unscreened: planned, naming the referral; screening then moves it on.
+    planned = await episode(intake, patient_id)
+    assert planned["status"] == "planned"
+    assert planned["referralRequest"] == [{"reference": f"ServiceRequest/{created.json()['id']}"}]
+    assert (await intake.post("/ServiceRequest", json=referral)).status_code == 201
+    await intake.post("/QuestionnaireResponse", json=screening(patient_id))
+    screened = await episode(intake, patient_id)
+    assert screened["id"] == planned["id"]
+    assert [h["status"] for h in screened["statusHistory"]] == ["planned", "waitlist"]
     assert URL.endswith("ketamine-emdr-screening")

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from services.intake.screening.episode import guard_episode_status
+from services.intake.screening.episode import guard_episode_status, referral_rule
 from services.intake.screening.publish import publish
 from services.intake.screening.rule import screening_rule
 from shared.app import create_service_app
@@ -26,7 +26,7 @@ def registry() -> Registry:
     registry = Registry(SERVICE)
     registry.add(resource("Patient", owner=SERVICE, operations=(everything_operation(),)))
     registry.add(resource("Organization", owner=SERVICE))
-    registry.add(resource("ServiceRequest", owner=SERVICE))
+    registry.add(resource("ServiceRequest", owner=SERVICE, rules=(referral_rule,)))
     registry.add(resource("Questionnaire", owner=SERVICE))
     registry.add(resource("QuestionnaireResponse", owner=SERVICE, rules=(screening_rule,)))
     registry.add(resource("DetectedIssue", owner=SERVICE))

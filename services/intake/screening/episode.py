@@ -124,3 +124,36 @@ def set_episode_status(
         )
         assert result.stored is not None and result.stored.resource is not None
         return result.stored.resource
+
+
+def open_planned_episode(
+    interactions: Interactions, session: Session, patient_id: str, referral_id: str
+) -> None:
+    """A referred patient not yet screened has a `planned` episode naming the referral
+    (unless an episode is already open)."""
+    if current_episode(interactions, session, patient_id) is not None:
+        return
+    now = format_instant(utcnow())
+    with screening_write():
+        interactions.create(
+            session,
+            "EpisodeOfCare",
+            {
+                "resourceType": "EpisodeOfCare",
+                "status": "planned",
+                "statusHistory": [{"status": "planned", "period": {"start": now}}],
+                "patient": {"reference": f"Patient/{patient_id}"},
+                "referralRequest": [{"reference": f"ServiceRequest/{referral_id}"}],
+                "period": {"start": now},
+            },
+        )
+
+
+def referral_rule(context: WriteContext) -> None:
+    """Write rule on ServiceRequest: an active referral of a patient opens a planned episode."""
+    referral = context.resource
+    if referral is None or referral.get("status") != "active" or context.res_id is None:
+        return
+    parts = (referral.get("subject") or {}).get("reference", "").rstrip("/").split("/")
+    if len(parts) >= 2 and parts[-2] == "Patient":
+        open_planned_episode(context.interactions, context.session, parts[-1], context.res_id)
