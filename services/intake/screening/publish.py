@@ -37,6 +37,8 @@ def publish(
     the next version only when no stored version has the same content."""
     if definition is None:
         definition = questionnaire_definition(interactions.settings.canonical_base)
+    # Several workers start at once: one publishes, the others then find its version.
+    interactions.store.database.lock(session, "publish:Questionnaire")
     stored = published_versions(interactions, session, definition["url"])
     for existing in stored:
         if _content(existing) == _content(definition):
