@@ -127,8 +127,18 @@ async def test_capability_statement_reflects_registrations(
     assert "application/fhir+json" in statement["format"]
     rest = statement["rest"][0]
     # Every service also serves its own audit trail, read-only.
-    assert [r["type"] for r in rest["resource"]] == ["Patient", "AuditEvent"]
-    audit_entry = rest["resource"][1]
+    assert [r["type"] for r in rest["resource"]] == [
+        "Patient",
+        "Organization",
+        "ServiceRequest",
+        "Questionnaire",
+        "QuestionnaireResponse",
+        "DetectedIssue",
+        "Consent",
+        "EpisodeOfCare",
+        "AuditEvent",
+    ]
+    audit_entry = rest["resource"][-1]
     assert {i["code"] for i in audit_entry["interaction"]} == {
         "read",
         "vread",
@@ -167,10 +177,19 @@ async def test_capability_statement_reflects_registrations(
     assert {i["code"] for i in rest["interaction"]} >= {"transaction", "batch"}
     scheduled = (await scheduling.get("/metadata")).json()
     by_type = {r["type"]: r for r in scheduled["rest"][0]["resource"]}
-    assert sorted(by_type) == ["Appointment", "AuditEvent", "MedicationAdministration", "Patient"]
+    assert sorted(by_type) == [
+        "Appointment",
+        "AuditEvent",
+        "Consent",
+        "EpisodeOfCare",
+        "MedicationAdministration",
+        "Patient",
+    ]
     replica = {i["code"] for i in by_type["Patient"]["interaction"]}
     assert replica == {"read", "vread", "search-type", "history-instance", "history-type"}
     assert "intake" in by_type["Patient"]["documentation"]
+    for res_type in ("EpisodeOfCare", "Consent"):
+        assert {i["code"] for i in by_type[res_type]["interaction"]} == replica
 
 
 async def test_replicated_types_refuse_writes_naming_the_owner(

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
 
 from services.intake.ehr_import import import_operation
+from services.intake.screening.episode import guard_episode_status, referral_rule
+from services.intake.screening.publish import publish
+from services.intake.screening.rule import screening_rule
 from services.intake.settings import IntakeSettings
 from shared.app import create_service_app
 from shared.fhir.catalogue import audit_events, resource
@@ -21,10 +28,37 @@ def registry() -> Registry:
     registry.add(
         resource("Patient", owner=SERVICE, operations=(everything_operation(), import_operation()))
     )
+    registry.add(resource("Organization", owner=SERVICE))
+    registry.add(resource("ServiceRequest", owner=SERVICE, rules=(referral_rule,)))
+    registry.add(resource("Questionnaire", owner=SERVICE))
+    registry.add(resource("QuestionnaireResponse", owner=SERVICE, rules=(screening_rule,)))
+    registry.add(resource("DetectedIssue", owner=SERVICE))
+    registry.add(resource("Consent", owner=SERVICE))
+    registry.add(resource("EpisodeOfCare", owner=SERVICE, rules=(guard_episode_status,)))
     registry.add(audit_events(SERVICE))
     return registry
 
 
+def _publish_at_start(app: FastAPI) -> None:
+    """Publish the screening Questionnaire once the service's own start-up (migrations) ran."""
+    inner = app.router.lifespan_context
+    context = app.state.fhir
+
+    def publish_now() -> None:
+        with context.database.write() as session:
+            publish(context.interactions, session)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with inner(app):
+            await run_in_threadpool(publish_now)
+            yield
+
+    app.router.lifespan_context = lifespan
+
+
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     """Build the intake service; nothing is created before this is called."""
-    return create_service_app(settings or IntakeSettings(), registry())
+    app = create_service_app(settings or IntakeSettings(), registry())
+    _publish_at_start(app)
+    return app

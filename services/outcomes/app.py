@@ -20,6 +20,9 @@ def registry() -> Registry:
     registry.add(resource("Observation", owner=SERVICE))
     # Read-only replicas, kept current from intake's and scheduling's events.
     registry.add(resource("Patient", owner="intake", operations=(everything_operation(),)))
+    registry.add(resource("EpisodeOfCare", owner="intake"))
+    registry.add(resource("Consent", owner="intake"))
+    registry.add(resource("QuestionnaireResponse", owner="intake"))  # screenings
     registry.add(resource("Appointment", owner="scheduling"))
     registry.add(resource("MedicationAdministration", owner="scheduling"))
     registry.add(audit_events(SERVICE))

@@ -22,6 +22,8 @@ def registry() -> Registry:
     registry.add(resource("MedicationAdministration", owner=SERVICE))
     # Read-only replicas, kept current from intake's events.
     registry.add(resource("Patient", owner="intake", operations=(everything_operation(),)))
+    registry.add(resource("EpisodeOfCare", owner="intake"))
+    registry.add(resource("Consent", owner="intake"))
     registry.react("fhir.Patient.deleted", cancel_appointments_of_deleted_patient)
     registry.add(audit_events(SERVICE))
     return registry

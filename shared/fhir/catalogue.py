@@ -156,6 +156,12 @@ IMPLICIT_SYSTEMS: dict[tuple[str, str], str] = {
         "http://terminology.hl7.org/CodeSystem/medication-admin-status"
     ),
     ("Observation", "status"): "http://hl7.org/fhir/observation-status",
+    ("ServiceRequest", "status"): "http://hl7.org/fhir/request-status",
+    ("DetectedIssue", "status"): "http://hl7.org/fhir/observation-status",
+    ("Consent", "status"): "http://hl7.org/fhir/consent-state-codes",
+    ("EpisodeOfCare", "status"): "http://hl7.org/fhir/episode-of-care-status",
+    ("QuestionnaireResponse", "status"): "http://hl7.org/fhir/questionnaire-answers-status",
+    ("Questionnaire", "status"): "http://hl7.org/fhir/publication-status",
 }
 
 QUESTIONNAIRE_PARAMS = (
@@ -186,6 +192,90 @@ QUESTIONNAIRE_RESPONSE_PARAMS = (
     ),
     SearchParam("author", "reference", ("author",), description="Who recorded the answers"),
     SearchParam("identifier", "token", ("identifier",), description="A business identifier"),
+)
+
+ORGANIZATION_PARAMS = (
+    SearchParam("identifier", "token", ("identifier",), description="An organization identifier"),
+    SearchParam("name", "string", ("name", "alias"), description="A name or alias"),
+    SearchParam("active", "token", ("active",), description="Whether the record is in use"),
+    SearchParam(
+        "partof",
+        "reference",
+        ("partOf",),
+        ("Organization",),
+        description="The organization this one is part of",
+    ),
+)
+
+SERVICE_REQUEST_PARAMS = (
+    SearchParam("identifier", "token", ("identifier",), description="A request identifier"),
+    SearchParam("subject", "reference", ("subject",), description="Who the request is for"),
+    SearchParam(
+        "patient", "reference", ("subject",), ("Patient",), description="The patient referred"
+    ),
+    SearchParam("status", "token", ("status",), description="The request status"),
+    SearchParam("intent", "token", ("intent",), description="proposal | plan | order ..."),
+    SearchParam("code", "token", ("code",), description="What is requested"),
+    SearchParam("category", "token", ("category",), description="The request category"),
+    SearchParam("authored", "date", ("authoredOn",), description="When it was signed"),
+    SearchParam("requester", "reference", ("requester",), description="Who asks (the referrer)"),
+    SearchParam("performer", "reference", ("performer",), description="Who is asked to act"),
+)
+
+DETECTED_ISSUE_PARAMS = (
+    SearchParam("identifier", "token", ("identifier",), description="An issue identifier"),
+    SearchParam(
+        "patient", "reference", ("patient",), ("Patient",), description="The patient concerned"
+    ),
+    SearchParam("code", "token", ("code",), description="The issue type"),
+    SearchParam("implicated", "reference", ("implicated",), description="What the issue is about"),
+    SearchParam("identified", "date", ("identifiedDateTime",), description="When it was found"),
+    SearchParam("author", "reference", ("author",), description="Who found it"),
+    # Not an R4 standard parameter, but the status tells open findings from withdrawn ones.
+    SearchParam("status", "token", ("status",), description="The issue status"),
+)
+
+CONSENT_PARAMS = (
+    SearchParam("identifier", "token", ("identifier",), description="A consent identifier"),
+    SearchParam(
+        "patient", "reference", ("patient",), ("Patient",), description="Who the consent is about"
+    ),
+    SearchParam("status", "token", ("status",), description="draft | proposed | active ..."),
+    SearchParam("scope", "token", ("scope",), description="treatment | research | ..."),
+    SearchParam("category", "token", ("category",), description="The consent category"),
+    SearchParam("date", "date", ("dateTime",), description="When it was agreed"),
+    SearchParam(
+        "organization",
+        "reference",
+        ("organization",),
+        ("Organization",),
+        description="The custodian of the consent",
+    ),
+)
+
+EPISODE_OF_CARE_PARAMS = (
+    SearchParam("identifier", "token", ("identifier",), description="An episode identifier"),
+    SearchParam(
+        "patient", "reference", ("patient",), ("Patient",), description="The patient in care"
+    ),
+    SearchParam("status", "token", ("status",), description="planned | waitlist | active ..."),
+    SearchParam("type", "token", ("type",), description="The kind of episode"),
+    SearchParam("date", "date", ("period",), description="The episode's period"),
+    SearchParam(
+        "organization",
+        "reference",
+        ("managingOrganization",),
+        ("Organization",),
+        description="The organization in charge",
+    ),
+    SearchParam(
+        "incoming-referral",
+        "reference",
+        ("referralRequest",),
+        ("ServiceRequest",),
+        description="The referral that started it",
+    ),
+    SearchParam("care-manager", "reference", ("careManager",), description="The care manager"),
 )
 
 # `agent` and `source` are tokens on the identifiers of agent.who and source.observer (R4 has
@@ -227,6 +317,11 @@ STANDARD_PARAMS: dict[str, tuple[SearchParam, ...]] = {
     "Appointment": APPOINTMENT_PARAMS,
     "MedicationAdministration": MEDICATION_ADMINISTRATION_PARAMS,
     "Observation": OBSERVATION_PARAMS,
+    "Organization": ORGANIZATION_PARAMS,
+    "ServiceRequest": SERVICE_REQUEST_PARAMS,
+    "DetectedIssue": DETECTED_ISSUE_PARAMS,
+    "Consent": CONSENT_PARAMS,
+    "EpisodeOfCare": EPISODE_OF_CARE_PARAMS,
 }
 
 

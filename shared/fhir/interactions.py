@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -159,6 +160,9 @@ class Interactions:
                 return Result(200, existing)
         resource.pop("id", None)
         check_write(session, definition, resource)
+        if definition.rules:
+            # Rules may write resources that refer to this one, so it needs its id already.
+            assigned_id = assigned_id or str(uuid.uuid4())
         self._rules(session, definition, "create", assigned_id, resource)
         return Result(201, self.store.create(session, res_type, resource, res_id=assigned_id))
 

@@ -1,0 +1,146 @@
+"""The QuestionnaireResponse write rule: check the response, then record what screening
+found (DetectedIssues, the EpisodeOfCare status) in the writer's transaction."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Any
+
+from services.intake.screening.episode import set_episode_status
+from services.intake.screening.evaluation import EVALUATED, Evaluation, evaluate, validate
+from services.intake.screening.protocol import code_system_url, rule_table, screening_url
+from services.intake.screening.publish import publish
+from shared.fhir.dates import format_instant, utcnow
+from shared.fhir.errors import FHIRError, invalid
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from shared.fhir.interactions import Interactions
+    from shared.fhir.rules import WriteContext
+
+# DetectedIssue states that still stand; a re-evaluation cancels them.
+_OPEN = "preliminary,final,amended"
+_SEVERITY = {"absolute": "high", "relative": "moderate"}
+_TREATMENT = "http://terminology.hl7.org/CodeSystem/consentscope|treatment"
+
+
+def _questionnaire(context: WriteContext, canonical: Any) -> dict[str, Any]:
+    """The Questionnaire a response answers (`url|version`); 422 when unknown."""
+    where = ["QuestionnaireResponse.questionnaire"]
+    if not isinstance(canonical, str) or "|" not in canonical:
+        raise invalid("A response must name its Questionnaire as url|version", where)
+    url, version = canonical.split("|", 1)
+    interactions, session = context.interactions, context.session
+    pairs = [("url", url), ("version", version)]
+    found = interactions.search(session, "Questionnaire", pairs, strict=True).resources
+    if not found and url == screening_url(interactions.settings.canonical_base):
+        publish(interactions, session)  # first use before the start-up publication ran
+        found = interactions.search(session, "Questionnaire", pairs, strict=True).resources
+    if not found:
+        raise invalid(f"Unknown Questionnaire {canonical}", where)
+    return found[0]
+
+
+def _patient_id(context: WriteContext, subject: Any) -> str:
+    """The id of the response's subject, which must be a Patient stored here; 422 if not."""
+    where = ["QuestionnaireResponse.subject"]
+    reference = subject.get("reference", "") if isinstance(subject, dict) else ""
+    parts = reference.rstrip("/").split("/")
+    if len(parts) < 2 or parts[-2] != "Patient":
+        raise invalid("A screening response's subject must be a Patient", where)
+    with contextlib.suppress(FHIRError):
+        context.interactions.store.read(context.session, "Patient", parts[-1])
+        return parts[-1]
+    raise invalid(f"Unknown patient {reference}", where)
+
+
+def has_active_treatment_consent(
+    interactions: Interactions, session: Session, patient_id: str
+) -> bool:
+    pairs = [
+        ("patient", f"Patient/{patient_id}"),
+        ("status", "active"),
+        ("scope", _TREATMENT),
+        ("_summary", "count"),
+    ]
+    return bool(interactions.search(session, "Consent", pairs, strict=True).total)
+
+
+def withdraw_issues(
+    interactions: Interactions, session: Session, query: list[tuple[str, str]], status: str
+) -> None:
+    """Mark the open DetectedIssues matching `query` as `status` (kept, not deleted, so
+    what screening once said stays readable in history)."""
+    pairs = [*query, ("status", _OPEN), ("_count", "200")]
+    while True:
+        found = interactions.search(session, "DetectedIssue", pairs, strict=True).resources
+        if not found:
+            return
+        for issue in found:
+            interactions.update(
+                session,
+                "DetectedIssue",
+                issue["id"],
+                {**issue, "status": status},
+                if_match=int(issue["meta"]["versionId"]),
+            )
+
+
+def record(
+    interactions: Interactions,
+    session: Session,
+    patient_id: str,
+    response_id: str,
+    evaluation: Evaluation,
+) -> None:
+    """Replace the patient's open screening issues with these findings and move the episode."""
+    table = rule_table()
+    system = code_system_url(interactions.settings.canonical_base)
+    query = [("patient", f"Patient/{patient_id}"), ("code", f"{system}|")]
+    withdraw_issues(interactions, session, query, "cancelled")
+    now = format_instant(utcnow())
+    for finding in evaluation.findings:
+        rule = finding.rule
+        coding = {"system": system, "version": table.version, "code": rule.key}
+        snomed = [{"system": "http://snomed.info/sct", **code} for code in rule.snomed]
+        issue = {
+            "resourceType": "DetectedIssue",
+            "status": "final",
+            "code": {"coding": [{**coding, "display": rule.display}, *snomed]},
+            "severity": _SEVERITY[rule.kind],
+            "patient": {"reference": f"Patient/{patient_id}"},
+            "identifiedDateTime": now,
+            "implicated": [{"reference": f"QuestionnaireResponse/{response_id}"}],
+            "detail": f"{finding.detail} ({rule.kind} contraindication; source: {rule.source})",
+        }
+        interactions.create(session, "DetectedIssue", issue)
+    set_episode_status(interactions, session, patient_id, evaluation.episode_status, table.version)
+
+
+def screening_rule(context: WriteContext) -> None:
+    """Write rule on QuestionnaireResponse: 422 on an unknown questionnaire or patient, a
+    missing required answer or an implausible one; a completed screening is evaluated."""
+    interactions, session = context.interactions, context.session
+    if context.resource is None:
+        # A deleted response no longer supports what it found.
+        reference = f"QuestionnaireResponse/{context.res_id}"
+        withdraw_issues(interactions, session, [("implicated", reference)], "entered-in-error")
+        return
+    response = context.resource
+    questionnaire = _questionnaire(context, response.get("questionnaire"))
+    patient_id = _patient_id(context, response.get("subject"))
+    validate(response, questionnaire)
+    if questionnaire.get("url") != screening_url(interactions.settings.canonical_base):
+        return
+    status = response.get("status")
+    if status == "entered-in-error":
+        reference = f"QuestionnaireResponse/{context.res_id}"
+        withdraw_issues(interactions, session, [("implicated", reference)], "entered-in-error")
+        return
+    if status not in EVALUATED:
+        return
+    consent = has_active_treatment_consent(interactions, session, patient_id)
+    evaluation = evaluate(response, rule_table(), consent_active=consent)
+    assert context.res_id is not None  # creates get their id before the rules run
+    record(interactions, session, patient_id, context.res_id, evaluation)
