@@ -77,8 +77,6 @@ class Need:
     scope: str = ""
     # Internals (`system/Ops.r`) are granted by name only, never by `system/*.r`.
     exact: bool = False
-    # The Bundle route checks each entry itself, before anything is written.
-    per_entry: bool = False
 
     def __call__(self, _request: Request) -> None:
         who = current_principal.get()

@@ -52,9 +52,10 @@ def build_router(ctx: FHIRContext) -> APIRouter:
         methods=["GET"],
         tags=["system"],
         summary="CapabilityStatement",
-        dependencies=needs(PUBLIC),
+        dependencies=needs(NO_SCOPE),
     )
-    bundle_need = needs(Need(per_entry=True))
+    # Each entry is checked against its own scope, before anything is written.
+    bundle_need = needs(NO_SCOPE)
     add(
         "/",
         system.bundle,
@@ -84,8 +85,9 @@ def build_router(ctx: FHIRContext) -> APIRouter:
     return router
 
 
-# Discovery needs no token (the middleware lets it through); declared all the same.
-PUBLIC = Need(per_entry=False, scope="", letters="", res_type="")
+# Declared, but asking nothing at the route itself: discovery (public), a replica's 405, and
+# Bundles (each entry checked on its own).
+NO_SCOPE = Need(res_type="")
 
 
 def _declared(request: Request) -> None:
@@ -153,7 +155,7 @@ def _type_routes(router: APIRouter, definition: ResourceDef, *, owned: bool) -> 
     ]
     for route_path, handler, method, extra, letter in writes:
         # A replica refuses writes (405) whatever the scopes: said before any scope check.
-        need = needs(Need(res_type, letter) if owned else PUBLIC)
+        need = needs(Need(res_type, letter) if owned else NO_SCOPE)
         if owned:
             router.add_api_route(
                 route_path,
