@@ -28,8 +28,8 @@ async def test_write_and_read_audit_events_are_published(
             assert (await intake.client.get(f"/Patient/{pid}", headers=siem)).status_code == 200
         # The write's record rides in its transaction; the read's comes via the spool drainer.
         # (The others record the service's own publications at start: the screening
-        # Questionnaire and the contraindication CodeSystem.)
-        records = await read_topic(kafka_broker.bootstrap, f"{topic_prefix}AuditEvent", count=4)
+        # Questionnaire and the contraindication and PCL-5 answer CodeSystems.)
+        records = await read_topic(kafka_broker.bootstrap, f"{topic_prefix}AuditEvent", count=5)
     events = [
         p["data"]
         for p in payloads(records)

@@ -13,9 +13,10 @@ from tests.auth_support import bearer
 from tests.conftest import BACKENDS, make_settings
 from tests.fhir_asserts import assert_outcome
 from tests.kafka_support import FHIR_JSON, serving
-from tests.screening_support import KEYS, SYSTEM, new_patient, open_issues, screening
+from tests.screening_support import BASE, KEYS, SYSTEM, new_patient, open_issues, screening
 
 READER = bearer(scope="system/CodeSystem.rs")
+PCL5_SYSTEM = f"{BASE}/CodeSystem/pcl-5-response"
 
 
 async def _found(client: httpx.AsyncClient, **params: str) -> list[dict]:
@@ -35,7 +36,7 @@ async def test_the_contraindication_code_system_is_served(database_url: str):
             {"url": SYSTEM, "version": version},
             {"name": "KemdrContraindication"},
             {"status": "active", "code": "maoi-use"},
-            {"content-mode": "complete"},
+            {"content-mode": "complete", "url": SYSTEM},
         ):
             found = await _found(client, **params)
             assert [(c["url"], c["version"]) for c in found] == [(SYSTEM, version)], params
@@ -62,10 +63,19 @@ async def test_the_contraindication_code_system_is_served(database_url: str):
         assert await _found(client, url=coding["system"], version=coding["version"]) == [
             code_system
         ]
+        # The PCL-5 answers' local codes are served too.
+        (answers,) = await _found(client, url=PCL5_SYSTEM)
+        assert [c["code"] for c in answers["concept"]] == [
+            "not-at-all",
+            "a-little-bit",
+            "moderately",
+            "quite-a-bit",
+            "extremely",
+        ]
     # A second start publishes nothing new.
     async with serving(create_app(make_settings("intake", database_url))) as client:
         history = await client.get("/CodeSystem/_history", headers=READER)
-        assert history.json()["total"] == 1
+        assert history.json()["total"] == 2
 
 
 async def test_clients_cannot_write_a_code_system(database_url: str):

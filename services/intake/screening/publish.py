@@ -5,7 +5,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from services.intake.screening.protocol import code_system, questionnaire_definition, rule_table
+from services.intake.screening.protocol import (
+    code_system,
+    pcl5_response_code_system,
+    questionnaire_definition,
+    rule_table,
+)
 from shared.fhir.publication import publish
 
 if TYPE_CHECKING:
@@ -16,10 +21,14 @@ if TYPE_CHECKING:
 
 
 def definitions(settings: ServiceSettings) -> list[dict[str, Any]]:
-    """Intake's published definitions: the Questionnaire (numbered by the publisher) and the
-    rule keys as a CodeSystem (versioned as the rule table is)."""
-    base = settings.canonical_base
-    return [questionnaire_definition(base), code_system(base, rule_table())]
+    """Intake's published definitions: the Questionnaire and its PCL-5 answer codes (numbered
+    by the publisher) and the rule keys as a CodeSystem (versioned as the rule table is)."""
+    questionnaire = questionnaire_definition(settings.canonical_base)
+    return [
+        questionnaire,
+        code_system(settings.canonical_base, rule_table()),
+        pcl5_response_code_system(questionnaire),
+    ]
 
 
 def publish_screening(interactions: Interactions, session: Session) -> dict[str, Any]:
