@@ -4,10 +4,13 @@ CodeSystem scope, never written by clients, its version the rule table's."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import httpx
+import pytest
 
 from services.intake.app import create_app
+from services.intake.screening import publish
 from services.intake.screening.protocol import rule_table
 from tests.auth_support import bearer
 from tests.conftest import BACKENDS, make_settings
@@ -116,3 +119,13 @@ async def test_clients_cannot_write_a_code_system(database_url: str):
         assert entry["updateCreate"] is False and entry["conditionalDelete"] == "not-supported"
         names = {p["name"] for p in entry["searchParam"]}
         assert {"url", "name", "version", "status", "code"} <= names
+
+
+async def test_the_code_system_version_is_the_rule_tables(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+):
+    # Not a publisher's counter: the version the DetectedIssue codings carry.
+    table = dataclasses.replace(rule_table(), version="2026.3")
+    monkeypatch.setattr(publish, "rule_table", lambda: table)
+    async with serving(create_app(make_settings("intake", database_url))) as client:
+        assert [c["version"] for c in await _found(client, url=SYSTEM)] == ["2026.3"]
