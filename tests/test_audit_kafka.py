@@ -27,8 +27,9 @@ async def test_write_and_read_audit_events_are_published(
             pid = created.json()["id"]
             assert (await intake.client.get(f"/Patient/{pid}", headers=siem)).status_code == 200
         # The write's record rides in its transaction; the read's comes via the spool drainer.
-        # (The third is the service's own publication of the screening Questionnaire at start.)
-        records = await read_topic(kafka_broker.bootstrap, f"{topic_prefix}AuditEvent", count=3)
+        # (The others record the service's own publications at start: the screening
+        # Questionnaire and the contraindication and PCL-5 answer CodeSystems.)
+        records = await read_topic(kafka_broker.bootstrap, f"{topic_prefix}AuditEvent", count=5)
     events = [
         p["data"]
         for p in payloads(records)

@@ -111,8 +111,8 @@ async def test_relay_publishes_envelopes_keys_and_headers_in_order(
         status = await eventually(relay_status, what="the outbox marked sent")
         assert status["enabled"] is True
         # Each write's AuditEvent rides along; intake's start published its screening
-        # Questionnaire (and that write's AuditEvent) first.
-        assert status["relay"]["published"] == 3 * 2 + 2
+        # Questionnaire and two CodeSystems (and their AuditEvents) first.
+        assert status["relay"]["published"] == 3 * 2 + 3 * 2
         assert status["consumer"] is None  # intake replicates nothing
 
 
@@ -489,8 +489,9 @@ async def test_one_relay_per_postgres_database_publishes_and_another_takes_over(
             assert [first.status.leader, second.status.leader].count(True) == 1
             await eventually(
                 # Each write's AuditEvent is published with it.
-                # (plus the screening Questionnaire intake published at start, and its record)
-                lambda: first.status.published + second.status.published == 5 * 2 + 2,
+                # (plus the Questionnaire and two CodeSystems intake published at start, and
+                # their records)
+                lambda: first.status.published + second.status.published == 5 * 2 + 3 * 2,
                 what="the rows marked sent",
             )
 

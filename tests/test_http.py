@@ -132,6 +132,7 @@ async def test_capability_statement_reflects_registrations(
         "Organization",
         "ServiceRequest",
         "Questionnaire",
+        "CodeSystem",
         "QuestionnaireResponse",
         "DetectedIssue",
         "Consent",

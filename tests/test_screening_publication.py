@@ -10,9 +10,10 @@ import pytest
 
 from services.intake.app import create_app
 from services.intake.screening.protocol import questionnaire_definition, rule_table
-from services.intake.screening.publish import publish
 from shared.events.replica import ReplicaWriter
+from shared.fhir.publication import publish
 from tests.conftest import BACKENDS, make_settings
+from tests.fhir_asserts import assert_outcome
 from tests.kafka_support import serving
 from tests.screening_support import BASE, KEYS, URL, new_patient, screening, search
 
@@ -20,7 +21,7 @@ from tests.screening_support import BASE, KEYS, URL, new_patient, screening, sea
 def _publish(client: httpx.AsyncClient, definition: dict | None = None) -> dict:
     context = client._transport.app.state.fhir  # type: ignore[attr-defined]
     with context.database.write() as session:
-        return publish(context.interactions, session, definition)
+        return publish(context.interactions, session, definition or questionnaire_definition(BASE))
 
 
 @BACKENDS
@@ -127,3 +128,21 @@ async def test_episode_and_consent_replicas_answer_reads(service_client, service
             assert [r["id"] for r in await search(client, f"/{res_type}", patient="p1")] == ["r1"]
             refused = await client.post(f"/{res_type}", json=body)
             assert refused.status_code == 405, refused.text
+
+
+async def test_outcomes_keeps_a_read_only_questionnaire_replica(service_client):
+    questionnaire = questionnaire_definition(BASE)
+    async with service_client("outcomes") as client:
+        _replicate(client, "Questionnaire", "q1", {**questionnaire, "version": "1"})
+        read = await client.get("/Questionnaire/q1")
+        assert read.status_code == 200, read.text
+        assert [q["id"] for q in await search(client, "/Questionnaire", url=URL)] == ["q1"]
+        for method, path in (
+            ("POST", "/Questionnaire"),
+            ("PUT", "/Questionnaire/q1"),
+            ("DELETE", "/Questionnaire/q1"),
+        ):
+            body = None if method == "DELETE" else questionnaire
+            refused = await client.request(method, path, json=body)
+            assert_outcome(refused, 405, "not-supported")
+            assert "intake" in refused.json()["issue"][0]["diagnostics"]

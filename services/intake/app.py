@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
 from fastapi import FastAPI
-from starlette.concurrency import run_in_threadpool
 
 from services.intake.ehr_import import import_operation
 from services.intake.screening.episode import guard_episode_status, referral_rule
-from services.intake.screening.publish import publish
+from services.intake.screening.publish import definitions
 from services.intake.screening.rule import screening_rule
 from services.intake.settings import IntakeSettings
 from shared.app import create_service_app
 from shared.fhir.catalogue import audit_events, resource
 from shared.fhir.everything import everything_operation
+from shared.fhir.publication import publish_at_start
 from shared.fhir.registry import Registry
 from shared.settings import ServiceSettings
 
@@ -31,6 +28,8 @@ def registry() -> Registry:
     registry.add(resource("Organization", owner=SERVICE))
     registry.add(resource("ServiceRequest", owner=SERVICE, rules=(referral_rule,)))
     registry.add(resource("Questionnaire", owner=SERVICE))
+    # Published by intake itself (the contraindication codes): read-only to clients.
+    registry.add(resource("CodeSystem", owner=SERVICE, api_writable=False))
     registry.add(resource("QuestionnaireResponse", owner=SERVICE, rules=(screening_rule,)))
     registry.add(resource("DetectedIssue", owner=SERVICE))
     registry.add(resource("Consent", owner=SERVICE))
@@ -39,26 +38,8 @@ def registry() -> Registry:
     return registry
 
 
-def _publish_at_start(app: FastAPI) -> None:
-    """Publish the screening Questionnaire once the service's own start-up (migrations) ran."""
-    inner = app.router.lifespan_context
-    context = app.state.fhir
-
-    def publish_now() -> None:
-        with context.database.write() as session:
-            publish(context.interactions, session)
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with inner(app):
-            await run_in_threadpool(publish_now)
-            yield
-
-    app.router.lifespan_context = lifespan
-
-
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     """Build the intake service; nothing is created before this is called."""
     app = create_service_app(settings or IntakeSettings(), registry())
-    _publish_at_start(app)
+    publish_at_start(app, definitions)
     return app

@@ -23,6 +23,7 @@ def registry() -> Registry:
     registry.add(resource("EpisodeOfCare", owner="intake"))
     registry.add(resource("Consent", owner="intake"))
     registry.add(resource("QuestionnaireResponse", owner="intake"))  # screenings
+    registry.add(resource("Questionnaire", owner="intake"))  # item codes and answer scores
     registry.add(resource("Appointment", owner="scheduling"))
     registry.add(resource("MedicationAdministration", owner="scheduling"))
     registry.add(audit_events(SERVICE))

@@ -162,6 +162,8 @@ IMPLICIT_SYSTEMS: dict[tuple[str, str], str] = {
     ("EpisodeOfCare", "status"): "http://hl7.org/fhir/episode-of-care-status",
     ("QuestionnaireResponse", "status"): "http://hl7.org/fhir/questionnaire-answers-status",
     ("Questionnaire", "status"): "http://hl7.org/fhir/publication-status",
+    ("CodeSystem", "status"): "http://hl7.org/fhir/publication-status",
+    ("CodeSystem", "content"): "http://hl7.org/fhir/codesystem-content-mode",
 }
 
 QUESTIONNAIRE_PARAMS = (
@@ -171,6 +173,22 @@ QUESTIONNAIRE_PARAMS = (
     SearchParam("title", "string", ("title",), description="Human-friendly name"),
     SearchParam("status", "token", ("status",), description="draft | active | retired | unknown"),
     SearchParam("identifier", "token", ("identifier",), description="A business identifier"),
+)
+CODE_SYSTEM_PARAMS = (
+    SearchParam("url", "uri", ("url",), description="The canonical URL"),
+    SearchParam("system", "uri", ("url",), description="The system of its codes (its url)"),
+    SearchParam("version", "token", ("version",), description="The business version"),
+    SearchParam("name", "string", ("name",), description="Computer-friendly name"),
+    SearchParam("title", "string", ("title",), description="Human-friendly name"),
+    SearchParam("status", "token", ("status",), description="draft | active | retired | unknown"),
+    SearchParam("identifier", "token", ("identifier",), description="A business identifier"),
+    SearchParam("code", "token", ("concept.code",), description="A code it defines"),
+    SearchParam(
+        "content-mode",
+        "token",
+        ("content",),
+        description="not-present | example | fragment | complete | supplement",
+    ),
 )
 QUESTIONNAIRE_RESPONSE_PARAMS = (
     SearchParam(
@@ -312,6 +330,7 @@ AUDIT_EVENT_PARAMS = (
 STANDARD_PARAMS: dict[str, tuple[SearchParam, ...]] = {
     "AuditEvent": AUDIT_EVENT_PARAMS,
     "Questionnaire": QUESTIONNAIRE_PARAMS,
+    "CodeSystem": CODE_SYSTEM_PARAMS,
     "QuestionnaireResponse": QUESTIONNAIRE_RESPONSE_PARAMS,
     "Patient": PATIENT_PARAMS,
     "Appointment": APPOINTMENT_PARAMS,

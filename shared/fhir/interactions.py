@@ -93,7 +93,7 @@ class Interactions:
         if not definition.api_writable:
             raise FHIRError(
                 405,
-                f"{res_type} is recorded by the service itself, never written through the API",
+                f"{res_type} is written by the service itself, never through the API",
                 code="not-supported",
             )
         if definition.owner != self.registry.service:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from services.intake.screening.answer_options import check_answer_options
 from services.intake.screening.protocol import Rule, RuleTable
 from shared.fhir.errors import invalid
 
@@ -53,7 +54,8 @@ def answers(response: dict[str, Any]) -> dict[str, Any]:
 
 
 def validate(response: dict[str, Any], questionnaire: dict[str, Any]) -> None:
-    """422 naming each missing required linkId (completed responses) or implausible item."""
+    """422 naming each missing required linkId (completed responses), each answer not among
+    its item's answerOptions, or each implausible item."""
     given = answers(response)
     if response.get("status") in EVALUATED:
         required = [i["linkId"] for i in _items(questionnaire.get("item", [])) if i.get("required")]
@@ -64,6 +66,7 @@ def validate(response: dict[str, Any], questionnaire: dict[str, Any]) -> None:
                 + ", ".join(missing),
                 [f"QuestionnaireResponse.item.where(linkId='{link}')" for link in missing],
             )
+    check_answer_options(response, questionnaire)
     wrong: list[str] = []
     for link, (low, high) in _PLAUSIBLE.items():
         value = given.get(link)

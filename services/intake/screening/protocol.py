@@ -7,6 +7,7 @@ start, never written into code.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -78,16 +79,55 @@ def rule_table() -> RuleTable:
     return parse_rule_table(json.loads(RULES_FILE.read_text()))
 
 
+def _with_base(node: Any, canonical_base: str) -> Any:
+    """`node` with `{canonical_base}` filled in every string (urls, local code systems)."""
+    if isinstance(node, str):
+        return node.replace("{canonical_base}", canonical_base)
+    if isinstance(node, list):
+        return [_with_base(value, canonical_base) for value in node]
+    if isinstance(node, dict):
+        return {key: _with_base(value, canonical_base) for key, value in node.items()}
+    return node
+
+
+def all_items(items: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Every item of a Questionnaire's item tree, groups and their items alike."""
+    for item in items:
+        yield item
+        yield from all_items(item.get("item", []))
+
+
 def questionnaire_definition(canonical_base: str) -> dict[str, Any]:
-    """The screening Questionnaire from its file, its url under `canonical_base`."""
-    definition = json.loads(QUESTIONNAIRE_FILE.read_text())
-    definition["url"] = definition["url"].replace("{canonical_base}", canonical_base)
-    keys = {item["linkId"] for item in definition["item"]}
+    """The screening Questionnaire from its file, its urls under `canonical_base`."""
+    definition = _with_base(json.loads(QUESTIONNAIRE_FILE.read_text()), canonical_base)
+    links = [item["linkId"] for item in all_items(definition["item"])]
+    twice = sorted({link for link in links if links.count(link) > 1})
+    if twice:
+        # Answers are looked up by linkId across groups: each must name one item.
+        raise ValueError(f"the screening Questionnaire repeats linkIds {twice}")
+    # Rule items are top-level booleans (the evaluation and EHR forms rely on it).
+    keys = {item["linkId"] for item in definition["item"] if item["type"] == "boolean"}
     missing = [rule.key for rule in rule_table().rules if rule.key not in keys]
     if missing:
         # Each rule is answered by the item of the same linkId: a rule without one never fires.
         raise ValueError(f"the screening Questionnaire lacks items for rules {missing}")
     return definition
+
+
+def pcl5_response_code_system(questionnaire: dict[str, Any]) -> dict[str, Any]:
+    """The local codes of the PCL-5 answers, as the Questionnaire's answerOptions name them
+    (LOINC answer codes for the PCL-5 were not confirmed)."""
+    group = next(item for item in questionnaire["item"] if item["linkId"] == "pcl-5")
+    codings = [option["valueCoding"] for option in group["item"][0]["answerOption"]]
+    return {
+        "resourceType": "CodeSystem",
+        "url": codings[0]["system"],
+        "name": "KemdrPcl5Response",
+        "title": "PCL-5 response options",
+        "status": "active",
+        "content": "complete",
+        "concept": [{"code": c["code"], "display": c["display"]} for c in codings],
+    }
 
 
 def screening_url(canonical_base: str) -> str:

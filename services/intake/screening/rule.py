@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from services.intake.screening.episode import set_episode_status
 from services.intake.screening.evaluation import EVALUATED, Evaluation, evaluate, validate
 from services.intake.screening.protocol import code_system_url, rule_table, screening_url
-from services.intake.screening.publish import publish
+from services.intake.screening.publish import publish_screening
 from shared.fhir.dates import format_instant, utcnow
 from shared.fhir.errors import FHIRError, invalid
 
@@ -35,7 +35,7 @@ def _questionnaire(context: WriteContext, canonical: Any) -> dict[str, Any]:
     pairs = [("url", url), ("version", version)]
     found = interactions.search(session, "Questionnaire", pairs, strict=True).resources
     if not found and url == screening_url(interactions.settings.canonical_base):
-        publish(interactions, session)  # first use before the start-up publication ran
+        publish_screening(interactions, session)  # first use before the start-up publication ran
         found = interactions.search(session, "Questionnaire", pairs, strict=True).resources
     if not found:
         raise invalid(f"Unknown Questionnaire {canonical}", where)

@@ -1,0 +1,61 @@
+"""Choice answers: an answer to an item that lists answerOptions must be one of them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from services.intake.screening.protocol import all_items
+from shared.fhir.errors import invalid
+
+
+def _value(element: dict[str, Any]) -> tuple[str, Any] | None:
+    """The (value[x] key, value) of an answer or an answerOption."""
+    return next(((k, v) for k, v in element.items() if k.startswith("value")), None)
+
+
+def _same(answer: tuple[str, Any], option: tuple[str, Any]) -> bool:
+    if answer[0] != option[0]:
+        return False
+    if answer[0] == "valueCoding":
+        # A coding is its system and code; display and extensions (the score) may differ.
+        given, listed = answer[1], option[1]
+        return isinstance(given, dict) and all(
+            given.get(key) == listed.get(key) for key in ("system", "code")
+        )
+    return answer[1] == option[1]
+
+
+def _answered(items: list[dict[str, Any]], path: str) -> Iterator[tuple[dict[str, Any], str]]:
+    """Each response item with the FHIRPath naming it."""
+    for item in items:
+        here = f"{path}.item.where(linkId='{item.get('linkId')}')"
+        yield item, here
+        yield from _answered(item.get("item", []), here)
+        for n, answer in enumerate(item.get("answer", [])):
+            yield from _answered(answer.get("item", []), f"{here}.answer[{n}]")
+
+
+def check_answer_options(response: dict[str, Any], questionnaire: dict[str, Any]) -> None:
+    """422 naming each item (linkId and FHIRPath) whose answer is not among its options; an
+    open-choice item may also be answered in free text."""
+    tree = all_items(questionnaire.get("item", []))
+    items = {item["linkId"]: item for item in tree if "answerOption" in item}
+    wrong: list[tuple[str, str]] = []
+    for item, path in _answered(response.get("item", []), "QuestionnaireResponse"):
+        listed = items.get(item.get("linkId"))
+        if listed is None:
+            continue
+        options = [_value(option) for option in listed["answerOption"]]
+        for n, answer in enumerate(item.get("answer", [])):
+            given = _value(answer)
+            free_text = listed.get("type") == "open-choice" and given and given[0] == "valueString"
+            if given is None or free_text:
+                continue
+            if not any(option and _same(given, option) for option in options):
+                wrong.append((listed["linkId"], f"{path}.answer[{n}]"))
+    if wrong:
+        raise invalid(
+            "Answers not among their item's answerOptions: " + ", ".join(link for link, _ in wrong),
+            [path for _, path in wrong],
+        )
