@@ -126,6 +126,16 @@ async def test_referral_screening_and_consent_reach_scheduling_and_outcomes(
             )
             copy = await service.client.get(f"/Consent/{withdrawn['id']}")
             assert copy.json()["status"] == "inactive"
+        # The screening Questionnaire intake published at start (its item scores are what
+        # outcomes scores baselines with) is replicated at outcomes.
+        url = screened.json()["questionnaire"].split("|")[0]
+        (published,) = await search(front, "/Questionnaire", url=url)
+
+        async def questionnaire_replicated() -> bool:
+            copy = await outcomes.client.get(f"/Questionnaire/{published['id']}")
+            return copy.status_code == 200 and copy.json() == published
+
+        await eventually(questionnaire_replicated, timeout=30, what="the Questionnaire replica")
         # Intake's own resources stay at intake: replicas only hold what they declared.
         absent = await scheduling.client.get(f"/QuestionnaireResponse/{screened.json()['id']}")
         assert absent.status_code == 404
