@@ -9,6 +9,8 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from services.intake.ehr_import import import_operation
+from services.intake.enrolment.consent_rule import consent_rule
+from services.intake.enrolment.known_patient import known_patient
 from services.intake.screening.episode import guard_episode_status, referral_rule
 from services.intake.screening.publish import publish
 from services.intake.screening.rule import screening_rule
@@ -26,15 +28,25 @@ def registry() -> Registry:
     """The resource types the intake service serves."""
     registry = Registry(SERVICE)
     registry.add(
-        resource("Patient", owner=SERVICE, operations=(everything_operation(), import_operation()))
+        resource(
+            "Patient",
+            owner=SERVICE,
+            operations=(everything_operation(), import_operation()),
+        )
     )
     registry.add(resource("Organization", owner=SERVICE))
     registry.add(resource("ServiceRequest", owner=SERVICE, rules=(referral_rule,)))
     registry.add(resource("Questionnaire", owner=SERVICE))
     registry.add(resource("QuestionnaireResponse", owner=SERVICE, rules=(screening_rule,)))
     registry.add(resource("DetectedIssue", owner=SERVICE))
-    registry.add(resource("Consent", owner=SERVICE))
-    registry.add(resource("EpisodeOfCare", owner=SERVICE, rules=(guard_episode_status,)))
+    registry.add(resource("Consent", owner=SERVICE, rules=(known_patient, consent_rule)))
+    registry.add(
+        resource(
+            "EpisodeOfCare",
+            owner=SERVICE,
+            rules=(known_patient, guard_episode_status),
+        )
+    )
     registry.add(audit_events(SERVICE))
     return registry
 
