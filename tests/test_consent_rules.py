@@ -86,7 +86,9 @@ async def test_a_refusal_takes_an_active_episode_to_waitlist(intake: httpx.Async
     refusal = await given_consent(intake, patient_id, deny=True)
     found = await episode(intake, patient_id)
     assert found["status"] == "waitlist"
-    assert last_reason(found) == f"Treatment refused: Consent/{refusal} denies (provision.type deny)"
+    assert (
+        last_reason(found) == f"Treatment refused: Consent/{refusal} denies (provision.type deny)"
+    )
     # A further permit does not override the refusal in force; making it inactive does.
     await given_consent(intake, patient_id)
     assert (await episode(intake, patient_id))["status"] == "waitlist"

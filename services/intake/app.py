@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from services.intake.ehr_import import import_operation
 from services.intake.enrolment.consent_rule import consent_rule
 from services.intake.enrolment.known_patient import known_patient
+from services.intake.enrolment.review import review_operation
 from services.intake.screening.episode import guard_episode_status, referral_rule
 from services.intake.screening.publish import publish
 from services.intake.screening.rule import screening_rule
@@ -45,6 +46,7 @@ def registry() -> Registry:
             "EpisodeOfCare",
             owner=SERVICE,
             rules=(known_patient, guard_episode_status),
+            operations=(review_operation(),),
         )
     )
     registry.add(audit_events(SERVICE))
