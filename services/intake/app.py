@@ -12,6 +12,7 @@ from services.intake.ehr_import import import_operation
 from services.intake.enrolment.consent_rule import consent_rule
 from services.intake.enrolment.known_patient import known_patient
 from services.intake.enrolment.review import review_operation
+from services.intake.enrolment.summary import enrolment_operation
 from services.intake.screening.episode import guard_episode_status, referral_rule
 from services.intake.screening.publish import publish
 from services.intake.screening.rule import screening_rule
@@ -32,7 +33,7 @@ def registry() -> Registry:
         resource(
             "Patient",
             owner=SERVICE,
-            operations=(everything_operation(), import_operation()),
+            operations=(everything_operation(), import_operation(), enrolment_operation()),
         )
     )
     registry.add(resource("Organization", owner=SERVICE))
