@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import httpx
@@ -168,3 +169,16 @@ async def test_a_failed_consent_write_leaves_the_episode_alone(intake: httpx.Asy
     refused = await intake.put("/Consent/c-new", json=body, headers={"If-Match": 'W/"3"'})
     assert refused.status_code == 412, refused.text
     assert statuses(await episode(intake, patient_id)) == ["waitlist"]
+
+
+@BACKENDS
+async def test_concurrent_revocations_leave_no_consent_and_no_active_episode(
+    intake: httpx.AsyncClient,
+):
+    """Each revocation sees the other's result (no write skew) and none fails on the episode."""
+    patient_id = await cleared_patient(intake)
+    consents = [await given_consent(intake, patient_id) for _ in range(4)]
+    deleted = await asyncio.gather(*(intake.delete(f"/Consent/{c}") for c in consents))
+    assert [r.status_code for r in deleted] == [204] * 4, [r.text for r in deleted]
+    found = await episode(intake, patient_id)
+    assert statuses(found) == ["waitlist", "active", "waitlist"]

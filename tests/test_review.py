@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import httpx
@@ -164,3 +165,15 @@ async def test_the_review_publishes_its_changes_in_one_unit_of_work(intake: http
         (f"DetectedIssue/{issue['id']}", "2"),
         (f"EpisodeOfCare/{found['id']}", reviewed["meta"]["versionId"]),
     ]
+
+
+@BACKENDS
+async def test_two_concurrent_reviews_one_decides(intake: httpx.AsyncClient):
+    patient_id, found = await screened_patient(intake)
+    answers = await asyncio.gather(
+        review(intake, found["id"], "eligible"), review(intake, found["id"], "excluded")
+    )
+    assert sorted(r.status_code for r in answers) == [200, 409], [r.text for r in answers]
+    [issue] = await open_issues(intake, patient_id)
+    assert len(issue["mitigation"]) == 1
+    assert len(statuses(await episode(intake, patient_id))) == 2

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from services.intake.enrolment.consents import (
     active_treatment_consent,
     is_treatment,
+    lock_enrolment,
     period_ended,
     refuses,
 )
@@ -62,6 +63,7 @@ def _why(res_id: str | None, consent: dict[str, Any] | None, started: bool) -> s
 def _follow(context: WriteContext, patient_id: str) -> None:
     """Move the patient's episode as the consent now written decides."""
     interactions, session = context.interactions, context.session
+    lock_enrolment(interactions, session, patient_id)
     episode = current_episode(interactions, session, patient_id)
     if episode is None:
         return

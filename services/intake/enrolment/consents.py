@@ -58,6 +58,12 @@ def treatment_consent(consents: Iterable[dict[str, Any]], now: datetime) -> dict
     return standing[0] if standing else None
 
 
+def lock_enrolment(interactions: Interactions, session: Session, patient_id: str) -> None:
+    """Serialise the writers of one patient's consent state and episode until commit, so
+    each reads what the one before it committed (no write skew between two revocations)."""
+    interactions.store.database.lock(session, f"enrolment:Patient/{patient_id}")
+
+
 def active_treatment_consent(
     interactions: Interactions,
     session: Session,

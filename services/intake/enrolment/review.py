@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.intake.enrolment.consents import active_treatment_consent
+from services.intake.enrolment.consents import active_treatment_consent, lock_enrolment
 from services.intake.enrolment.known_patient import patient_id_of
 from services.intake.screening.episode import move_episode, recorded_rule_table
 from services.intake.screening.protocol import code_system_url
@@ -62,16 +62,17 @@ def _mitigate(call: OperationCall, patient_id: str, action: dict[str, Any], auth
         )
 
 
-def _review(call: OperationCall) -> OperationResult:
-    decision, reason = _inputs(call)
-    reviewer = _reviewer()
-    # The issues are updated too: the caller needs that scope as well.
-    check_letters(current_principal.get(), "DetectedIssue", "u")
+def _onhold_episode(call: OperationCall) -> tuple[dict[str, Any], str]:
+    """The episode under review and its patient id; 409 unless it is onhold."""
     interactions, session = call.interactions, call.session
     # 404 for an unknown episode or one of another practice's patient, as a read answers.
     stored = interactions.read(session, "EpisodeOfCare", call.res_id or "").stored
     assert stored is not None and stored.resource is not None
-    episode = stored.resource
+    patient_id = patient_id_of(stored.resource.get("patient")) or ""
+    lock_enrolment(interactions, session, patient_id)
+    # Read again under the lock: a review or consent change just committed is seen.
+    episode = interactions.store.read(session, "EpisodeOfCare", stored.id).resource
+    assert episode is not None
     if episode["status"] != "onhold":
         raise FHIRError(
             409,
@@ -80,7 +81,16 @@ def _review(call: OperationCall) -> OperationResult:
             code="conflict",
             expression=["EpisodeOfCare.status"],
         )
-    patient_id = patient_id_of(episode.get("patient")) or ""
+    return episode, patient_id
+
+
+def _review(call: OperationCall) -> OperationResult:
+    decision, reason = _inputs(call)
+    reviewer = _reviewer()
+    # The issues are updated too: the caller needs that scope as well.
+    check_letters(current_principal.get(), "DetectedIssue", "u")
+    episode, patient_id = _onhold_episode(call)
+    interactions, session = call.interactions, call.session
     if decision == "excluded":
         status = "cancelled"
     else:

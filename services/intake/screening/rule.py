@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING, Any
 
-from services.intake.enrolment.consents import active_treatment_consent
+from services.intake.enrolment.consents import active_treatment_consent, lock_enrolment
 from services.intake.screening.episode import set_episode_status
 from services.intake.screening.evaluation import EVALUATED, Evaluation, evaluate, validate
 from services.intake.screening.protocol import code_system_url, rule_table, screening_url
@@ -148,6 +148,7 @@ def screening_rule(context: WriteContext) -> None:
         return
     if status not in EVALUATED:
         return
+    lock_enrolment(interactions, session, patient_id)
     consent = has_active_treatment_consent(interactions, session, patient_id)
     evaluation = evaluate(response, rule_table(), consent_active=consent)
     assert context.res_id is not None  # creates get their id before the rules run
