@@ -12,7 +12,7 @@ from shared.db.models import OutboxRow
 from tests.conftest import BACKENDS
 from tests.enrolment_support import consent, given_consent, last_reason, screened_patient, statuses
 from tests.outbox_rows import RESOURCE_EVENTS
-from tests.screening_support import episode
+from tests.screening_support import episode, screening
 
 
 async def cleared_patient(intake: httpx.AsyncClient, **kwargs: object) -> str:
@@ -182,3 +182,13 @@ async def test_concurrent_revocations_leave_no_consent_and_no_active_episode(
     assert [r.status_code for r in deleted] == [204] * 4, [r.text for r in deleted]
     found = await episode(intake, patient_id)
     assert statuses(found) == ["waitlist", "active", "waitlist"]
+
+
+async def test_screening_counts_only_a_consent_in_force(intake: httpx.AsyncClient):
+    """Screening all clear is active only with a permit in force: not ended, not refused."""
+    for kwargs in ({"period": {"end": "2021-01-01"}}, {"deny": True}, {"status": "draft"}):
+        created = await intake.post("/Patient", json={"resourceType": "Patient"})
+        patient_id = created.json()["id"]
+        await given_consent(intake, patient_id, **kwargs)
+        await intake.post("/QuestionnaireResponse", json=screening(patient_id))
+        assert (await episode(intake, patient_id))["status"] == "waitlist", kwargs

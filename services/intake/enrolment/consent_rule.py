@@ -14,7 +14,11 @@ from services.intake.enrolment.consents import (
 )
 from services.intake.enrolment.decision import status_after_consent
 from services.intake.enrolment.known_patient import patient_id_of
-from services.intake.screening.episode import current_episode, move_episode, recorded_rule_table
+from services.intake.screening.episode_status import (
+    current_episode,
+    move_episode,
+    recorded_rule_table,
+)
 from services.intake.screening.evaluation import EVALUATED, evaluate
 from services.intake.screening.protocol import rule_table, screening_url
 from shared.fhir.dates import utcnow

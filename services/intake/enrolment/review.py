@@ -11,7 +11,7 @@ from typing import Any
 
 from services.intake.enrolment.consents import active_treatment_consent, lock_enrolment
 from services.intake.enrolment.known_patient import patient_id_of
-from services.intake.screening.episode import move_episode, recorded_rule_table
+from services.intake.screening.episode_status import move_episode, recorded_rule_table
 from services.intake.screening.protocol import code_system_url
 from services.intake.screening.rule import open_issues
 from shared.auth.needs import check_letters

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from services.intake.enrolment.consents import active_treatment_consent
-from services.intake.screening.episode import current_episode, recorded_rule_table
+from services.intake.screening.episode_status import current_episode, recorded_rule_table
 from services.intake.screening.protocol import code_system_url
 from services.intake.screening.rule import open_issues
 from shared.auth.needs import check_letters

@@ -7,7 +7,7 @@ import contextlib
 from typing import TYPE_CHECKING, Any
 
 from services.intake.enrolment.consents import active_treatment_consent, lock_enrolment
-from services.intake.screening.episode import set_episode_status
+from services.intake.screening.episode_status import set_episode_status
 from services.intake.screening.evaluation import EVALUATED, Evaluation, evaluate, validate
 from services.intake.screening.protocol import code_system_url, rule_table, screening_url
 from services.intake.screening.publish import publish
