@@ -40,9 +40,8 @@ def screened_status(interactions: Interactions, session: Session, patient_id: st
         ("_count", "50"),
     ]
     url = screening_url(interactions.settings.canonical_base)
-    for response in interactions.search(
-        session, "QuestionnaireResponse", pairs, strict=True
-    ).resources:
+    found = interactions.search(session, "QuestionnaireResponse", pairs, strict=True)
+    for response in found.resources:
         if str(response.get("questionnaire", "")).split("|")[0] == url:
             return evaluate(response, rule_table(), consent_active=True).episode_status
     return None
@@ -61,7 +60,7 @@ def _why(res_id: str | None, consent: dict[str, Any] | None, started: bool) -> s
         return f"Treatment refused: {name} denies (provision.type deny)"
     if period_ended(consent, utcnow()):
         return f"Treatment consent lapsed: the provision.period of {name} has ended"
-    return f"Treatment consent withdrawn: {name} no longer applies to this patient"
+    return f"Treatment consent withdrawn: {name} no longer applies (its scope or patient changed)"
 
 
 def _follow(context: WriteContext, patient_id: str) -> None:
