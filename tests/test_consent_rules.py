@@ -192,3 +192,14 @@ async def test_screening_counts_only_a_consent_in_force(intake: httpx.AsyncClien
         await given_consent(intake, patient_id, **kwargs)
         await intake.post("/QuestionnaireResponse", json=screening(patient_id))
         assert (await episode(intake, patient_id))["status"] == "waitlist", kwargs
+
+
+async def test_a_consent_turned_to_research_no_longer_counts(intake: httpx.AsyncClient):
+    patient_id = await cleared_patient(intake)
+    consent_id = await given_consent(intake, patient_id)
+    stored = (await intake.get(f"/Consent/{consent_id}")).json()
+    research = {**stored, "scope": consent(patient_id, scope="research")["scope"]}
+    assert (await intake.put(f"/Consent/{consent_id}", json=research)).status_code == 200
+    found = await episode(intake, patient_id)
+    assert found["status"] == "waitlist"
+    assert "scope or patient changed" in last_reason(found)
