@@ -5,6 +5,10 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from services.intake.ehr_import import import_operation
+from services.intake.enrolment.consent_rule import consent_rule
+from services.intake.enrolment.known_patient import known_patient
+from services.intake.enrolment.review import review_operation
+from services.intake.enrolment.summary import enrolment_operation
 from services.intake.screening.episode import guard_episode_status, referral_rule
 from services.intake.screening.publish import definitions
 from services.intake.screening.rule import screening_rule
@@ -23,7 +27,11 @@ def registry() -> Registry:
     """The resource types the intake service serves."""
     registry = Registry(SERVICE)
     registry.add(
-        resource("Patient", owner=SERVICE, operations=(everything_operation(), import_operation()))
+        resource(
+            "Patient",
+            owner=SERVICE,
+            operations=(everything_operation(), import_operation(), enrolment_operation()),
+        )
     )
     registry.add(resource("Organization", owner=SERVICE))
     registry.add(resource("ServiceRequest", owner=SERVICE, rules=(referral_rule,)))
@@ -32,8 +40,15 @@ def registry() -> Registry:
     registry.add(resource("CodeSystem", owner=SERVICE, api_writable=False))
     registry.add(resource("QuestionnaireResponse", owner=SERVICE, rules=(screening_rule,)))
     registry.add(resource("DetectedIssue", owner=SERVICE))
-    registry.add(resource("Consent", owner=SERVICE))
-    registry.add(resource("EpisodeOfCare", owner=SERVICE, rules=(guard_episode_status,)))
+    registry.add(resource("Consent", owner=SERVICE, rules=(known_patient, consent_rule)))
+    registry.add(
+        resource(
+            "EpisodeOfCare",
+            owner=SERVICE,
+            rules=(known_patient, guard_episode_status),
+            operations=(review_operation(),),
+        )
+    )
     registry.add(audit_events(SERVICE))
     return registry
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from services.intake.screening.protocol import rule_table_extension_url
+from services.intake.screening.episode_status import (
+    current_episode,
+    is_screening_write,
+    screening_write,
+)
 from shared.auth.principal import acting_person, current_principal
 from shared.fhir.dates import format_instant, utcnow
 from shared.fhir.errors import FHIRError, invalid
@@ -18,25 +19,14 @@ if TYPE_CHECKING:
     from shared.fhir.interactions import Interactions
     from shared.fhir.rules import WriteContext
 
-# Set while screening itself writes an episode, so the client guard lets it through.
-_screening_writes: ContextVar[bool] = ContextVar("screening_writes", default=False)
 # What a clinician may do by hand: end the episode.
 CLINICIAN_ENDINGS = ("finished", "cancelled")
-
-
-@contextmanager
-def screening_write() -> Iterator[None]:
-    token = _screening_writes.set(True)
-    try:
-        yield
-    finally:
-        _screening_writes.reset(token)
 
 
 def guard_episode_status(context: WriteContext) -> None:
     """Write rule: a client creates an episode only as `planned` and changes its status only
     to end it (a clinician: a token whose fhirUser is a Practitioner); 422 otherwise."""
-    if _screening_writes.get() or context.resource is None:
+    if is_screening_write() or context.resource is None:
         return
     status = context.resource.get("status")
     previous = context.previous.resource if context.previous is not None else None
@@ -59,71 +49,6 @@ def guard_episode_status(context: WriteContext) -> None:
         raise FHIRError(
             403, "Only a clinician (a Practitioner) may end an episode", code="forbidden"
         )
-
-
-def current_episode(
-    interactions: Interactions, session: Session, patient_id: str
-) -> dict[str, Any] | None:
-    """The patient's newest episode that is not finished."""
-    found = interactions.search(
-        session,
-        "EpisodeOfCare",
-        [
-            ("patient", f"Patient/{patient_id}"),
-            ("status:not", "finished"),
-            ("_sort", "-_lastUpdated"),
-            ("_count", "1"),
-        ],
-        strict=True,
-    )
-    return found.resources[0] if found.resources else None
-
-
-def set_episode_status(
-    interactions: Interactions,
-    session: Session,
-    patient_id: str,
-    status: str,
-    rule_table_version: str,
-) -> dict[str, Any]:
-    """Create the episode or move it to `status`, closing the previous status's period in
-    statusHistory and recording which rule table decided."""
-    now = format_instant(utcnow())
-    base = interactions.settings.canonical_base
-    recorded = {"url": rule_table_extension_url(base), "valueString": rule_table_version}
-    episode = current_episode(interactions, session, patient_id)
-    with screening_write():
-        if episode is None:
-            new = {
-                "resourceType": "EpisodeOfCare",
-                "extension": [recorded],
-                "status": status,
-                "statusHistory": [{"status": status, "period": {"start": now}}],
-                "patient": {"reference": f"Patient/{patient_id}"},
-                "period": {"start": now},
-            }
-            result = interactions.create(session, "EpisodeOfCare", new)
-            assert result.stored is not None and result.stored.resource is not None
-            return result.stored.resource
-        others = [e for e in episode.get("extension", []) if e.get("url") != recorded["url"]]
-        changed = {**episode, "extension": [*others, recorded]}
-        if episode["status"] != status:
-            history = [dict(h) for h in episode.get("statusHistory", [])]
-            if history and "end" not in history[-1].get("period", {}):
-                history[-1] = {**history[-1], "period": {**history[-1]["period"], "end": now}}
-            history.append({"status": status, "period": {"start": now}})
-            changed = {**changed, "status": status, "statusHistory": history}
-        if changed == episode:
-            return episode
-        result = interactions.update(
-            session,
-            "EpisodeOfCare",
-            episode["id"],
-            changed,
-            if_match=int(episode["meta"]["versionId"]),
-        )
-        assert result.stored is not None and result.stored.resource is not None
-        return result.stored.resource
 
 
 def open_planned_episode(

@@ -6,7 +6,8 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING, Any
 
-from services.intake.screening.episode import set_episode_status
+from services.intake.enrolment.consents import active_treatment_consent, lock_enrolment
+from services.intake.screening.episode_status import set_episode_status
 from services.intake.screening.evaluation import EVALUATED, Evaluation, evaluate, validate
 from services.intake.screening.protocol import code_system_url, rule_table, screening_url
 from services.intake.screening.publish import publish_screening
@@ -22,7 +23,6 @@ if TYPE_CHECKING:
 # DetectedIssue states that still stand; a re-evaluation cancels them.
 _OPEN = "preliminary,final,amended"
 _SEVERITY = {"absolute": "high", "relative": "moderate"}
-_TREATMENT = "http://terminology.hl7.org/CodeSystem/consentscope|treatment"
 
 
 def _questionnaire(context: WriteContext, canonical: Any) -> dict[str, Any]:
@@ -58,13 +58,21 @@ def _patient_id(context: WriteContext, subject: Any) -> str:
 def has_active_treatment_consent(
     interactions: Interactions, session: Session, patient_id: str
 ) -> bool:
+    """Whether a treatment Consent is in force (active, in its period, no refusal)."""
+    return active_treatment_consent(interactions, session, patient_id) is not None
+
+
+def open_issues(
+    interactions: Interactions, session: Session, patient_id: str, system: str
+) -> list[dict[str, Any]]:
+    """The patient's open DetectedIssues coded in `system` (at most one per rule stands)."""
     pairs = [
         ("patient", f"Patient/{patient_id}"),
-        ("status", "active"),
-        ("scope", _TREATMENT),
-        ("_summary", "count"),
+        ("code", f"{system}|"),
+        ("status", _OPEN),
+        ("_count", "1000"),
     ]
-    return bool(interactions.search(session, "Consent", pairs, strict=True).total)
+    return interactions.search(session, "DetectedIssue", pairs, strict=True).resources
 
 
 def withdraw_issues(
@@ -140,6 +148,7 @@ def screening_rule(context: WriteContext) -> None:
         return
     if status not in EVALUATED:
         return
+    lock_enrolment(interactions, session, patient_id)
     consent = has_active_treatment_consent(interactions, session, patient_id)
     evaluation = evaluate(response, rule_table(), consent_active=consent)
     assert context.res_id is not None  # creates get their id before the rules run
