@@ -76,6 +76,28 @@ async def test_a_changed_definition_is_a_new_version(intake: httpx.AsyncClient):
     assert [r["id"] for r in by_version] == [old.json()["id"]]
 
 
+async def test_clients_cannot_write_the_screening_questionnaire(intake: httpx.AsyncClient):
+    """Only the definition file changes the form: a client's copy under its url, an edit or a
+    delete of a published version is refused, and other Questionnaires stay writable."""
+    published = _publish(intake)
+    forged = {**questionnaire_definition(BASE), "version": "99"}
+    for response in (
+        await intake.post("/Questionnaire", json=forged),
+        await intake.put(
+            f"/Questionnaire/{published['id']}", json={**published, "title": "Changed"}
+        ),
+        await intake.put(
+            f"/Questionnaire/{published['id']}",
+            json={**published, "url": "https://elsewhere.example.org/Questionnaire/moved"},
+        ),
+        await intake.delete(f"/Questionnaire/{published['id']}"),
+    ):
+        assert assert_outcome(response, 422, "invalid")["expression"] == ["Questionnaire.url"]
+    assert [q["version"] for q in await search(intake, "/Questionnaire", url=URL)] == ["1"]
+    other = {**forged, "url": "https://practice.example.org/Questionnaire/intake-form"}
+    assert (await intake.post("/Questionnaire", json=other)).status_code == 201
+
+
 def test_a_questionnaire_missing_a_rule_item_fails_at_load(monkeypatch: pytest.MonkeyPatch):
     assert rule_table().version
     from services.intake.screening import protocol

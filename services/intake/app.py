@@ -10,7 +10,7 @@ from services.intake.enrolment.known_patient import known_patient
 from services.intake.enrolment.review import review_operation
 from services.intake.enrolment.summary import enrolment_operation
 from services.intake.screening.episode import guard_episode_status, referral_rule
-from services.intake.screening.publish import definitions
+from services.intake.screening.publish import definitions, guard_published_questionnaire
 from services.intake.screening.rule import screening_rule
 from services.intake.settings import IntakeSettings
 from shared.app import create_service_app
@@ -35,7 +35,7 @@ def registry() -> Registry:
     )
     registry.add(resource("Organization", owner=SERVICE))
     registry.add(resource("ServiceRequest", owner=SERVICE, rules=(referral_rule,)))
-    registry.add(resource("Questionnaire", owner=SERVICE))
+    registry.add(resource("Questionnaire", owner=SERVICE, rules=(guard_published_questionnaire,)))
     # Published by intake itself (the contraindication codes): read-only to clients.
     registry.add(resource("CodeSystem", owner=SERVICE, api_writable=False))
     registry.add(resource("QuestionnaireResponse", owner=SERVICE, rules=(screening_rule,)))

@@ -10,13 +10,16 @@ from services.intake.screening.protocol import (
     pcl5_response_code_system,
     questionnaire_definition,
     rule_table,
+    screening_url,
 )
+from shared.fhir.errors import invalid
 from shared.fhir.publication import publish
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from shared.fhir.interactions import Interactions
+    from shared.fhir.rules import WriteContext
     from shared.settings import ServiceSettings
 
 
@@ -35,3 +38,17 @@ def publish_screening(interactions: Interactions, session: Session) -> dict[str,
     """The stored screening Questionnaire of the file's definition (published if need be)."""
     definition = questionnaire_definition(interactions.settings.canonical_base)
     return publish(interactions, session, definition)
+
+
+def guard_published_questionnaire(context: WriteContext) -> None:
+    """Write rule on Questionnaire: the screening form is intake's to publish, from its file;
+    a client creating, changing or deleting a version of it would change what responses mean."""
+    url = screening_url(context.interactions.settings.canonical_base)
+    previous = context.previous.resource if context.previous is not None else None
+    touched = [r.get("url") for r in (context.resource, previous) if r is not None]
+    if url in touched:
+        raise invalid(
+            f"{url} is published by intake from services/intake/protocols; "
+            "change the definition file instead",
+            ["Questionnaire.url"],
+        )
