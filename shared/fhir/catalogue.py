@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from shared.fhir.operations import Operation
+from shared.fhir.params_administration import ADMINISTRATION_PARAMS, ADMINISTRATION_SYSTEMS
 from shared.fhir.registry import ResourceDef, SearchParam
 from shared.fhir.rules import WriteRule
 
@@ -162,6 +163,7 @@ IMPLICIT_SYSTEMS: dict[tuple[str, str], str] = {
     ("EpisodeOfCare", "status"): "http://hl7.org/fhir/episode-of-care-status",
     ("QuestionnaireResponse", "status"): "http://hl7.org/fhir/questionnaire-answers-status",
     ("Questionnaire", "status"): "http://hl7.org/fhir/publication-status",
+    **ADMINISTRATION_SYSTEMS,
 }
 
 QUESTIONNAIRE_PARAMS = (
@@ -322,6 +324,7 @@ STANDARD_PARAMS: dict[str, tuple[SearchParam, ...]] = {
     "DetectedIssue": DETECTED_ISSUE_PARAMS,
     "Consent": CONSENT_PARAMS,
     "EpisodeOfCare": EPISODE_OF_CARE_PARAMS,
+    **ADMINISTRATION_PARAMS,
 }
 
 
