@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import httpx
 import pytest
 
-from tests.conftest import BACKENDS
+from tests.conftest import BACKENDS, EXAMPLES
 from tests.factories import FHIR_JSON
 from tests.scheduling_support import (
     SESSION_TYPES,
@@ -22,6 +23,22 @@ from tests.scheduling_support import (
 from tests.search_helpers import match_ids, search
 
 NINE, HALF_PAST, TEN = "2026-01-05T08:00:00Z", "2026-01-05T08:30:00Z", "2026-01-05T09:00:00Z"
+
+
+@BACKENDS
+async def test_the_hl7_slot_example_is_taken_once_its_schedule_is_stored(scheduling):
+    example = json.loads((EXAMPLES / "slot-example.json").read_text())
+    homeless = await post(scheduling, example)
+    assert homeless.status_code == 422 and expressions(homeless) == ["Slot.schedule"]
+    schedule_example = json.loads((EXAMPLES / "schedule-example.json").read_text())
+    stored = await scheduling.put("/Schedule/example", json=schedule_example, headers=FHIR_JSON)
+    assert stored.status_code == 201, stored.text
+    created = await post(scheduling, example)
+    assert created.status_code == 201, created.text
+    read = (await scheduling.get(created.headers["location"])).json()
+    assert {k: v for k, v in read.items() if k not in ("id", "meta")} == {
+        k: v for k, v in example.items() if k not in ("id", "meta")
+    }
 
 
 @pytest.mark.parametrize(("start", "end"), [(HALF_PAST, NINE), (NINE, NINE)])
