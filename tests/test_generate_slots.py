@@ -12,8 +12,10 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy import select
 
+from services.scheduling.app import create_app
 from services.scheduling.settings import SchedulingSettings
 from shared.db.models import OutboxRow
+from shared.settings import ServiceSettings
 from tests.auth_support import bearer
 from tests.conftest import BACKENDS
 from tests.outbox_rows import RESOURCE_EVENTS
@@ -186,3 +188,14 @@ def test_an_unknown_time_zone_stops_the_start(monkeypatch: pytest.MonkeyPatch):
         SchedulingSettings()
     monkeypatch.setenv("SCHEDULING_CLINIC_TIME_ZONE", "Europe/Lisbon")
     assert SchedulingSettings().clinic_time_zone == "Europe/Lisbon"
+
+
+def test_shared_settings_gain_the_clinics_zone(database_url: str, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("SCHEDULING_CLINIC_TIME_ZONE", "Europe/Berlin")
+    shared = ServiceSettings(database_url=database_url, migrate_on_start=False, auth_disabled=True)
+    app = create_app(shared)
+    settings = app.state.fhir.interactions.settings
+    app.state.fhir.database.dispose()
+    assert isinstance(settings, SchedulingSettings)
+    assert (settings.service_name, settings.port) == ("scheduling", 8002)
+    assert (settings.database_url, settings.clinic_time_zone) == (database_url, "Europe/Berlin")
