@@ -156,3 +156,36 @@ async def test_a_days_free_slots_of_a_full_year_are_found_fast(scheduling: httpx
     assert bundle["total"] == len(match_ids(bundle)) == 16
     assert starts[0] == "2026-01-05T08:00:00Z" and starts[-1] == "2026-01-05T15:30:00Z"
     assert took < 1.0, f"the search took {took:.2f} s"
+
+
+@BACKENDS
+async def test_a_transaction_stores_a_schedule_with_its_slots(scheduling: httpx.AsyncClient):
+    full_url = "urn:uuid:0c3e2d4a-5b6f-4a7e-9d1c-2b3a4c5d6e7f"
+
+    def entry(resource: dict, url: str | None = None) -> dict:
+        return {
+            **({"fullUrl": url} if url else {}),
+            "resource": resource,
+            "request": {"method": "POST", "url": resource["resourceType"]},
+        }
+
+    def transaction(*slots: dict) -> dict:
+        # The Schedule comes first: creates are written in the order of the entries.
+        first = entry(schedule(), full_url)
+        return {
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [first, *map(entry, slots)],
+        }
+
+    one = slot("x", NINE, HALF_PAST) | {"schedule": {"reference": full_url}}
+    response = await scheduling.post(
+        "", json=transaction(one, one | {"start": HALF_PAST, "end": TEN}), headers=FHIR_JSON
+    )
+    assert response.status_code == 200, response.text
+    refused = await scheduling.post("", json=transaction(one, one), headers=FHIR_JSON)
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["issue"][0]["expression"] == [
+        "Bundle.entry[2].resource.start",
+        "Bundle.entry[2].resource.end",
+    ]
