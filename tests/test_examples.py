@@ -14,6 +14,8 @@ OWNER = {
     "Patient": "intake",
     "Appointment": "scheduling",
     "MedicationAdministration": "scheduling",
+    # The Slot example needs its Schedule stored first: tests/test_slot_rules.py takes it.
+    "Schedule": "scheduling",
     "Observation": "outcomes",
 }
 

@@ -182,9 +182,15 @@ async def test_capability_statement_reflects_registrations(
         "Appointment",
         "AuditEvent",
         "Consent",
+        "Encounter",
         "EpisodeOfCare",
+        "Location",
         "MedicationAdministration",
         "Patient",
+        "Practitioner",
+        "PractitionerRole",
+        "Schedule",
+        "Slot",
     ]
     replica = {i["code"] for i in by_type["Patient"]["interaction"]}
     assert replica == {"read", "vread", "search-type", "history-instance", "history-type"}

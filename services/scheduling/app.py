@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from services.scheduling.generate_slots import generate_slots_operation
 from services.scheduling.reactions import cancel_appointments_of_deleted_patient
+from services.scheduling.settings import SchedulingSettings
+from services.scheduling.slot_rules import check_slot
 from shared.app import create_service_app
 from shared.fhir.catalogue import audit_events, resource
 from shared.fhir.everything import everything_operation
 from shared.fhir.registry import Registry
-from shared.settings import ServiceSettings, settings_class
+from shared.settings import ServiceSettings
 
 SERVICE = "scheduling"
-SchedulingSettings = settings_class(SERVICE, 8002)
+__all__ = ["SchedulingSettings", "create_app", "registry"]
 
 
 def registry() -> Registry:
@@ -20,6 +23,14 @@ def registry() -> Registry:
     registry = Registry(SERVICE)
     registry.add(resource("Appointment", owner=SERVICE))
     registry.add(resource("MedicationAdministration", owner=SERVICE))
+    # Who works where, in which rooms, and when they are free; none of it is patient data
+    # except the Encounter (Patient compartment).
+    registry.add(resource("Practitioner", owner=SERVICE))
+    registry.add(resource("PractitionerRole", owner=SERVICE))
+    registry.add(resource("Location", owner=SERVICE))
+    registry.add(resource("Schedule", owner=SERVICE, operations=(generate_slots_operation(),)))
+    registry.add(resource("Slot", owner=SERVICE, rules=(check_slot,)))
+    registry.add(resource("Encounter", owner=SERVICE))
     # Read-only replicas, kept current from intake's events.
     registry.add(resource("Patient", owner="intake", operations=(everything_operation(),)))
     registry.add(resource("EpisodeOfCare", owner="intake"))
@@ -31,4 +42,8 @@ def registry() -> Registry:
 
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     """Build the scheduling service; nothing is created before this is called."""
-    return create_service_app(settings or SchedulingSettings(), registry())
+    if not isinstance(settings, SchedulingSettings):
+        # Shared settings (or none) gain scheduling's own, from SCHEDULING_* or the defaults.
+        given = settings.model_dump(exclude={"service_name", "port"}) if settings else {}
+        settings = SchedulingSettings(**given)
+    return create_service_app(settings, registry())

@@ -18,6 +18,8 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from shared.db.sqlite_hints import render_index_hints
+
 log = logging.getLogger(__name__)
 
 # SQLite calls the progress handler every this many virtual machine instructions (~0.1 ms).
@@ -199,6 +201,9 @@ class Database:
             pool_size=10,
             max_overflow=20,
         )
+        # Without it every `INDEXED BY` hint of the search and access queries is dropped, and
+        # SQLite (no statistics until ANALYZE) may scan a whole value index per candidate.
+        render_index_hints(engine)
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from shared.fhir.operations import Operation
+from shared.fhir.params_administration import ADMINISTRATION_PARAMS, ADMINISTRATION_SYSTEMS
 from shared.fhir.registry import ResourceDef, SearchParam
 from shared.fhir.rules import WriteRule
 
@@ -164,6 +165,7 @@ IMPLICIT_SYSTEMS: dict[tuple[str, str], str] = {
     ("Questionnaire", "status"): "http://hl7.org/fhir/publication-status",
     ("CodeSystem", "status"): "http://hl7.org/fhir/publication-status",
     ("CodeSystem", "content"): "http://hl7.org/fhir/codesystem-content-mode",
+    **ADMINISTRATION_SYSTEMS,
 }
 
 QUESTIONNAIRE_PARAMS = (
@@ -341,6 +343,7 @@ STANDARD_PARAMS: dict[str, tuple[SearchParam, ...]] = {
     "DetectedIssue": DETECTED_ISSUE_PARAMS,
     "Consent": CONSENT_PARAMS,
     "EpisodeOfCare": EPISODE_OF_CARE_PARAMS,
+    **ADMINISTRATION_PARAMS,
 }
 
 

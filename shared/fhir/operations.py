@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 Level = Literal["system", "type", "instance"]
 
 _CODE = re.compile(r"[^\s]+( [^\s]+)*")
+# FHIR R4 `time`: a time of day, seconds required, no time zone.
+_TIME = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]+)?")
 
 
 def _integer(text: str) -> int:
@@ -52,6 +54,12 @@ def _date(text: str) -> str:
     return text
 
 
+def _time(text: str) -> str:
+    if not _TIME.fullmatch(text):
+        raise ValueError("a time of day as hh:mm:ss")
+    return text
+
+
 def _code(text: str) -> str:
     if not _CODE.fullmatch(text):
         raise ValueError("a code")
@@ -79,6 +87,7 @@ _PRIMITIVE: dict[str, Callable[[str], Any]] = {
     "date": _date,
     "dateTime": _date,
     "instant": _date,
+    "time": _time,
     "code": _code,
     "id": _id,
 }
