@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from services.scheduling.dosing.protocol import dosing_protocols
 from services.scheduling.reactions import cancel_appointments_of_deleted_patient
 from shared.app import create_service_app
 from shared.fhir.catalogue import audit_events, resource
@@ -17,6 +18,8 @@ SchedulingSettings = settings_class(SERVICE, 8002)
 
 def registry() -> Registry:
     """The resource types the scheduling service serves."""
+    # A malformed protocol file stops the start here, naming the part at fault.
+    dosing_protocols()
     registry = Registry(SERVICE)
     registry.add(resource("Appointment", owner=SERVICE))
     registry.add(resource("MedicationAdministration", owner=SERVICE))
