@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from shared.fhir.operations import Operation
 from shared.fhir.registry import ResourceDef, SearchParam
-from shared.fhir.rules import WriteRule
+from shared.fhir.rules import Enricher, WriteRule
 
 PATIENT_PARAMS = (
     SearchParam("identifier", "token", ("identifier",), description="A patient identifier"),
@@ -416,6 +416,7 @@ def resource(
     owner: str,
     *,
     rules: tuple[WriteRule, ...] = (),
+    enrichers: tuple[Enricher, ...] = (),
     operations: tuple[Operation, ...] = (),
     api_writable: bool = True,
 ) -> ResourceDef:
@@ -426,6 +427,7 @@ def resource(
         params=STANDARD_PARAMS[resource_type],
         owner=owner,
         rules=rules,
+        enrichers=enrichers,
         operations=operations,
         api_writable=api_writable,
     )
