@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from services.scheduling.dosing.care_plan import check_care_plan, stamp_care_plan
 from services.scheduling.dosing.protocol import dosing_protocols
 from services.scheduling.reactions import cancel_appointments_of_deleted_patient
 from shared.app import create_service_app
@@ -23,6 +24,9 @@ def registry() -> Registry:
     registry = Registry(SERVICE)
     registry.add(resource("Appointment", owner=SERVICE))
     registry.add(resource("MedicationAdministration", owner=SERVICE))
+    registry.add(
+        resource("CarePlan", owner=SERVICE, rules=(check_care_plan,), enrichers=(stamp_care_plan,))
+    )
     # Read-only replicas, kept current from intake's events.
     registry.add(resource("Patient", owner="intake", operations=(everything_operation(),)))
     registry.add(resource("EpisodeOfCare", owner="intake"))

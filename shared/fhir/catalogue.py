@@ -147,6 +147,60 @@ OBSERVATION_PARAMS = (
     ),
 )
 
+CARE_PLAN_PARAMS = (
+    SearchParam("identifier", "token", ("identifier",), description="A care plan identifier"),
+    SearchParam(
+        "patient", "reference", ("subject",), ("Patient",), description="Who the plan is for"
+    ),
+    SearchParam(
+        "subject",
+        "reference",
+        ("subject",),
+        ("Patient", "Group"),
+        description="Who the plan is for: a patient or a group",
+    ),
+    SearchParam("status", "token", ("status",), description="draft | active | on-hold ..."),
+    SearchParam("intent", "token", ("intent",), description="proposal | plan | order | option"),
+    SearchParam("category", "token", ("category",), description="The kind of plan"),
+    SearchParam(
+        "activity-reference",
+        "reference",
+        ("activity.reference",),
+        (
+            "Appointment",
+            "CommunicationRequest",
+            "DeviceRequest",
+            "MedicationRequest",
+            "NutritionOrder",
+            "RequestGroup",
+            "ServiceRequest",
+            "Task",
+            "VisionPrescription",
+        ),
+        description="An activity's detail, as a request resource",
+    ),
+    SearchParam(
+        "instantiates-canonical",
+        "reference",
+        ("instantiatesCanonical",),
+        description="The protocol or definition the plan follows, as `url` or `url|version`",
+    ),
+    SearchParam("date", "date", ("period",), description="The period the plan covers"),
+    SearchParam(
+        "encounter",
+        "reference",
+        ("encounter",),
+        ("Encounter",),
+        description="The encounter the plan was created in",
+    ),
+    SearchParam(
+        "performer",
+        "reference",
+        ("activity.detail.performer",),
+        description="Who is to carry out an activity",
+    ),
+)
+
 # The code systems of `code`-typed elements, implied by the element (FHIR R4 bindings), so
 # that `gender=http://hl7.org/fhir/administrative-gender|female` matches as well as `female`.
 IMPLICIT_SYSTEMS: dict[tuple[str, str], str] = {
@@ -162,6 +216,8 @@ IMPLICIT_SYSTEMS: dict[tuple[str, str], str] = {
     ("EpisodeOfCare", "status"): "http://hl7.org/fhir/episode-of-care-status",
     ("QuestionnaireResponse", "status"): "http://hl7.org/fhir/questionnaire-answers-status",
     ("Questionnaire", "status"): "http://hl7.org/fhir/publication-status",
+    ("CarePlan", "status"): "http://hl7.org/fhir/request-status",
+    ("CarePlan", "intent"): "http://hl7.org/fhir/request-intent",
 }
 
 QUESTIONNAIRE_PARAMS = (
@@ -322,6 +378,7 @@ STANDARD_PARAMS: dict[str, tuple[SearchParam, ...]] = {
     "DetectedIssue": DETECTED_ISSUE_PARAMS,
     "Consent": CONSENT_PARAMS,
     "EpisodeOfCare": EPISODE_OF_CARE_PARAMS,
+    "CarePlan": CARE_PLAN_PARAMS,
 }
 
 
