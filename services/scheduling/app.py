@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from services.scheduling.dosing.administration import check_dose, stamp_window
 from services.scheduling.dosing.care_plan import check_care_plan, stamp_care_plan
+from services.scheduling.dosing.operation import plasticity_window_operation
 from services.scheduling.dosing.protocol import dosing_protocols
 from services.scheduling.reactions import cancel_appointments_of_deleted_patient
 from shared.app import create_service_app
@@ -23,7 +25,15 @@ def registry() -> Registry:
     dosing_protocols()
     registry = Registry(SERVICE)
     registry.add(resource("Appointment", owner=SERVICE))
-    registry.add(resource("MedicationAdministration", owner=SERVICE))
+    registry.add(
+        resource(
+            "MedicationAdministration",
+            owner=SERVICE,
+            rules=(check_dose,),
+            enrichers=(stamp_window,),
+            operations=(plasticity_window_operation(),),
+        )
+    )
     registry.add(
         resource("CarePlan", owner=SERVICE, rules=(check_care_plan,), enrichers=(stamp_care_plan,))
     )
