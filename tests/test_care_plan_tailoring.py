@@ -77,6 +77,14 @@ async def test_a_tailoring_change_needs_a_clinician(scheduling: httpx.AsyncClien
     )
     # Without a tailoring, no person is needed.
     assert (await scheduling.post("/CarePlan", json=care_plan("p1"))).status_code == 201
+    # Removing one is a change of it: a clinician's.
+    tailored = (await scheduling.post("/CarePlan", json=body, headers=clinician())).json()
+    untailored = {k: v for k, v in tailored.items() if k != "extension"}
+    url = f"/CarePlan/{tailored['id']}"
+    assert_outcome(await scheduling.put(url, json=untailored), 403, "forbidden")
+    removed = await scheduling.put(url, json=untailored, headers=clinician())
+    assert removed.status_code == 200, removed.text
+    assert "extension" not in removed.json()
 
 
 @pytest.mark.parametrize(

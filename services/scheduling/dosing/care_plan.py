@@ -98,7 +98,8 @@ def _clinician() -> str:
 
 def stamp_care_plan(context: WriteContext) -> dict[str, Any]:
     """Enricher: pin the protocol version, and name the tailoring's author (the clinician
-    when the tailoring changes, else the author it already had)."""
+    when the tailoring changes, else the author it already had); only a clinician removes
+    one."""
     care_plan = context.resource or {}
     base = context.interactions.settings.canonical_base
     found = _dosing_canonical(care_plan, base)
@@ -107,12 +108,14 @@ def stamp_care_plan(context: WriteContext) -> dict[str, Any]:
         canonicals[found[0]] = f"{found[1]}|{dosing_protocols().version}"
         care_plan = {**care_plan, "instantiatesCanonical": canonicals}
     tailoring = read_tailoring(care_plan, base)
-    if tailoring is None:
-        return care_plan
     before = None
     if context.previous is not None and context.previous.resource is not None:
         with contextlib.suppress(FHIRError):
             before = read_tailoring(context.previous.resource, base)
+    if tailoring is None:
+        if before is not None:
+            _clinician()  # removing a tailoring is a change of it too
+        return care_plan
     same = (
         before is not None
         and before.author is not None
