@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from shared.db.models import OutboxRow
+from tests.auth_support import bearer
 from tests.conftest import BACKENDS
 from tests.dosing_support import (
     SPRAVATO,
@@ -189,3 +190,33 @@ async def test_two_active_courses_for_one_dose_are_refused(scheduling: httpx.Asy
     refused = await scheduling.post("/MedicationAdministration", json=dose("p9"))
     outcome = assert_outcome(refused, 422, "invalid")
     assert outcome["expression"] == ["MedicationAdministration.subject"]
+
+
+async def test_the_window_needs_read_access_to_the_dose(scheduling: httpx.AsyncClient):
+    given = await _create(scheduling, dose("p1", **NASAL))
+    url = f"/MedicationAdministration/{given['id']}/$plasticity-window"
+    other_scope = bearer(scope="system/Appointment.rs")
+    assert_outcome(await scheduling.get(url, headers=other_scope), 403, "forbidden")
+    reader = bearer(scope="system/MedicationAdministration.r")
+    assert (await scheduling.get(url, headers=reader)).status_code == 200
+
+
+async def test_a_course_and_its_first_dose_in_one_transaction(scheduling: httpx.AsyncClient):
+    plan = care_plan("p10", extension=[tailoring(optimalStart=12)])
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"resource": plan, "request": {"method": "POST", "url": "CarePlan"}},
+            {
+                "resource": dose("p10"),
+                "request": {"method": "POST", "url": "MedicationAdministration"},
+            },
+        ],
+    }
+    answer = await scheduling.post("", json=bundle, headers=clinician())
+    assert answer.status_code == 200, answer.text
+    found = (await scheduling.get("/MedicationAdministration", params={"patient": "p10"})).json()
+    window = window_of(found["entry"][0]["resource"])
+    assert window["optimalStart"] == "2026-03-02T22:40:00Z"
+    assert window["carePlan"]["reference"].startswith("CarePlan/")
