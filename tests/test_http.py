@@ -181,6 +181,7 @@ async def test_capability_statement_reflects_registrations(
     assert sorted(by_type) == [
         "Appointment",
         "AuditEvent",
+        "CarePlan",
         "Consent",
         "Encounter",
         "EpisodeOfCare",

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from services.scheduling.dosing.administration import check_dose, stamp_window
+from services.scheduling.dosing.care_plan import check_care_plan, stamp_care_plan
+from services.scheduling.dosing.operation import plasticity_window_operation
+from services.scheduling.dosing.protocol import dosing_protocols
 from services.scheduling.generate_slots import generate_slots_operation
 from services.scheduling.reactions import cancel_appointments_of_deleted_patient
 from services.scheduling.settings import SchedulingSettings
@@ -20,9 +24,22 @@ __all__ = ["SchedulingSettings", "create_app", "registry"]
 
 def registry() -> Registry:
     """The resource types the scheduling service serves."""
+    # A malformed protocol file stops the start here, naming the part at fault.
+    dosing_protocols()
     registry = Registry(SERVICE)
     registry.add(resource("Appointment", owner=SERVICE))
-    registry.add(resource("MedicationAdministration", owner=SERVICE))
+    registry.add(
+        resource(
+            "MedicationAdministration",
+            owner=SERVICE,
+            rules=(check_dose,),
+            enrichers=(stamp_window,),
+            operations=(plasticity_window_operation(),),
+        )
+    )
+    registry.add(
+        resource("CarePlan", owner=SERVICE, rules=(check_care_plan,), enrichers=(stamp_care_plan,))
+    )
     # Who works where, in which rooms, and when they are free; none of it is patient data
     # except the Encounter (Patient compartment).
     registry.add(resource("Practitioner", owner=SERVICE))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from shared.fhir.operations import Operation
 from shared.fhir.params_administration import ADMINISTRATION_PARAMS, ADMINISTRATION_SYSTEMS
 from shared.fhir.registry import ResourceDef, SearchParam
-from shared.fhir.rules import WriteRule
+from shared.fhir.rules import Enricher, WriteRule
 
 PATIENT_PARAMS = (
     SearchParam("identifier", "token", ("identifier",), description="A patient identifier"),
@@ -148,6 +148,60 @@ OBSERVATION_PARAMS = (
     ),
 )
 
+CARE_PLAN_PARAMS = (
+    SearchParam("identifier", "token", ("identifier",), description="A care plan identifier"),
+    SearchParam(
+        "patient", "reference", ("subject",), ("Patient",), description="Who the plan is for"
+    ),
+    SearchParam(
+        "subject",
+        "reference",
+        ("subject",),
+        ("Patient", "Group"),
+        description="Who the plan is for: a patient or a group",
+    ),
+    SearchParam("status", "token", ("status",), description="draft | active | on-hold ..."),
+    SearchParam("intent", "token", ("intent",), description="proposal | plan | order | option"),
+    SearchParam("category", "token", ("category",), description="The kind of plan"),
+    SearchParam(
+        "activity-reference",
+        "reference",
+        ("activity.reference",),
+        (
+            "Appointment",
+            "CommunicationRequest",
+            "DeviceRequest",
+            "MedicationRequest",
+            "NutritionOrder",
+            "RequestGroup",
+            "ServiceRequest",
+            "Task",
+            "VisionPrescription",
+        ),
+        description="An activity's detail, as a request resource",
+    ),
+    SearchParam(
+        "instantiates-canonical",
+        "reference",
+        ("instantiatesCanonical",),
+        description="The protocol or definition the plan follows, as `url` or `url|version`",
+    ),
+    SearchParam("date", "date", ("period",), description="The period the plan covers"),
+    SearchParam(
+        "encounter",
+        "reference",
+        ("encounter",),
+        ("Encounter",),
+        description="The encounter the plan was created in",
+    ),
+    SearchParam(
+        "performer",
+        "reference",
+        ("activity.detail.performer",),
+        description="Who is to carry out an activity",
+    ),
+)
+
 # The code systems of `code`-typed elements, implied by the element (FHIR R4 bindings), so
 # that `gender=http://hl7.org/fhir/administrative-gender|female` matches as well as `female`.
 IMPLICIT_SYSTEMS: dict[tuple[str, str], str] = {
@@ -166,6 +220,8 @@ IMPLICIT_SYSTEMS: dict[tuple[str, str], str] = {
     ("CodeSystem", "status"): "http://hl7.org/fhir/publication-status",
     ("CodeSystem", "content"): "http://hl7.org/fhir/codesystem-content-mode",
     **ADMINISTRATION_SYSTEMS,
+    ("CarePlan", "status"): "http://hl7.org/fhir/request-status",
+    ("CarePlan", "intent"): "http://hl7.org/fhir/request-intent",
 }
 
 QUESTIONNAIRE_PARAMS = (
@@ -344,6 +400,7 @@ STANDARD_PARAMS: dict[str, tuple[SearchParam, ...]] = {
     "Consent": CONSENT_PARAMS,
     "EpisodeOfCare": EPISODE_OF_CARE_PARAMS,
     **ADMINISTRATION_PARAMS,
+    "CarePlan": CARE_PLAN_PARAMS,
 }
 
 
@@ -438,6 +495,7 @@ def resource(
     owner: str,
     *,
     rules: tuple[WriteRule, ...] = (),
+    enrichers: tuple[Enricher, ...] = (),
     operations: tuple[Operation, ...] = (),
     api_writable: bool = True,
 ) -> ResourceDef:
@@ -448,6 +506,7 @@ def resource(
         params=STANDARD_PARAMS[resource_type],
         owner=owner,
         rules=rules,
+        enrichers=enrichers,
         operations=operations,
         api_writable=api_writable,
     )

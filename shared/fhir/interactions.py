@@ -112,15 +112,25 @@ class Interactions:
         action: Action,
         res_id: str | None,
         resource: dict[str, Any] | None,
-    ) -> None:
-        """Run the type's write rules, after validation and before any row is written."""
-        if not definition.rules:
-            return
+    ) -> dict[str, Any] | None:
+        """Run the type's write rules, then its enrichers, after validation and before any
+        row is written; returns the resource to store."""
+        if not definition.rules and not definition.enrichers:
+            return resource
         context = WriteContext(session, self, action, definition.type, res_id, resource)
         if action == "update" and context.previous is None:
             context.action = "create"  # an update to an unknown id creates it
         for rule in definition.rules:
             rule(context)
+        if resource is None:
+            return None
+        for enrich in definition.enrichers:
+            enriched = enrich(context)
+            if enriched != context.resource:
+                # What the service derived is checked as the client's content was.
+                validate_resource(enriched, definition.type)
+            context.resource = enriched
+        return context.resource
 
     def _current_content(
         self, session: Session, definition: ResourceDef, res_id: str
@@ -163,7 +173,8 @@ class Interactions:
         if definition.rules:
             # Rules may write resources that refer to this one, so it needs its id already.
             assigned_id = assigned_id or str(uuid.uuid4())
-        self._rules(session, definition, "create", assigned_id, resource)
+        resource = self._rules(session, definition, "create", assigned_id, resource)
+        assert resource is not None
         return Result(201, self.store.create(session, res_type, resource, res_id=assigned_id))
 
     def match_for_condition(
@@ -231,7 +242,8 @@ class Interactions:
         check_write(
             session, definition, resource, self._current_content(session, definition, res_id)
         )
-        self._rules(session, definition, "update", res_id, resource)
+        resource = self._rules(session, definition, "update", res_id, resource)
+        assert resource is not None
         stored, created = self.store.update(session, res_type, res_id, resource, if_match=if_match)
         if created:
             # Update-as-create creates: it needs that scope too (raising rolls it back).
@@ -275,7 +287,8 @@ class Interactions:
                 )
             check_interaction(current_principal.get(), res_type, "create")
             check_write(session, definition, resource)
-            self._rules(session, definition, "create", assigned_id, resource)
+            resource = self._rules(session, definition, "create", assigned_id, resource)
+            assert resource is not None
             created = self.store.create(
                 session, res_type, resource, res_id=assigned_id, method="PUT"
             )
@@ -286,7 +299,8 @@ class Interactions:
                 [f"{res_type}.id"],
             )
         check_write(session, definition, resource, existing.resource)
-        self._rules(session, definition, "update", existing.id, resource)
+        resource = self._rules(session, definition, "update", existing.id, resource)
+        assert resource is not None
         stored, _ = self.store.update(session, res_type, existing.id, resource, if_match=if_match)
         return Result(200, stored)
 
@@ -320,7 +334,8 @@ class Interactions:
             )
         resource = self._checked(res_type, patched, res_id)
         check_write(session, definition, resource, current.resource)
-        self._rules(session, definition, "update", res_id, resource)
+        resource = self._rules(session, definition, "update", res_id, resource)
+        assert resource is not None
         stored, _ = self.store.update(
             session, res_type, res_id, resource, if_match=current.version_id, method="PATCH"
         )

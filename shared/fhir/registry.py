@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:
     from shared.events.reactions import Reaction
     from shared.fhir.operations import Operation
-    from shared.fhir.rules import WriteRule
+    from shared.fhir.rules import Enricher, WriteRule
 
 ParamType = Literal["token", "string", "date", "reference", "quantity", "number", "uri"]
 
@@ -40,6 +40,8 @@ class ResourceDef:
     owner: str
     # Checks and follow-up writes run in the writer's transaction (owned types only).
     rules: tuple[WriteRule, ...] = ()
+    # Run after the rules: each returns the resource to store (derived elements added).
+    enrichers: tuple[Enricher, ...] = ()
     # Type- and instance-level operations ($name) served on this type.
     operations: tuple[Operation, ...] = ()
     # False for types only the service itself writes (AuditEvent): every API write is a 405.

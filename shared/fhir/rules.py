@@ -1,4 +1,5 @@
-"""Write rules: per-type checks and follow-up writes inside the writer's transaction."""
+"""Write rules and enrichers: per-type checks, follow-up writes and derived elements, inside
+the writer's transaction."""
 
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ class WriteContext:
     action: Action
     res_type: str
     res_id: str | None
-    # The resource as it will be stored (None for a delete). Rules must not change it.
+    # The resource as it will be stored (None for a delete). Rules must not change it; an
+    # Enricher returns a changed copy instead, which the next enricher then sees here.
     resource: dict[str, Any] | None
     _previous: Stored | None = None
     _looked_up: bool = False
@@ -51,3 +53,10 @@ class WriteContext:
 
 
 WriteRule = Callable[[WriteContext], None]
+
+Enricher = Callable[[WriteContext], dict[str, Any]]
+"""Derives elements the service owns (a computed extension, a server-set author) once every
+rule has passed: returns the resource to store, `context.resource` itself or a changed copy
+(never changed in place). A changed copy is validated again, so what is stored stays valid
+FHIR R4; an enricher may refuse the write by raising a FHIRError, as a rule does. Access was
+checked on the client's content: an enricher leaves the subject and patient references be."""

@@ -1,0 +1,1 @@
+"""Dosing: the protocols, the plasticity window, CarePlan tailoring and dose checks."""
