@@ -167,7 +167,8 @@ async def running(
         # Nobody to catch up from (and never whatever listens on the default peer ports).
         overrides.setdefault("resync_on_start", False)
     if owners:
-        overrides.setdefault("peer_urls", {name: "http://testserver/fhir" for name in owners})
+        # Every owner must have a URL; all calls go to the one in-process owner's transport.
+        overrides.setdefault("peer_urls", dict.fromkeys(SERVICES, "http://testserver/fhir"))
     app = build_app(service, database_url, **overrides)
     if owners:
         # One in-process owner is enough for the services the tests run.

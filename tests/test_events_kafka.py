@@ -40,8 +40,9 @@ kafka_broker = kafka_support.kafka_broker
 topic_prefix = kafka_support.topic_prefix
 new_database = kafka_support.new_database
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-# Scheduling also replicates intake's EpisodeOfCare and Consent, which these tests leave empty.
-NOTHING_ELSE = {"EpisodeOfCare": 0, "Consent": 0}
+# Scheduling also replicates EpisodeOfCare, Consent, QuestionnaireResponse and Observation, which
+# these tests leave empty.
+NOTHING_ELSE = {"EpisodeOfCare": 0, "Consent": 0, "QuestionnaireResponse": 0, "Observation": 0}
 
 
 def _settings(broker: Broker, prefix: str, **extra: Any) -> dict[str, Any]:
@@ -243,6 +244,16 @@ async def test_a_thousand_rapid_updates_arrive_and_apply_in_version_order(
         assert final.json() == response.json()
 
 
+class _ByHost(httpx.AsyncBaseTransport):
+    """Sends each request to the in-process app named by its host."""
+
+    def __init__(self, **apps: httpx.AsyncBaseTransport) -> None:
+        self.apps = apps
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await self.apps[request.url.host].handle_async_request(request)
+
+
 def _equals(check: Callable[[], Any], expected: Any) -> Callable[[], Any]:
     async def compare() -> bool:
         return await check() == expected
@@ -259,7 +270,7 @@ async def test_poison_and_failing_messages_go_to_the_dlq_and_later_ones_are_proc
         consumer_max_attempts=3,
         consumer_backoff_seconds=0.01,
         # An id-only event whose owner cannot be reached fails every attempt.
-        peer_urls={"intake": "http://127.0.0.1:9/fhir"},
+        peer_urls=dict.fromkeys(("intake", "outcomes"), "http://127.0.0.1:9/fhir"),
     )
     topic = f"{topic_prefix}Patient"
     async with running("scheduling", new_database("scheduling"), **settings) as scheduling:
@@ -309,11 +320,9 @@ async def test_poison_and_failing_messages_go_to_the_dlq_and_later_ones_are_proc
         assert status["dlq"] == {f"{topic}.dlq": 2}
         assert status["processed"] == 2
         assert status["retries"] == 2
-        # Scheduling also follows intake's EpisodeOfCare and Consent topics (empty here).
+        # Scheduling also follows its other replicated types' topics (empty here).
         assert status["lag"][f"{topic}[0]"] == 0
-        assert set(status["lag"]) == {
-            f"{topic_prefix}{t}[0]" for t in ("Patient", "EpisodeOfCare", "Consent")
-        }
+        assert set(status["lag"]) == {f"{topic_prefix}{t}[0]" for t in ("Patient", *NOTHING_ELSE)}
         assert status["group"] == f"{topic_prefix}scheduling-replicas"
         assert status["connected"] is True
 
@@ -445,10 +454,15 @@ async def test_replicas_rebuilt_by_replay_and_resynced_over_history_equal_the_li
         resynced = build_app(
             "scheduling",
             new_database("resynced"),
-            peer_urls={"intake": "http://intake/fhir"},
+            peer_urls={"intake": "http://intake/fhir", "outcomes": "http://outcomes/fhir"},
             **settings,
         )
-        resynced.state.events.http_transport = intake.transport()
+        # Each owner answers for its types: intake for Patient, an outcomes app (empty) for
+        # the Observations scheduling also replicates.
+        outcomes = build_app("outcomes", new_database("outcomes"), **settings)
+        resynced.state.events.http_transport = _ByHost(
+            intake=intake.transport(), outcomes=httpx.ASGITransport(app=outcomes)
+        )
         assert await resynced.state.events.resync_all() == {"Patient": 12, **NOTHING_ELSE}
         assert snapshot(resynced.state.fhir.database, "Patient") == expected
 
@@ -462,7 +476,7 @@ async def test_replicas_rebuilt_by_replay_and_resynced_over_history_equal_the_li
         assert snapshot(resynced.state.fhir.database, "Patient") == snapshot(
             live.database, "Patient"
         )
-        for app in (replayed, resynced):
+        for app in (replayed, resynced, outcomes):
             app.state.fhir.database.dispose()
 
 

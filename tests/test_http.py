@@ -182,21 +182,24 @@ async def test_capability_statement_reflects_registrations(
         "Appointment",
         "AuditEvent",
         "CarePlan",
+        "CodeSystem",
         "Consent",
         "Encounter",
         "EpisodeOfCare",
         "Location",
         "MedicationAdministration",
+        "Observation",
         "Patient",
         "Practitioner",
         "PractitionerRole",
+        "QuestionnaireResponse",
         "Schedule",
         "Slot",
     ]
     replica = {i["code"] for i in by_type["Patient"]["interaction"]}
     assert replica == {"read", "vread", "search-type", "history-instance", "history-type"}
     assert "intake" in by_type["Patient"]["documentation"]
-    for res_type in ("EpisodeOfCare", "Consent"):
+    for res_type in ("EpisodeOfCare", "Consent", "QuestionnaireResponse", "Observation"):
         assert {i["code"] for i in by_type[res_type]["interaction"]} == replica
 
 

@@ -24,7 +24,7 @@ topic_prefix = kafka_support.topic_prefix
 new_database = kafka_support.new_database
 
 REPLICAS = {
-    "scheduling": ("Patient", "EpisodeOfCare", "Consent"),
+    "scheduling": ("Patient", "EpisodeOfCare", "Consent", "QuestionnaireResponse"),
     "outcomes": ("Patient", "EpisodeOfCare", "Consent", "QuestionnaireResponse"),
 }
 
@@ -137,5 +137,5 @@ async def test_referral_screening_and_consent_reach_scheduling_and_outcomes(
 
         await eventually(questionnaire_replicated, timeout=30, what="the Questionnaire replica")
         # Intake's own resources stay at intake: replicas only hold what they declared.
-        absent = await scheduling.client.get(f"/QuestionnaireResponse/{screened.json()['id']}")
-        assert absent.status_code == 404
+        (sent,) = await search(front, "/ServiceRequest", subject=f"Patient/{pid}")
+        assert (await scheduling.client.get(f"/ServiceRequest/{sent['id']}")).status_code == 404

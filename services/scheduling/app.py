@@ -10,11 +10,13 @@ from services.scheduling.dosing.operation import plasticity_window_operation
 from services.scheduling.dosing.protocol import dosing_protocols
 from services.scheduling.generate_slots import generate_slots_operation
 from services.scheduling.reactions import cancel_appointments_of_deleted_patient
+from services.scheduling.session_types import session_types
 from services.scheduling.settings import SchedulingSettings
 from services.scheduling.slot_rules import check_slot
 from shared.app import create_service_app
 from shared.fhir.catalogue import audit_events, resource
 from shared.fhir.everything import everything_operation
+from shared.fhir.publication import publish_at_start
 from shared.fhir.registry import Registry
 from shared.settings import ServiceSettings
 
@@ -48,10 +50,16 @@ def registry() -> Registry:
     registry.add(resource("Schedule", owner=SERVICE, operations=(generate_slots_operation(),)))
     registry.add(resource("Slot", owner=SERVICE, rules=(check_slot,)))
     registry.add(resource("Encounter", owner=SERVICE))
-    # Read-only replicas, kept current from intake's events.
+    # Published by the service (the session types), read-only to clients.
+    registry.add(resource("CodeSystem", owner=SERVICE, api_writable=False))
+    # Read-only replicas, kept current from intake's and outcomes' events.
     registry.add(resource("Patient", owner="intake", operations=(everything_operation(),)))
     registry.add(resource("EpisodeOfCare", owner="intake"))
     registry.add(resource("Consent", owner="intake"))
+    # The screening's body weight, until a measured one arrives from outcomes.
+    registry.add(resource("QuestionnaireResponse", owner="intake"))
+    # Vital signs and body weight (pre-dose blood pressure holds, rescue thresholds, mg/kg).
+    registry.add(resource("Observation", owner="outcomes"))
     registry.react("fhir.Patient.deleted", cancel_appointments_of_deleted_patient)
     registry.add(audit_events(SERVICE))
     return registry
@@ -63,4 +71,6 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         # Shared settings (or none) gain scheduling's own, from SCHEDULING_* or the defaults.
         given = settings.model_dump(exclude={"service_name", "port"}) if settings else {}
         settings = SchedulingSettings(**given)
-    return create_service_app(settings, registry())
+    app = create_service_app(settings, registry())
+    publish_at_start(app, lambda s: [session_types(s.canonical_base)])
+    return app

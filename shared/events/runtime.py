@@ -52,6 +52,14 @@ class EventRuntime:
         self.writer = ReplicaWriter(store)
         owned = [d.type for d in registry.resources.values() if d.owner == registry.service]
         self.replicated = [d for d in registry.resources.values() if d.owner != registry.service]
+        unreachable = sorted({d.owner for d in self.replicated} - set(settings.peer_urls))
+        if unreachable and self.enabled:
+            # Caught at start: otherwise the first id-only event or catch-up of their types
+            # would fail far from the cause.
+            raise ValueError(
+                f"peer_urls lacks {', '.join(unreachable)}, owner(s) of replicated types; "
+                "set <SERVICE>_PEER_URLS"
+            )
         self.relay = OutboxRelay(
             settings, database, [topic_for(settings.topic_prefix, t) for t in owned]
         )
