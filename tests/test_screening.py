@@ -246,3 +246,76 @@ async def test_a_referral_opens_a_planned_episode(intake: httpx.AsyncClient):
     assert screened["id"] == planned["id"]
     assert [h["status"] for h in screened["statusHistory"]] == ["planned", "waitlist"]
     assert URL.endswith("ketamine-emdr-screening")
+
+
+def _answer(body: dict, link: str, answer: dict) -> dict:
+    """`body` with the answer of item `link` replaced."""
+    items = [
+        {**item, "answer": [answer]} if item["linkId"] == link else item for item in body["item"]
+    ]
+    return {**body, "item": items}
+
+
+@pytest.mark.parametrize(
+    ("link", "answer"),
+    [
+        ("pregnancy", {"valueString": "true"}),
+        (
+            "pregnancy",
+            {
+                "valueCoding": {
+                    "system": "http://terminology.hl7.org/CodeSystem/v2-0136",
+                    "code": "Y",
+                }
+            },
+        ),
+        ("systolic-bp", {"valueString": "180"}),
+        (
+            "body-weight",
+            {
+                "valueQuantity": {
+                    "value": 150,
+                    "system": "http://unitsofmeasure.org",
+                    "code": "[lb_av]",
+                }
+            },
+        ),
+        ("diastolic-bp", {"valueQuantity": {"value": 80, "unit": "mmHg"}}),
+    ],
+)
+async def test_an_answer_of_the_wrong_type_or_unit_is_refused_not_misread(
+    intake: httpx.AsyncClient, link: str, answer: dict
+):
+    """A careless EHR's `"true"` for a contraindication must not read as "no", and text where
+    a number belongs must not fail the server."""
+    patient_id = await new_patient(intake)
+    body = _answer(screening(patient_id), link, answer)
+    refused = await intake.post("/QuestionnaireResponse", json=body)
+    assert refused.status_code == 422, refused.text
+    issue = refused.json()["issue"][0]
+    assert link in issue["diagnostics"]
+    assert issue["expression"] == [f"QuestionnaireResponse.item.where(linkId='{link}').answer[0]"]
+    assert await search(intake, "/EpisodeOfCare", patient=patient_id) == []
+
+
+async def test_an_item_the_questionnaire_does_not_have_is_refused(intake: httpx.AsyncClient):
+    patient_id = await new_patient(intake)
+    body = screening(patient_id)
+    body["item"].append({"linkId": "pregnant", "answer": [{"valueBoolean": True}]})
+    refused = await intake.post("/QuestionnaireResponse", json=body)
+    assert refused.status_code == 422, refused.text
+    assert "pregnant" in refused.json()["issue"][0]["diagnostics"]
+
+
+async def test_a_conditional_put_that_creates_a_response_is_evaluated(intake: httpx.AsyncClient):
+    patient_id = await new_patient(intake)
+    body = {
+        **screening(patient_id, yes=("pregnancy",)),
+        "identifier": {"system": "urn:x", "value": "q1"},
+    }
+    created = await intake.put("/QuestionnaireResponse?identifier=urn:x|q1", json=body)
+    assert created.status_code == 201, created.text
+    (found,) = await search(intake, "/EpisodeOfCare", patient=patient_id)
+    assert found["status"] == "cancelled"
+    issue = (await open_issues(intake, patient_id))[0]
+    assert issue["implicated"] == [{"reference": f"QuestionnaireResponse/{created.json()['id']}"}]

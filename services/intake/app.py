@@ -9,7 +9,11 @@ from services.intake.enrolment.consent_rule import consent_rule
 from services.intake.enrolment.known_patient import known_patient
 from services.intake.enrolment.review import review_operation
 from services.intake.enrolment.summary import enrolment_operation
-from services.intake.screening.episode import guard_episode_status, referral_rule
+from services.intake.screening.episode import (
+    guard_episode_status,
+    record_clinician_ending,
+    referral_rule,
+)
 from services.intake.screening.publish import definitions, guard_published_questionnaire
 from services.intake.screening.rule import screening_rule
 from services.intake.settings import IntakeSettings
@@ -46,6 +50,7 @@ def registry() -> Registry:
             "EpisodeOfCare",
             owner=SERVICE,
             rules=(known_patient, guard_episode_status),
+            enrichers=(record_clinician_ending,),
             operations=(review_operation(),),
         )
     )

@@ -170,12 +170,18 @@ class Interactions:
                 return Result(200, existing)
         resource.pop("id", None)
         check_write(session, definition, resource)
-        if definition.rules:
-            # Rules may write resources that refer to this one, so it needs its id already.
-            assigned_id = assigned_id or str(uuid.uuid4())
+        assigned_id = self._id_for_rules(definition, assigned_id)
         resource = self._rules(session, definition, "create", assigned_id, resource)
         assert resource is not None
         return Result(201, self.store.create(session, res_type, resource, res_id=assigned_id))
+
+    @staticmethod
+    def _id_for_rules(definition: ResourceDef, assigned_id: str | None) -> str | None:
+        """The id a create gets before its rules run: rules and enrichers may write or record
+        references to the new resource, so it needs its id already."""
+        if definition.rules or definition.enrichers:
+            return assigned_id or str(uuid.uuid4())
+        return assigned_id
 
     def match_for_condition(
         self, session: Session, res_type: str, condition: str, *, source: str = "If-None-Exist"
@@ -287,6 +293,7 @@ class Interactions:
                 )
             check_interaction(current_principal.get(), res_type, "create")
             check_write(session, definition, resource)
+            assigned_id = self._id_for_rules(definition, assigned_id)
             resource = self._rules(session, definition, "create", assigned_id, resource)
             assert resource is not None
             created = self.store.create(

@@ -26,14 +26,14 @@ def _same(answer: tuple[str, Any], option: tuple[str, Any]) -> bool:
     return answer[1] == option[1]
 
 
-def _answered(items: list[dict[str, Any]], path: str) -> Iterator[tuple[dict[str, Any], str]]:
-    """Each response item with the FHIRPath naming it."""
+def answered_items(items: list[dict[str, Any]], path: str) -> Iterator[tuple[dict[str, Any], str]]:
+    """Each response item (nested ones too) with the FHIRPath naming it."""
     for item in items:
         here = f"{path}.item.where(linkId='{item.get('linkId')}')"
         yield item, here
-        yield from _answered(item.get("item", []), here)
+        yield from answered_items(item.get("item", []), here)
         for n, answer in enumerate(item.get("answer", [])):
-            yield from _answered(answer.get("item", []), f"{here}.answer[{n}]")
+            yield from answered_items(answer.get("item", []), f"{here}.answer[{n}]")
 
 
 def check_answer_options(response: dict[str, Any], questionnaire: dict[str, Any]) -> None:
@@ -42,7 +42,7 @@ def check_answer_options(response: dict[str, Any], questionnaire: dict[str, Any]
     tree = all_items(questionnaire.get("item", []))
     items = {item["linkId"]: item for item in tree if "answerOption" in item}
     wrong: list[tuple[str, str]] = []
-    for item, path in _answered(response.get("item", []), "QuestionnaireResponse"):
+    for item, path in answered_items(response.get("item", []), "QuestionnaireResponse"):
         listed = items.get(item.get("linkId"))
         if listed is None:
             continue

@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from services.intake.screening.answer_options import check_answer_options
+from services.intake.screening.answer_types import check_answer_types
 from services.intake.screening.protocol import Rule, RuleTable
 from shared.fhir.errors import invalid
 
@@ -55,7 +56,9 @@ def answers(response: dict[str, Any]) -> dict[str, Any]:
 
 def validate(response: dict[str, Any], questionnaire: dict[str, Any]) -> None:
     """422 naming each missing required linkId (completed responses), each answer not among
-    its item's answerOptions, or each implausible item."""
+    its item's answerOptions, of the wrong type or unit, or implausible."""
+    # Types first: the checks below and the evaluation read values as their item's type.
+    check_answer_types(response, questionnaire)
     given = answers(response)
     if response.get("status") in EVALUATED:
         required = [i["linkId"] for i in _items(questionnaire.get("item", [])) if i.get("required")]
@@ -67,18 +70,21 @@ def validate(response: dict[str, Any], questionnaire: dict[str, Any]) -> None:
                 [f"QuestionnaireResponse.item.where(linkId='{link}')" for link in missing],
             )
     check_answer_options(response, questionnaire)
-    wrong: list[str] = []
+    wrong: dict[str, str] = {}
     for link, (low, high) in _PLAUSIBLE.items():
         value = given.get(link)
         if value is not None and not low <= value <= high:
-            wrong.append(f"{link} must lie between {low} and {high}")
+            wrong[link] = f"{link} must lie between {low} and {high}"
     systolic, diastolic = given.get("systolic-bp"), given.get("diastolic-bp")
     if diastolic is not None and (
         diastolic <= 0 or (systolic is not None and diastolic >= systolic)
     ):
-        wrong.append("diastolic-bp must be above 0 and below systolic-bp")
+        wrong["diastolic-bp"] = "diastolic-bp must be above 0 and below systolic-bp"
     if wrong:
-        raise invalid("Implausible answers: " + "; ".join(wrong), ["QuestionnaireResponse.item"])
+        raise invalid(
+            "Implausible answers: " + "; ".join(wrong.values()),
+            [f"QuestionnaireResponse.item.where(linkId='{link}')" for link in wrong],
+        )
 
 
 def evaluate(response: dict[str, Any], table: RuleTable, *, consent_active: bool) -> Evaluation:
