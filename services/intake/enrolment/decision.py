@@ -23,3 +23,23 @@ def status_after_consent(current: str, screened: str | None, consent_in_force: b
     if screened is None or screened == "cancelled":
         return current
     return "active"
+
+
+def status_after_rescreening(
+    evaluated: str, found: set[str], reviewed: dict[str, str], consent_in_force: bool
+) -> str:
+    """The episode's status after a changed screening, given the reviews on record.
+
+    `evaluated` is what the new answers imply alone; `found` their rule keys; `reviewed` the
+    decision (eligible or excluded) a psychiatrist recorded per rule key still open. An
+    absolute finding cancels whatever was reviewed. A patient reviewed excluded is not
+    cleared by new answers without a new review (onhold); one reviewed eligible stays cleared
+    while every relative finding was among those reviewed.
+    """
+    if evaluated == "cancelled" or not reviewed:
+        return evaluated
+    if "excluded" in reviewed.values():
+        return "onhold"
+    if evaluated == "onhold" and found <= set(reviewed):
+        return "active" if consent_in_force else "waitlist"
+    return evaluated

@@ -7,8 +7,15 @@ import contextlib
 from typing import TYPE_CHECKING, Any
 
 from services.intake.enrolment.consents import active_treatment_consent, lock_enrolment
+from services.intake.enrolment.decision import status_after_rescreening
 from services.intake.screening.episode_status import set_episode_status
-from services.intake.screening.evaluation import EVALUATED, Evaluation, evaluate, validate
+from services.intake.screening.evaluation import (
+    EVALUATED,
+    Evaluation,
+    answers,
+    evaluate,
+    validate,
+)
 from services.intake.screening.protocol import code_system_url, rule_table, screening_url
 from services.intake.screening.publish import publish_screening
 from shared.fhir.dates import format_instant, utcnow
@@ -102,9 +109,11 @@ def record(
     response_id: str,
     evaluation: Evaluation,
 ) -> None:
-    """Replace the patient's open screening issues with these findings and move the episode."""
+    """Replace the patient's open screening issues with these findings and move the episode;
+    a psychiatrist's review of a finding that stands is carried to its new issue."""
     table = rule_table()
     system = code_system_url(interactions.settings.canonical_base)
+    reviews = _reviews(open_issues(interactions, session, patient_id, system), system)
     query = [("patient", f"Patient/{patient_id}"), ("code", f"{system}|")]
     withdraw_issues(interactions, session, query, "cancelled")
     now = format_instant(utcnow())
@@ -122,8 +131,33 @@ def record(
             "implicated": [{"reference": f"QuestionnaireResponse/{response_id}"}],
             "detail": f"{finding.detail} ({rule.kind} contraindication; source: {rule.source})",
         }
+        if rule.key in reviews:
+            issue["mitigation"] = reviews[rule.key][1]
         interactions.create(session, "DetectedIssue", issue)
-    set_episode_status(interactions, session, patient_id, evaluation.episode_status, table.version)
+    found = {finding.rule.key for finding in evaluation.findings}
+    decisions = {key: decision for key, (decision, _) in reviews.items()}
+    consent = has_active_treatment_consent(interactions, session, patient_id)
+    status = status_after_rescreening(evaluation.episode_status, found, decisions, consent)
+    set_episode_status(interactions, session, patient_id, status, table.version)
+
+
+def _reviews(
+    issues: list[dict[str, Any]], system: str
+) -> dict[str, tuple[str, list[dict[str, Any]]]]:
+    """Rule key -> (the latest review decision, the mitigations) of each reviewed open issue."""
+    reviewed: dict[str, tuple[str, list[dict[str, Any]]]] = {}
+    for issue in issues:
+        mitigations = issue.get("mitigation") or []
+        codes = [c for c in issue["code"]["coding"] if c.get("system") == system]
+        decisions = [
+            coding.get("code")
+            for m in mitigations
+            for coding in (m.get("action") or {}).get("coding", [])
+            if coding.get("code") in ("eligible", "excluded")
+        ]
+        if codes and decisions:
+            reviewed[codes[0]["code"]] = (decisions[-1], mitigations)
+    return reviewed
 
 
 def screening_rule(context: WriteContext) -> None:
@@ -148,6 +182,14 @@ def screening_rule(context: WriteContext) -> None:
         return
     if status not in EVALUATED:
         return
+    previous = context.previous.resource if context.previous is not None else None
+    if (
+        previous is not None
+        and previous.get("status") in EVALUATED
+        and previous.get("subject") == response.get("subject")
+        and answers(previous) == answers(response)
+    ):
+        return  # the same answers again (a retry, completed -> amended): nothing new found
     lock_enrolment(interactions, session, patient_id)
     consent = has_active_treatment_consent(interactions, session, patient_id)
     evaluation = evaluate(response, rule_table(), consent_active=consent)
