@@ -6,12 +6,15 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+from sqlalchemy import select
 
+from shared.db.models import OutboxRow
 from tests.auth_support import bearer
 from tests.conftest import BACKENDS
 from tests.dosing_support import BASE, DR_ONE, SPRAVATO, clinician, dose
 from tests.fhir_asserts import assert_outcome
 from tests.holds_support import blood_pressure, observe, ready
+from tests.outbox_rows import RESOURCE_EVENTS
 
 HOLD_CODE = f"{BASE}/CodeSystem/dosing-safety|pre-dose-bp-hold"
 HOLD_URL = f"{BASE}/StructureDefinition/dose-hold"
@@ -23,6 +26,14 @@ BEFORE = "2026-03-02T08:50:00Z"
 
 def reason(text: str = "repeat reading 128/82 after rest") -> dict[str, Any]:
     return {"resourceType": "Parameters", "parameter": [{"name": "reason", "valueString": text}]}
+
+
+def _event_types(client: httpx.AsyncClient) -> list[str]:
+    """The types of the events written, in order (holds and releases are writes too)."""
+    database = client._transport.app.state.fhir.database  # type: ignore[attr-defined]
+    with database.read() as session:
+        rows = session.execute(select(OutboxRow).where(RESOURCE_EVENTS).order_by(OutboxRow.pk))
+        return [row.topic for row in rows.scalars()]
 
 
 async def _issues(client: httpx.AsyncClient, status: str) -> list[dict[str, Any]]:
@@ -64,6 +75,16 @@ async def test_a_high_reading_holds_the_session_until_a_psychiatrist_releases_it
     assert mitigation["action"]["text"] == "Dose hold released: repeat reading 128/82 after rest"
     given = await scheduling.post("/MedicationAdministration", json=dose("h1", **NASAL))
     assert given.status_code == 201, given.text
+    topics = [t.rsplit(".", 1)[-1] for t in _event_types(scheduling)]
+    # The session stored, held (issue, then session), released (issue, session), the dose.
+    assert topics == [
+        "Appointment",
+        "DetectedIssue",
+        "Appointment",
+        "DetectedIssue",
+        "Appointment",
+        "MedicationAdministration",
+    ]
     again = await scheduling.post(RELEASE, json=reason(), headers=clinician())
     assert "no dose hold in force" in assert_outcome(again, 409, "conflict")["diagnostics"]
 
