@@ -13,7 +13,7 @@ from tests.auth_support import bearer
 from tests.conftest import BACKENDS
 from tests.dosing_support import BASE, DR_ONE, SPRAVATO, clinician, dose
 from tests.fhir_asserts import assert_outcome
-from tests.holds_support import blood_pressure, observe, ready
+from tests.holds_support import blood_pressure, dosing_session, observe, put_session, ready
 from tests.outbox_rows import RESOURCE_EVENTS
 
 HOLD_CODE = f"{BASE}/CodeSystem/dosing-safety|pre-dose-bp-hold"
@@ -125,3 +125,12 @@ async def test_the_day_is_the_clinics(scheduling: httpx.AsyncClient):
     observe(scheduling, "bp-night", blood_pressure("h1", 160, 85, "2026-03-01T23:30:00Z"))
     (issue,) = await _issues(scheduling, "preliminary")
     assert issue["implicated"][0] == {"reference": "Observation/bp-night"}
+
+
+async def test_an_arrived_session_is_held_and_keeps_its_status(scheduling: httpx.AsyncClient):
+    await ready(scheduling, "h2")
+    await put_session(scheduling, "dosing-h2", dosing_session("h2", status="arrived"))
+    observe(scheduling, "bp-in", blood_pressure("h2", 145, 80, BEFORE))
+    session = (await scheduling.get("/Appointment/dosing-h2")).json()
+    assert session["status"] == "arrived"
+    assert session["participant"][1]["status"] == "needs-action"

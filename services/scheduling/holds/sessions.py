@@ -54,7 +54,8 @@ def has_patient(appointment: dict[str, Any], patient: str) -> bool:
 def sessions_on_day(
     interactions: Interactions, session: Session, patient: str, moment: datetime
 ) -> list[dict[str, Any]]:
-    """The patient's booked dosing sessions starting on the clinic's day of `moment`."""
+    """The patient's booked or arrived dosing sessions on the clinic's day of `moment`
+    (arrived too: the pre-dose reading is often taken once the patient is in)."""
     settings: SchedulingSettings = interactions.settings  # type: ignore[assignment]
     local = moment.astimezone(settings.clinic_zone())
     start = local.replace(hour=0, minute=0, second=0, microsecond=0)
@@ -63,7 +64,7 @@ def sessions_on_day(
     base = settings.canonical_base
     pairs = [
         ("patient", patient),
-        ("status", "booked"),
+        ("status", "booked,arrived"),
         ("service-type", f"{session_type_system(base)}|{DOSING}"),
         ("date", f"ge{format_utc(start)}"),
         ("date", f"lt{format_utc(end)}"),
