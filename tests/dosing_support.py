@@ -86,8 +86,10 @@ def dose(
     status: str = "completed",
     ended: str = "2026-03-02T10:40:00Z",
     override: str | None = None,
+    session: str | None = "",
 ) -> dict[str, Any]:
-    """A MedicationAdministration of one dose that ended at `ended`."""
+    """A MedicationAdministration of one dose that ended at `ended`, given in the dosing
+    session `session` (by default `dosing-<patient>`, see holds_support.ready; None: none)."""
     dosage: dict[str, Any] = {}
     if route is not None:
         dosage["route"] = {"coding": [{"system": SNOMED, "code": ROUTES[route]}]}
@@ -107,6 +109,9 @@ def dose(
     }
     if dosage:
         body["dosage"] = dosage
+    if session is not None:
+        appointment = f"Appointment/{session or f'dosing-{patient_id}'}"
+        body["supportingInformation"] = [{"reference": appointment}]
     if override is not None:
         body["extension"] = [{"url": OVERRIDE, "valueString": override}]
     return body

@@ -12,10 +12,18 @@ from services.scheduling.dosing.protocol import dosing_protocols
 from tests.conftest import BACKENDS
 from tests.dosing_support import INJECTION, OVERRIDE, SPRAVATO, dose
 from tests.fhir_asserts import assert_outcome
+from tests.holds_support import ready
 
 TABLE = dosing_protocols()
 DOSE = "MedicationAdministration.dosage.dose"
 NASAL = {"medication": SPRAVATO, "route": "nasal"}
+
+
+@pytest.fixture(autouse=True)
+async def _sessions(scheduling: httpx.AsyncClient) -> None:
+    """p1 weighs 70 kg, heavy 100 kg; each has a booked dosing session."""
+    await ready(scheduling, "p1")
+    await ready(scheduling, "heavy", kg=100)
 
 
 @pytest.mark.parametrize(
@@ -24,7 +32,8 @@ NASAL = {"medication": SPRAVATO, "route": "nasal"}
         (dose("p1", mg=112, **NASAL), "outside the dose range of intranasal-esketamine"),
         (dose("p1", mg=14, **NASAL), "(28 to 84 mg)"),
         (dose("p1", mg=42, **NASAL), "not a multiple of 28 mg"),
-        (dose("p1", mg=70, medication=INJECTION, route="im"), "above the 60 mg ceiling"),
+        # 0.7 mg/kg at 100 kg: in the per-kg range, above the absolute ceiling.
+        (dose("heavy", mg=70, medication=INJECTION, route="im"), "above the 60 mg ceiling"),
     ],
 )
 async def test_an_out_of_range_dose_is_refused_naming_the_rule_and_range(

@@ -13,6 +13,7 @@ from shared.db.models import OutboxRow
 from tests.auth_support import bearer
 from tests.conftest import BACKENDS
 from tests.dosing_support import (
+    BASE,
     SPRAVATO,
     SUBLINGUAL,
     VERSION,
@@ -24,9 +25,16 @@ from tests.dosing_support import (
     window_of,
 )
 from tests.fhir_asserts import assert_outcome
+from tests.holds_support import ready
 from tests.outbox_rows import RESOURCE_EVENTS
 
 NASAL = {"medication": SPRAVATO, "route": "nasal", "mg": 56}
+
+
+@pytest.fixture(autouse=True)
+async def _sessions(scheduling: httpx.AsyncClient) -> None:
+    """Each patient of these tests weighs 70 kg and has a booked dosing session."""
+    await ready(scheduling, *(f"p{n}" for n in range(1, 11)))
 
 
 def _events(client: httpx.AsyncClient, res_type: str) -> list[dict[str, Any]]:
@@ -128,7 +136,8 @@ async def test_no_window_until_completed_and_none_from_a_client(scheduling: http
         {"url": WINDOW, "extension": [{"url": "protocol", "valueString": "forged|1"}]}
     ]
     given = await _create(scheduling, body)
-    assert "extension" not in given
+    # Only the dose's mg/kg (35 mg at 70 kg) is stamped before completion.
+    assert [e["url"] for e in given["extension"]] == [f"{BASE}/StructureDefinition/dose-per-kg"]
     url = f"/MedicationAdministration/{given['id']}/$plasticity-window"
     outcome = assert_outcome(await scheduling.get(url), 422, "processing")
     assert "not completed" in outcome["diagnostics"]

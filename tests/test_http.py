@@ -184,6 +184,7 @@ async def test_capability_statement_reflects_registrations(
         "CarePlan",
         "CodeSystem",
         "Consent",
+        "DetectedIssue",
         "Encounter",
         "EpisodeOfCare",
         "Location",

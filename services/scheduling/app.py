@@ -7,8 +7,12 @@ from fastapi import FastAPI
 from services.scheduling.dosing.administration import check_dose, stamp_window
 from services.scheduling.dosing.care_plan import check_care_plan, stamp_care_plan
 from services.scheduling.dosing.operation import plasticity_window_operation
+from services.scheduling.dosing.per_kg import stamp_dose_per_kg
 from services.scheduling.dosing.protocol import dosing_protocols
 from services.scheduling.generate_slots import generate_slots_operation
+from services.scheduling.holds.hold import react_to_vital_sign
+from services.scheduling.holds.release import release_hold_operation
+from services.scheduling.holds.session_rule import check_session
 from services.scheduling.reactions import cancel_appointments_of_deleted_patient
 from services.scheduling.session_types import session_types
 from services.scheduling.settings import SchedulingSettings
@@ -29,13 +33,13 @@ def registry() -> Registry:
     # A malformed protocol file stops the start here, naming the part at fault.
     dosing_protocols()
     registry = Registry(SERVICE)
-    registry.add(resource("Appointment", owner=SERVICE))
+    registry.add(resource("Appointment", owner=SERVICE, operations=(release_hold_operation(),)))
     registry.add(
         resource(
             "MedicationAdministration",
             owner=SERVICE,
-            rules=(check_dose,),
-            enrichers=(stamp_window,),
+            rules=(check_dose, check_session),
+            enrichers=(stamp_window, stamp_dose_per_kg),
             operations=(plasticity_window_operation(),),
         )
     )
@@ -61,6 +65,11 @@ def registry() -> Registry:
     # Vital signs and body weight (pre-dose blood pressure holds, rescue thresholds, mg/kg).
     registry.add(resource("Observation", owner="outcomes"))
     registry.react("fhir.Patient.deleted", cancel_appointments_of_deleted_patient)
+    # Pre-dose blood pressure holds and post-dose rescue thresholds (holds/).
+    registry.react("fhir.Observation.created", react_to_vital_sign)
+    registry.react("fhir.Observation.updated", react_to_vital_sign)
+    # Holds and rescues; intake's DetectedIssues share the topic name fhir.DetectedIssue.
+    registry.add(resource("DetectedIssue", owner=SERVICE))
     registry.add(audit_events(SERVICE))
     return registry
 

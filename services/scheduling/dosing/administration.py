@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from services.scheduling.dosing.course import find_course
-from services.scheduling.dosing.dose import absolute_problem
+from services.scheduling.dosing.dose import absolute_problem, per_kg_problem
 from services.scheduling.dosing.extensions import (
     UCUM,
     number,
@@ -23,6 +23,7 @@ from services.scheduling.dosing.extensions import (
     window_url,
     without,
 )
+from services.scheduling.dosing.per_kg import weight_of
 from services.scheduling.dosing.window import compute_window
 from shared.fhir.errors import FHIRError, invalid
 
@@ -58,8 +59,12 @@ def check_dose(context: WriteContext) -> None:
     if mg is None:
         return
     protocol = course.protocol
-    # The per-kg range needs the latest body weight, not replicated here yet: see dose.py.
-    problem = absolute_problem(protocol.dose, mg, protocol.reference)
+    # A per-kg range needs the patient's latest body weight (422 without one).
+    if protocol.dose.unit == "mg/kg":
+        weight = weight_of(context, administration, protocol.reference)
+        problem = per_kg_problem(protocol.dose, mg, weight, protocol.reference)
+    else:
+        problem = absolute_problem(protocol.dose, mg, protocol.reference)
     base = context.interactions.settings.canonical_base
     if problem and override_reason(administration, base) is None:
         raise FHIRError(
