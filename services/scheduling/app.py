@@ -10,6 +10,7 @@ from services.scheduling.dosing.operation import plasticity_window_operation
 from services.scheduling.dosing.protocol import dosing_protocols
 from services.scheduling.generate_slots import generate_slots_operation
 from services.scheduling.reactions import cancel_appointments_of_deleted_patient
+from services.scheduling.replanning import APPOINTMENT_RULES, REACTIONS, replan_after_dose
 from services.scheduling.session_types import session_types
 from services.scheduling.settings import SchedulingSettings
 from services.scheduling.slot_rules import check_slot
@@ -29,12 +30,12 @@ def registry() -> Registry:
     # A malformed protocol file stops the start here, naming the part at fault.
     dosing_protocols()
     registry = Registry(SERVICE)
-    registry.add(resource("Appointment", owner=SERVICE))
+    registry.add(resource("Appointment", owner=SERVICE, rules=APPOINTMENT_RULES))
     registry.add(
         resource(
             "MedicationAdministration",
             owner=SERVICE,
-            rules=(check_dose,),
+            rules=(check_dose, replan_after_dose),
             enrichers=(stamp_window,),
             operations=(plasticity_window_operation(),),
         )
@@ -61,6 +62,8 @@ def registry() -> Registry:
     # Vital signs and body weight (pre-dose blood pressure holds, rescue thresholds, mg/kg).
     registry.add(resource("Observation", owner="outcomes"))
     registry.react("fhir.Patient.deleted", cancel_appointments_of_deleted_patient)
+    for event_type, reaction in REACTIONS:
+        registry.react(event_type, reaction)
     registry.add(audit_events(SERVICE))
     return registry
 
