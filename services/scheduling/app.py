@@ -14,6 +14,7 @@ from services.scheduling.holds.hold import react_to_vital_sign
 from services.scheduling.holds.release import release_hold_operation
 from services.scheduling.holds.session_rule import check_session
 from services.scheduling.reactions import cancel_appointments_of_deleted_patient
+from services.scheduling.replanning import APPOINTMENT_RULES, REACTIONS, replan_after_dose
 from services.scheduling.session_types import session_types
 from services.scheduling.settings import SchedulingSettings
 from services.scheduling.slot_rules import check_slot
@@ -33,12 +34,19 @@ def registry() -> Registry:
     # A malformed protocol file stops the start here, naming the part at fault.
     dosing_protocols()
     registry = Registry(SERVICE)
-    registry.add(resource("Appointment", owner=SERVICE, operations=(release_hold_operation(),)))
+    registry.add(
+        resource(
+            "Appointment",
+            owner=SERVICE,
+            rules=APPOINTMENT_RULES,
+            operations=(release_hold_operation(),),
+        )
+    )
     registry.add(
         resource(
             "MedicationAdministration",
             owner=SERVICE,
-            rules=(check_dose, check_session),
+            rules=(check_dose, check_session, replan_after_dose),
             enrichers=(stamp_window, stamp_dose_per_kg),
             operations=(plasticity_window_operation(),),
         )
@@ -70,6 +78,9 @@ def registry() -> Registry:
     registry.react("fhir.Observation.updated", react_to_vital_sign)
     # Holds and rescues; intake's DetectedIssues share the topic name fhir.DetectedIssue.
     registry.add(resource("DetectedIssue", owner=SERVICE))
+    # Sessions follow the enrolment (replanning/).
+    for event_type, reaction in REACTIONS:
+        registry.react(event_type, reaction)
     registry.add(audit_events(SERVICE))
     return registry
 

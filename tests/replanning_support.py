@@ -1,0 +1,105 @@
+"""Builders for re-planning tests: programme sessions, replicated episodes and consents."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+from sqlalchemy import select
+
+from services.scheduling.replanning.sessions import opened_by_extension
+from services.scheduling.session_types import session_type_system
+from shared.db.models import OutboxRow
+from shared.events.envelope import ResourceEvent, build_event
+from shared.fhir.dates import utcnow
+from shared.fhir.store import Stored
+from tests.dosing_support import BASE
+from tests.outbox_rows import RESOURCE_EVENTS
+
+FUTURE, PAST = "2999-03-02T09:00:00Z", "2001-03-02T09:00:00Z"
+CONSENT_SCOPE = "http://terminology.hl7.org/CodeSystem/consentscope"
+
+
+def session(
+    patient_id: str,
+    code: str | None,
+    *,
+    start: str = FUTURE,
+    status: str = "booked",
+    dose: str | None = None,
+) -> dict[str, Any]:
+    """An Appointment of a programme session (`code` None: not one), opened by `dose`."""
+    body: dict[str, Any] = {
+        "resourceType": "Appointment",
+        "status": status,
+        "start": start,
+        "end": start.replace("09:00", "10:00"),
+        "participant": [
+            {"actor": {"reference": f"Patient/{patient_id}"}, "status": "accepted"},
+            {"actor": {"reference": "Practitioner/dr-1"}, "status": "accepted"},
+            {"actor": {"reference": "Location/room-1"}, "status": "accepted"},
+        ],
+    }
+    if code is not None:
+        coding = {"system": session_type_system(BASE), "code": code}
+        body["serviceType"] = [{"coding": [coding]}]
+    if dose is not None:
+        body["extension"] = [opened_by_extension(BASE, dose, 24)]
+    return body
+
+
+def episode(patient_id: str, status: str) -> dict[str, Any]:
+    return {
+        "resourceType": "EpisodeOfCare",
+        "status": status,
+        "patient": {"reference": f"Patient/{patient_id}"},
+    }
+
+
+def consent(patient_id: str, status: str = "active", provision: str = "permit") -> dict:
+    return {
+        "resourceType": "Consent",
+        "status": status,
+        "scope": {"coding": [{"system": CONSENT_SCOPE, "code": "treatment"}]},
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+        "patient": {"reference": f"Patient/{patient_id}"},
+        "provision": {"type": provision},
+    }
+
+
+def replica_event(
+    res_type: str, res_id: str, version: int, resource: dict[str, Any] | None
+) -> ResourceEvent:
+    """The owner's event of one version (None: deleted), as the consumer receives it."""
+    content = None
+    if resource is not None:
+        meta = {"versionId": str(version), "lastUpdated": "2026-11-30T10:00:00Z"}
+        content = {**resource, "id": res_id, "meta": meta}
+    stored = Stored(res_type, res_id, version, utcnow(), resource is None, content, "PUT")
+    return build_event(stored, source="urn:intake", max_data_bytes=1 << 20)
+
+
+def events_of(client: httpx.AsyncClient, res_type: str) -> list[dict[str, Any]]:
+    """The resource events of `res_type` in the outbox, oldest first."""
+    database = client._transport.app.state.fhir.database  # type: ignore[attr-defined]
+    with database.read() as db:
+        rows = db.execute(
+            select(OutboxRow)
+            .where(RESOURCE_EVENTS, OutboxRow.topic.endswith(f".{res_type}"))
+            .order_by(OutboxRow.pk)
+        )
+        return [json.loads(row.payload) for row in rows.scalars()]
+
+
+async def created(client: httpx.AsyncClient, body: dict[str, Any], **kwargs: Any) -> dict:
+    response = await client.post(f"/{body['resourceType']}", json=body, **kwargs)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def put(client: httpx.AsyncClient, body: dict[str, Any], **kwargs: Any) -> dict:
+    path = f"/{body['resourceType']}/{body['id']}"
+    response = await client.put(path, json=body, **kwargs)
+    assert response.status_code == 200, response.text
+    return response.json()
