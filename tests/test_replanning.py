@@ -11,6 +11,7 @@ import pytest
 from services.scheduling.replanning.sessions import replanned_url
 from tests.conftest import BACKENDS
 from tests.dosing_support import BASE, clinician, dose
+from tests.holds_support import ready
 from tests.replanning_support import PAST, created, events_of, put, session
 
 REPLANNED = replanned_url(BASE)
@@ -34,6 +35,7 @@ async def _read(client: httpx.AsyncClient, appointment: dict[str, Any]) -> dict[
 async def test_a_dose_no_longer_given_re_proposes_the_emdr_sessions_it_opened(
     scheduling: httpx.AsyncClient, fallen: str
 ):
+    await ready(scheduling, "p1")  # a weight and the booked dosing session
     given = await created(scheduling, dose("p1"), headers=clinician())
     other = await created(scheduling, dose("p1"), headers=clinician())
     opened = f"MedicationAdministration/{given['id']}"
@@ -75,6 +77,7 @@ async def test_a_dose_no_longer_given_re_proposes_the_emdr_sessions_it_opened(
 
 
 async def test_a_deleted_dose_re_proposes_its_emdr_sessions(scheduling: httpx.AsyncClient):
+    await ready(scheduling, "p1")  # a weight and the booked dosing session
     given = await created(scheduling, dose("p1"), headers=clinician())
     opened = f"MedicationAdministration/{given['id']}"
     booked = await created(scheduling, session("p1", "emdr", dose=opened), headers=clinician())
@@ -90,6 +93,7 @@ async def test_a_cancelled_dosing_session_re_proposes_the_emdr_sessions_of_its_d
     dosing = await created(scheduling, session("p1", "dosing"), headers=clinician())
     other_dosing = await created(scheduling, session("p1", "dosing"), headers=clinician())
     linked = {"supportingInformation": [{"reference": f"Appointment/{dosing['id']}"}]}
+    await ready(scheduling, "p1")  # a weight and the booked dosing session
     given = await created(scheduling, {**dose("p1"), **linked}, headers=clinician())
     unlinked = await created(scheduling, dose("p1"), headers=clinician())
     mine = await created(
@@ -117,6 +121,7 @@ async def test_a_cancelled_dosing_session_re_proposes_the_emdr_sessions_of_its_d
 
 
 async def test_a_refused_dose_change_re_proposes_nothing(scheduling: httpx.AsyncClient):
+    await ready(scheduling, "p1")  # a weight and the booked dosing session
     given = await created(scheduling, dose("p1"), headers=clinician())
     opened = f"MedicationAdministration/{given['id']}"
     booked = await created(scheduling, session("p1", "emdr", dose=opened), headers=clinician())

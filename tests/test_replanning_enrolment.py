@@ -10,6 +10,7 @@ import httpx
 from shared.events.envelope import ResourceEvent
 from tests.conftest import BACKENDS
 from tests.dosing_support import clinician
+from tests.holds_support import ready
 from tests.replanning_support import (
     PAST,
     consent,
@@ -127,6 +128,7 @@ async def test_cancelling_a_dosing_session_with_its_emdr_sessions_in_one_go(
 
     dosing = await created(scheduling, session("p1", "dosing"), headers=clinician())
     link = {"supportingInformation": [{"reference": f"Appointment/{dosing['id']}"}]}
+    await ready(scheduling, "p1")  # a weight and the booked dosing session
     given = await created(scheduling, {**dose("p1"), **link}, headers=clinician())
     emdr = await created(
         scheduling,
