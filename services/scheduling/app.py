@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from services.scheduling.booking.rule import check_appointment
 from services.scheduling.dosing.administration import check_dose, stamp_window
 from services.scheduling.dosing.care_plan import check_care_plan, stamp_care_plan
 from services.scheduling.dosing.operation import plasticity_window_operation
@@ -29,7 +30,8 @@ def registry() -> Registry:
     # A malformed protocol file stops the start here, naming the part at fault.
     dosing_protocols()
     registry = Registry(SERVICE)
-    registry.add(resource("Appointment", owner=SERVICE))
+    # Booking rules (issue 10): session types, dosing sessions, no double-booking, slots.
+    registry.add(resource("Appointment", owner=SERVICE, rules=(check_appointment,)))
     registry.add(
         resource(
             "MedicationAdministration",
