@@ -17,7 +17,8 @@ from tests.factories import appointment
 from tests.scheduling_support import SESSION_TYPES, expressions, post
 
 IV = dosing_protocols().get("iv-racemic")
-assert IV is not None and IV.course_doses is not None
+ESKETAMINE = dosing_protocols().get("intranasal-esketamine")
+assert IV is not None and IV.course_doses is not None and ESKETAMINE is not None
 
 
 def dosing(start: str, patient: str = "Patient/p1", **extra: object) -> dict:
@@ -95,7 +96,8 @@ async def test_doses_keep_the_protocols_minimum_interval(scheduling: httpx.Async
 @BACKENDS
 async def test_a_course_has_no_more_dosing_sessions_than_the_protocol(scheduling):
     await start_course(scheduling, "p1")
-    days = [f"2026-03-{2 + 2 * n:02d}" for n in range(IV.course_doses + 1)]
+    # Every third day: the interval and the cadence (at most 3 a week) hold.
+    days = [f"2026-03-{2 + 3 * n:02d}" for n in range(IV.course_doses + 1)]
     for day in days[:-1]:
         created = await post(scheduling, dosing(at(9, day=day)))
         assert created.status_code == 201, created.text
@@ -107,3 +109,28 @@ async def test_a_course_has_no_more_dosing_sessions_than_the_protocol(scheduling
     changed = last | {"status": "cancelled"}
     assert (await scheduling.put(f"/Appointment/{last['id']}", json=changed)).status_code == 200
     assert (await post(scheduling, dosing(at(9, day=days[-1])))).status_code == 201
+
+
+@BACKENDS
+async def test_esketamine_keeps_to_its_weekly_cadence(scheduling: httpx.AsyncClient):
+    await start_course(scheduling, "p1", "intranasal-esketamine")
+    phases = ESKETAMINE.course
+    assert (phases[0].to_week, phases[0].per_week_max, phases[1].per_week_max) == (4, 2, 1)
+
+    def nasal(day: str, **extra: object) -> dict:
+        return session("dosing", at(9, day=day), at(12, day=day), **extra)  # type: ignore[arg-type]
+
+    # Week 1 of the course (from Monday 2 March): Monday and Wednesday, not Friday too.
+    for day in ("2026-03-02", "2026-03-04"):
+        assert (await post(scheduling, nasal(day))).status_code == 201
+    refused = await post(scheduling, nasal("2026-03-06"))
+    assert refused.status_code == 409, refused.text
+    assert "dosing-course-cadence" in rule_of(refused)
+    assert expressions(refused) == ["Appointment.start"]
+    # Week 2 is a week of its own; week 5 (from 30 March) allows one session.
+    assert (await post(scheduling, nasal("2026-03-09"))).status_code == 201
+    assert (await post(scheduling, nasal("2026-03-30"))).status_code == 201
+    refused = await post(scheduling, nasal("2026-04-02"))
+    assert refused.status_code == 409 and "dosing-course-cadence" in rule_of(refused)
+    # A proposal is a plan, not a booking: it holds no time and is not checked yet.
+    assert (await post(scheduling, nasal("2026-04-02", status="proposed"))).status_code == 201

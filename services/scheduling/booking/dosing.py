@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from services.scheduling.booking.cadence import check_cadence
 from services.scheduling.booking.search import PARTICIPANT, appointments, course, episode_statuses
 from services.scheduling.booking.session import CANCELLED, Booking
 from services.scheduling.dosing.protocol import Protocol
@@ -89,6 +90,7 @@ def check_dosing(context: WriteContext, booking: Booking) -> None:
     # The course began with the plan's period (when it says so); sessions before it are of
     # an earlier course.
     counted = [o for o in others if since is None or instant(o["start"]) >= instant(since)]
+    check_cadence(protocol, booking.start, [instant(o["start"]) for o in counted])
     if protocol.course_doses is not None and len(counted) >= protocol.course_doses:
         raise FHIRError(
             409,

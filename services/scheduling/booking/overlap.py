@@ -32,7 +32,10 @@ def _in_session(context: WriteContext, mine: Booking, other: Booking, shared: st
     assert dosing.start and dosing.end and emdr.start and emdr.end
     if not (dosing.start <= emdr.start and emdr.end <= dosing.end):
         return False
-    protocol, _ = course(context, mine.patient)
+    try:
+        protocol, _ = course(context, mine.patient)
+    except FHIRError:
+        return False  # no course (any more): no exception, the overlap is refused
     return protocol.window.start == 0
 
 
