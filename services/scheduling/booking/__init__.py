@@ -1,2 +1,0 @@
-"""Booking rules on Appointment (issue 10): session types, dosing sessions, no double-booking
-and slots."""
