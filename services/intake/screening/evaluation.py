@@ -3,14 +3,13 @@ Questionnaire, the rule table and the consent state, so a Consent rule can call 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from services.intake.screening.answer_options import check_answer_options
+from services.intake.screening.answer_options import answered_items, check_answer_options
 from services.intake.screening.answer_types import check_answer_types
-from services.intake.screening.protocol import Rule, RuleTable
+from services.intake.screening.protocol import Rule, RuleTable, all_items
 from shared.fhir.errors import invalid
 
 # Plausible ranges: outside them the value is a typing error, not a finding.
@@ -32,18 +31,10 @@ class Evaluation:
     episode_status: str
 
 
-def _items(items: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    for item in items:
-        yield item
-        yield from _items(item.get("item", []))
-        for answer in item.get("answer", []):
-            yield from _items(answer.get("item", []))
-
-
 def answers(response: dict[str, Any]) -> dict[str, Any]:
     """linkId -> the first answer's value (booleans, quantity values as Decimal, text)."""
     found: dict[str, Any] = {}
-    for item in _items(response.get("item", [])):
+    for item, _ in answered_items(response.get("item", []), "QuestionnaireResponse"):
         for answer in item.get("answer", [])[:1]:
             for key, value in answer.items():
                 if key.startswith("value"):
@@ -61,7 +52,9 @@ def validate(response: dict[str, Any], questionnaire: dict[str, Any]) -> None:
     check_answer_types(response, questionnaire)
     given = answers(response)
     if response.get("status") in EVALUATED:
-        required = [i["linkId"] for i in _items(questionnaire.get("item", [])) if i.get("required")]
+        required = [
+            i["linkId"] for i in all_items(questionnaire.get("item", [])) if i.get("required")
+        ]
         missing = [link for link in required if given.get(link) is None]
         if missing:
             raise invalid(
