@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import httpx
-from sqlalchemy import select
 
 from services.scheduling.replanning.sessions import opened_by_extension
 from services.scheduling.session_types import session_type_system
-from shared.db.models import OutboxRow
 from shared.events.envelope import ResourceEvent, build_event
 from shared.fhir.dates import utcnow
 from shared.fhir.store import Stored
 from tests.dosing_support import BASE
-from tests.outbox_rows import RESOURCE_EVENTS
 
 FUTURE, PAST = "2999-03-02T09:00:00Z", "2001-03-02T09:00:00Z"
 CONSENT_SCOPE = "http://terminology.hl7.org/CodeSystem/consentscope"
@@ -78,18 +74,6 @@ def replica_event(
         content = {**resource, "id": res_id, "meta": meta}
     stored = Stored(res_type, res_id, version, utcnow(), resource is None, content, "PUT")
     return build_event(stored, source="urn:intake", max_data_bytes=1 << 20)
-
-
-def events_of(client: httpx.AsyncClient, res_type: str) -> list[dict[str, Any]]:
-    """The resource events of `res_type` in the outbox, oldest first."""
-    database = client._transport.app.state.fhir.database  # type: ignore[attr-defined]
-    with database.read() as db:
-        rows = db.execute(
-            select(OutboxRow)
-            .where(RESOURCE_EVENTS, OutboxRow.topic.endswith(f".{res_type}"))
-            .order_by(OutboxRow.pk)
-        )
-        return [json.loads(row.payload) for row in rows.scalars()]
 
 
 async def created(client: httpx.AsyncClient, body: dict[str, Any], **kwargs: Any) -> dict:

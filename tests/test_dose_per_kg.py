@@ -3,17 +3,15 @@ administration and its event, checked against the protocol's range (issue 10).""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import httpx
-from sqlalchemy import select
 
-from shared.db.models import OutboxRow
 from tests.conftest import BACKENDS
 from tests.dosing_support import BASE, INJECTION, OVERRIDE, dose
 from tests.fhir_asserts import assert_outcome
 from tests.holds_support import dosing_session, put_session, replicate, weight
+from tests.outbox_rows import events_of
 
 PER_KG = f"{BASE}/StructureDefinition/dose-per-kg"
 IV = {"medication": INJECTION, "route": "iv"}
@@ -47,12 +45,7 @@ async def test_the_newest_measured_weight_gives_the_mg_per_kg_and_the_event_carr
     created = await scheduling.post("/MedicationAdministration", json=dose("w1", mg=35, **IV))
     assert created.status_code == 201, created.text
     assert _per_kg(created.json()) == 0.5  # 154.32 lb is 70 kg
-    database = scheduling._transport.app.state.fhir.database  # type: ignore[attr-defined]
-    with database.read() as session:
-        rows = session.execute(
-            select(OutboxRow).where(OutboxRow.topic.endswith(".MedicationAdministration"))
-        )
-        (event,) = [json.loads(row.payload) for row in rows.scalars()]
+    (event,) = events_of(scheduling, "MedicationAdministration")
     assert _per_kg(event["data"]) == 0.5
 
 

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
 
-from shared.db.models import OutboxRow
 from tests.auth_support import bearer
 from tests.conftest import BACKENDS
 from tests.dosing_support import (
@@ -26,7 +23,7 @@ from tests.dosing_support import (
 )
 from tests.fhir_asserts import assert_outcome
 from tests.holds_support import ready
-from tests.outbox_rows import RESOURCE_EVENTS
+from tests.outbox_rows import events_of
 
 NASAL = {"medication": SPRAVATO, "route": "nasal", "mg": 56}
 
@@ -35,17 +32,6 @@ NASAL = {"medication": SPRAVATO, "route": "nasal", "mg": 56}
 async def _sessions(scheduling: httpx.AsyncClient) -> None:
     """Each patient of these tests weighs 70 kg and has a booked dosing session."""
     await ready(scheduling, *(f"p{n}" for n in range(1, 11)))
-
-
-def _events(client: httpx.AsyncClient, res_type: str) -> list[dict[str, Any]]:
-    database = client._transport.app.state.fhir.database  # type: ignore[attr-defined]
-    with database.read() as session:
-        rows = session.execute(
-            select(OutboxRow)
-            .where(RESOURCE_EVENTS, OutboxRow.topic.endswith(f".{res_type}"))
-            .order_by(OutboxRow.pk)
-        )
-        return [json.loads(row.payload) for row in rows.scalars()]
 
 
 async def _create(client: httpx.AsyncClient, body: dict[str, Any], **kwargs: Any) -> dict:
@@ -69,7 +55,7 @@ async def test_a_completed_dose_stores_its_window_and_its_event_carries_it(
     assert window_of(given) == expected  # no CarePlan: by code and route, untailored
     read = (await scheduling.get(f"/MedicationAdministration/{given['id']}")).json()
     assert window_of(read) == expected
-    (event,) = _events(scheduling, "MedicationAdministration")
+    (event,) = events_of(scheduling, "MedicationAdministration")
     assert event["type"] == "fhir.MedicationAdministration.created"
     assert window_of(event["data"]) == expected
 

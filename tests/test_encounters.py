@@ -9,7 +9,8 @@ from tests.auth_support import bearer
 from tests.conftest import BACKENDS
 from tests.dosing_support import clinician
 from tests.fhir_asserts import assert_outcome
-from tests.replanning_support import PAST, created, events_of, put, session
+from tests.outbox_rows import events_of
+from tests.replanning_support import PAST, created, put, session
 
 
 async def _encounters(client: httpx.AsyncClient, appointment_id: str) -> list[dict]:

@@ -12,7 +12,8 @@ from services.scheduling.replanning.sessions import replanned_url
 from tests.conftest import BACKENDS
 from tests.dosing_support import BASE, clinician, dose
 from tests.holds_support import ready
-from tests.replanning_support import PAST, created, events_of, put, session
+from tests.outbox_rows import events_of
+from tests.replanning_support import PAST, created, put, session
 
 REPLANNED = replanned_url(BASE)
 

@@ -11,12 +11,12 @@ from shared.events.envelope import ResourceEvent
 from tests.conftest import BACKENDS
 from tests.dosing_support import clinician
 from tests.holds_support import ready
+from tests.outbox_rows import events_of
 from tests.replanning_support import (
     PAST,
     consent,
     created,
     episode,
-    events_of,
     replica_event,
     session,
 )
