@@ -26,8 +26,9 @@ token: $(STAMP)
 	@$(PY) -m tooling.token --scope '$(SCOPE)' --practice '$(PRACTICE)' \
 		$(if $(filter command line,$(origin USER)),--user '$(USER)')
 
+# Two workers halve the suite's time on two cores; each starts its own PostgreSQL and broker.
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --maxprocesses 4
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
