@@ -459,7 +459,9 @@ async def test_scheduling_transaction_is_atomic_across_types(scheduling: httpx.A
     assert await _total(scheduling, "/MedicationAdministration", patient="Patient/pt-9") == 1
 
     bad_dose = {**medication_administration("pt-10"), "status": "given"}
-    failed = await _send(scheduling, _bundle([_post(appointment("pt-10")), _post(bad_dose)]))
+    failed = await _send(
+        scheduling, _bundle([_post(appointment("pt-10", "2026-03-04T09:00:00Z")), _post(bad_dose)])
+    )
     assert _failure(failed, 422, "code-invalid")["expression"] == [
         "Bundle.entry[1].resource.status"
     ]
@@ -512,7 +514,8 @@ async def test_batch_entries_succeed_or_fail_independently(scheduling: httpx.Asy
     ).json()
     bundle = _bundle(
         [
-            _post(appointment("pt-1")),
+            # Another day than pt-2's: Practitioner/dr1 is not booked twice at once.
+            _post(appointment("pt-1", "2026-03-03T09:00:00Z")),
             _post(medication_administration("pt-1")),
             _post({**medication_administration("pt-1"), "status": "bogus"}),
             _request("GET", "Appointment/no-such-visit"),

@@ -371,7 +371,7 @@ async def test_include_reaches_replicated_resources(scheduling: httpx.AsyncClien
             writer.put_version(session, "Patient", pid, 1, {**patient(), "id": pid})
         writer.put_version(session, "Patient", "p2", 2, None)  # deleted at intake
     first = await create(scheduling, appointment("p1"))
-    second = await create(scheduling, appointment("p2"))
+    second = await create(scheduling, appointment("p2", "2026-03-03T09:00:00Z"))
     bundle = await search(scheduling, "/Appointment", {"_include": "Appointment:patient"})
     assert sorted(match_ids(bundle)) == sorted([first, second])
     assert include_ids(bundle) == ["p1"]

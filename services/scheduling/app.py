@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from services.scheduling.booking.rule import check_appointment
 from services.scheduling.dosing.administration import check_dose, stamp_window
 from services.scheduling.dosing.care_plan import check_care_plan, stamp_care_plan
 from services.scheduling.dosing.operation import plasticity_window_operation
@@ -34,11 +35,13 @@ def registry() -> Registry:
     # A malformed protocol file stops the start here, naming the part at fault.
     dosing_protocols()
     registry = Registry(SERVICE)
+    # Booking rules (session types, dosing sessions, no double-booking, slots), then the
+    # follow-up writes of re-planning and Encounters.
     registry.add(
         resource(
             "Appointment",
             owner=SERVICE,
-            rules=APPOINTMENT_RULES,
+            rules=(check_appointment, *APPOINTMENT_RULES),
             operations=(release_hold_operation(),),
         )
     )

@@ -1,0 +1,102 @@
+"""Dosing-session rules: an active enrolment, a long enough session, the protocol's
+minimum interval between doses and its course length."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from services.scheduling.booking.cadence import check_cadence
+from services.scheduling.booking.search import PARTICIPANT, appointments, course, episode_statuses
+from services.scheduling.booking.session import CANCELLED, Booking
+from services.scheduling.dosing.protocol import Protocol
+from services.scheduling.schedule_slots import instant
+from services.scheduling.session_types import session_type_system
+from shared.fhir.dates import format_instant
+from shared.fhir.errors import FHIRError, invalid
+
+if TYPE_CHECKING:
+    from shared.fhir.rules import WriteContext
+
+ENROLMENT_RULE = "dosing-needs-active-enrolment"
+INTERVAL_RULE = "dosing-minimum-interval"
+COURSE_RULE = "dosing-course-length"
+
+
+def session_minutes(protocol: Protocol) -> float:
+    """Administration plus the post-dose observation, from the protocol file."""
+    return (protocol.administration_minutes or 0) + protocol.monitoring.observation_hours * 60
+
+
+def _check_enrolment(context: WriteContext, patient: str) -> None:
+    statuses = episode_statuses(context, patient)
+    if "active" not in statuses:
+        shown = ", ".join(statuses) or "no EpisodeOfCare"
+        raise FHIRError(
+            409,
+            f"Rule {ENROLMENT_RULE}: dosing is booked only for a patient in active care; "
+            f"{patient} has {shown}",
+            code="business-rule",
+            expression=[PARTICIPANT],
+        )
+
+
+def _others(context: WriteContext, patient: str, booking: Booking) -> list[dict[str, Any]]:
+    """The patient's other dosing sessions that did not or will not fail to take place."""
+    system = session_type_system(context.interactions.settings.canonical_base)
+    pairs = [
+        ("patient", patient),
+        ("service-type", f"{system}|dosing"),
+        ("status:not", ",".join(CANCELLED)),
+    ]
+    found = appointments(context, pairs)
+    if not found:  # the type may be in appointmentType instead
+        pairs[1] = ("appointment-type", f"{system}|dosing")
+        found = appointments(context, pairs)
+    return [a for a in found if a.get("id") != booking.id and a.get("start")]
+
+
+def check_dosing(context: WriteContext, booking: Booking) -> None:
+    """409 without an active episode, 422 without a CarePlan or when too short, 409 when too
+    close to another dose or beyond the course."""
+    patient = booking.patient
+    if patient is None:
+        raise invalid("A dosing session needs its Patient participant", [PARTICIPANT])
+    _check_enrolment(context, patient)
+    protocol, plan = course(context, patient)
+    assert booking.start is not None and booking.end is not None
+    minutes = session_minutes(protocol)
+    if booking.end - booking.start < timedelta(minutes=minutes):
+        raise invalid(
+            f"A dosing session of protocol {protocol.id} lasts at least {minutes:g} minutes "
+            "(administration and post-dose observation)",
+            ["Appointment.end"],
+        )
+    others = _others(context, patient, booking)
+    interval = timedelta(hours=protocol.minimum_interval_hours)
+    for other in others:
+        other_start = instant(other["start"])
+        gap = abs(other_start - booking.start)
+        if gap < interval:
+            raise FHIRError(
+                409,
+                f"Rule {INTERVAL_RULE}: protocol {protocol.id} needs "
+                f"{protocol.minimum_interval_hours:g} h between doses; Appointment/{other['id']} "
+                f"starts {format_instant(other_start)}",
+                code="business-rule",
+                expression=["Appointment.start"],
+            )
+    since = (plan.get("period") or {}).get("start")
+    # The course began with the plan's period (when it says so); sessions before it are of
+    # an earlier course.
+    counted = [o for o in others if since is None or instant(o["start"]) >= instant(since)]
+    check_cadence(protocol, booking.start, [instant(o["start"]) for o in counted])
+    if protocol.course_doses is not None and len(counted) >= protocol.course_doses:
+        raise FHIRError(
+            409,
+            f"Rule {COURSE_RULE}: protocol {protocol.id} is a course of "
+            f"{protocol.course_doses} doses and CarePlan/{plan['id']} has {len(counted)} "
+            "dosing sessions already",
+            code="business-rule",
+            expression=["Appointment.serviceType"],
+        )

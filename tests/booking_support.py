@@ -1,0 +1,83 @@
+"""Builders for the booking tests: programme sessions, enrolment replicas and courses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from shared.events.replica import ReplicaWriter
+from tests.dosing_support import care_plan, clinician
+from tests.factories import FHIR_JSON
+from tests.scheduling_support import session_type
+
+DAY = "2026-03-02"
+
+
+def at(hour: int, minute: int = 0, day: str = DAY) -> str:
+    return f"{day}T{hour:02d}:{minute:02d}:00Z"
+
+
+def session(
+    kind: str | None,
+    start: str,
+    end: str,
+    *,
+    patient: str | None = "Patient/p1",
+    practitioner: str | None = "Practitioner/dr-1",
+    room: str | None = None,
+    status: str = "booked",
+    slot: str | None = None,
+) -> dict[str, Any]:
+    """An Appointment of session type `kind` (None: no session type) with its participants."""
+    actors = [a for a in (patient, practitioner, room) if a]
+    body: dict[str, Any] = {
+        "resourceType": "Appointment",
+        "status": status,
+        "start": start,
+        "end": end,
+        "participant": [{"actor": {"reference": a}, "status": "accepted"} for a in actors],
+    }
+    if kind is not None:
+        body["serviceType"] = [session_type(kind)]
+    if slot is not None:
+        body["slot"] = [{"reference": f"Slot/{slot}"}]
+    return body
+
+
+def replicate(client: httpx.AsyncClient, res_type: str, res_id: str, body: dict) -> None:
+    """Put an intake replica in directly, as the event consumer would."""
+    context = client._transport.app.state.fhir  # type: ignore[attr-defined]
+    with context.database.write() as db_session:
+        assert ReplicaWriter(context.store).put_version(
+            db_session, res_type, res_id, 1, {**body, "id": res_id}
+        )
+
+
+def enrol(client: httpx.AsyncClient, patient_id: str, status: str = "active") -> None:
+    episode = {
+        "resourceType": "EpisodeOfCare",
+        "status": status,
+        "patient": {"reference": f"Patient/{patient_id}"},
+    }
+    replicate(client, "EpisodeOfCare", f"ep-{patient_id}", episode)
+
+
+async def start_course(
+    client: httpx.AsyncClient, patient_id: str, protocol: str = "iv-racemic", *, enrolled=False
+) -> str:
+    """Enrol the patient (unless `enrolled`) and agree their dosing course (a CarePlan)."""
+    if not enrolled:
+        enrol(client, patient_id)
+    created = await client.post(
+        "/CarePlan", json=care_plan(patient_id, protocol), headers=FHIR_JSON | clinician()
+    )
+    assert created.status_code == 201, created.text
+    return created.json()["id"]
+
+
+def rule_of(response: httpx.Response) -> str:
+    """The diagnostics of the OperationOutcome's first issue (it names the rule)."""
+    outcome = response.json()
+    assert outcome["resourceType"] == "OperationOutcome", outcome
+    return outcome["issue"][0]["diagnostics"]
