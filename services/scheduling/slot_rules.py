@@ -69,6 +69,15 @@ def check_slot(context: WriteContext) -> None:
         raise invalid(f"Slot.schedule: Schedule/{schedule_id} is not known", ["Slot.schedule"])
     if slot.get("status") == "entered-in-error":
         return
+    previous = context.previous.resource if context.previous is not None else None
+    if (
+        previous is not None
+        and previous.get("status") != "entered-in-error"
+        and all(previous.get(k) == slot.get(k) for k in ("start", "end", "schedule"))
+    ):
+        # Booking turns a slot busy or free: its times did not move, so it overlaps nothing
+        # it did not before (the search below costs more the longer the schedule).
+        return
     # Two concurrent writers would each miss the other's uncommitted slot: one at a time.
     context.interactions.store.database.lock(context.session, schedule_lock_key(schedule_id))
     before = latest_before(
