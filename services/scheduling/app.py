@@ -10,6 +10,9 @@ from services.scheduling.dosing.care_plan import check_care_plan, stamp_care_pla
 from services.scheduling.dosing.operation import plasticity_window_operation
 from services.scheduling.dosing.per_kg import stamp_dose_per_kg
 from services.scheduling.dosing.protocol import dosing_protocols
+from services.scheduling.finding.emdr_window import check_emdr_window
+from services.scheduling.finding.operations import finding_operations
+from services.scheduling.finding.stamp import stamp_opened_by
 from services.scheduling.generate_slots import generate_slots_operation
 from services.scheduling.holds.hold import react_to_vital_sign
 from services.scheduling.holds.release import release_hold_operation
@@ -35,14 +38,17 @@ def registry() -> Registry:
     # A malformed protocol file stops the start here, naming the part at fault.
     dosing_protocols()
     registry = Registry(SERVICE)
-    # Booking rules (session types, dosing sessions, no double-booking, slots), then the
-    # follow-up writes of re-planning and Encounters.
+    # Booking rules (session types, dosing sessions, no double-booking, slots), the EMDR
+    # window rule, then the follow-up writes of re-planning and Encounters; $find, $hold and
+    # $book (finding/).
     registry.add(
         resource(
             "Appointment",
             owner=SERVICE,
-            rules=(check_appointment, *APPOINTMENT_RULES),
-            operations=(release_hold_operation(),),
+            # The EMDR window rule after the booking rule; its enricher records the dose.
+            rules=(check_appointment, check_emdr_window, *APPOINTMENT_RULES),
+            enrichers=(stamp_opened_by,),
+            operations=(release_hold_operation(), *finding_operations()),
         )
     )
     registry.add(

@@ -21,6 +21,9 @@ class SchedulingSettings(_SchedulingBase):  # type: ignore[misc,valid-type]
     # slots (a year of half-hour slots in working hours is about 4,200).
     generate_max_days: int = Field(default=400, ge=1)
     generate_max_slots: int = Field(default=10_000, ge=1)
+    # How long `$hold` keeps a pending Appointment's time (SCHEDULING_HOLD_MINUTES); 0 makes
+    # holds lapse at once (tests).
+    hold_minutes: int = Field(default=10, ge=0)
 
     @field_validator("clinic_time_zone")
     @classmethod

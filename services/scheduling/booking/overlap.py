@@ -18,7 +18,7 @@ OVERLAP_RULE = "no-double-booking"
 IN_SESSION_PAIR = {"dosing", "emdr"}
 
 
-def _in_session(context: WriteContext, mine: Booking, other: Booking, shared: str) -> bool:
+def in_session(context: WriteContext, mine: Booking, other: Booking, shared: str) -> bool:
     """Whether `other` and this booking are a dosing session and the EMDR session inside it,
     for one patient whose protocol opens its window at once (0 h); only the patient and the
     room may be shared."""
@@ -54,7 +54,7 @@ def check_overlap(context: WriteContext, mine: Booking) -> None:
             if found.get("id") == mine.id or not found.get("end"):
                 continue
             other = booking(found, None, base, strict=False)
-            if not other.overlaps(mine) or _in_session(context, mine, other, reference):
+            if not other.overlaps(mine) or in_session(context, mine, other, reference):
                 continue
             raise FHIRError(
                 409,
