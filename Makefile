@@ -40,6 +40,7 @@ bench: install
 	$(PY) -m bench.sort_attack
 	$(PY) -m bench.parse
 	$(PY) -m bench.auth
+	$(PY) -m bench.scheduling
 
 migrate: $(STAMP)
 	for s in intake scheduling outcomes; do $(PY) -m services.$$s migrate; done
