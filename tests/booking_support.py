@@ -6,9 +6,9 @@ from typing import Any
 
 import httpx
 
-from shared.events.replica import ReplicaWriter
 from tests.dosing_support import care_plan, clinician
 from tests.factories import FHIR_JSON
+from tests.replicas import replicate
 from tests.scheduling_support import session_type
 
 DAY = "2026-03-02"
@@ -43,15 +43,6 @@ def session(
     if slot is not None:
         body["slot"] = [{"reference": f"Slot/{slot}"}]
     return body
-
-
-def replicate(client: httpx.AsyncClient, res_type: str, res_id: str, body: dict) -> None:
-    """Put an intake replica in directly, as the event consumer would."""
-    context = client._transport.app.state.fhir  # type: ignore[attr-defined]
-    with context.database.write() as db_session:
-        assert ReplicaWriter(context.store).put_version(
-            db_session, res_type, res_id, 1, {**body, "id": res_id}
-        )
 
 
 def enrol(client: httpx.AsyncClient, patient_id: str, status: str = "active") -> None:

@@ -8,11 +8,12 @@ from typing import Any
 import httpx
 
 from shared.events.envelope import build_event
-from shared.events.replica import ReplicaWriter
 from shared.fhir.dates import utcnow
 from shared.fhir.store import Stored
+from tests.booking_support import enrol, start_course
 from tests.dosing_support import BASE, DR_ONE
 from tests.factories import FHIR_JSON
+from tests.replicas import replicate
 
 SESSION_TYPES = f"{BASE}/CodeSystem/session-type"
 LOINC = "http://loinc.org"
@@ -49,14 +50,6 @@ async def put_session(client: httpx.AsyncClient, session_id: str, body: dict[str
     assert stored.status_code in (200, 201), stored.text
 
 
-def replicate(client: httpx.AsyncClient, res_type: str, res_id: str, body: dict, version=1):
-    """Store another service's version in this replica, as its events would."""
-    context = client._transport.app.state.fhir  # type: ignore[attr-defined]
-    with context.database.write() as session:
-        content = {**body, "id": res_id}
-        assert ReplicaWriter(context.store).put_version(session, res_type, res_id, version, content)
-
-
 def weight(patient_id: str, value: float, unit: str = "kg", **extra: Any) -> dict[str, Any]:
     """A body-weight Observation (LOINC 29463-7)."""
     return {
@@ -87,11 +80,26 @@ def blood_pressure(patient_id: str, systolic: float, diastolic: float, at: str) 
     }
 
 
-async def ready(client: httpx.AsyncClient, *patients: str, kg: float = 70) -> None:
-    """Each patient weighs `kg` and has the booked dosing session `dosing-<patient>`."""
+async def ready(
+    client: httpx.AsyncClient,
+    *patients: str,
+    kg: float = 70,
+    course: bool = True,
+    psychiatrist: str = DR_ONE,
+) -> None:
+    """Each patient weighs `kg`, is enrolled, has an agreed IV course (unless `course` is
+    False: the test agreed one) and the booked dosing session `dosing-<patient>` with
+    `psychiatrist`, or with one of their own when there are several patients (same hour)."""
     for patient_id in patients:
         replicate(client, "Observation", f"weight-{patient_id}", weight(patient_id, kg))
-        await put_session(client, f"dosing-{patient_id}", dosing_session(patient_id))
+        if course:
+            await start_course(client, patient_id)
+        else:
+            enrol(client, patient_id)
+        who = psychiatrist if len(patients) == 1 else f"Practitioner/dr-{patient_id}"
+        await put_session(
+            client, f"dosing-{patient_id}", dosing_session(patient_id, practitioner=who)
+        )
 
 
 def observe(client: httpx.AsyncClient, res_id: str, body: dict[str, Any], version: int = 1):

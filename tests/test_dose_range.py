@@ -23,7 +23,7 @@ NASAL = {"medication": SPRAVATO, "route": "nasal"}
 async def _sessions(scheduling: httpx.AsyncClient) -> None:
     """p1 weighs 70 kg, heavy 100 kg; each has a booked dosing session."""
     await ready(scheduling, "p1")
-    await ready(scheduling, "heavy", kg=100)
+    await ready(scheduling, "heavy", kg=100, psychiatrist="Practitioner/dr-2")
 
 
 @pytest.mark.parametrize(

@@ -22,16 +22,19 @@ from tests.dosing_support import (
     window_of,
 )
 from tests.fhir_asserts import assert_outcome
-from tests.holds_support import ready
+from tests.booking_support import enrol
+from tests.holds_support import dosing_session, ready, weight
 from tests.outbox_rows import events_of
+from tests.replicas import replicate
 
 NASAL = {"medication": SPRAVATO, "route": "nasal", "mg": 56}
 
 
 @pytest.fixture(autouse=True)
 async def _sessions(scheduling: httpx.AsyncClient) -> None:
-    """Each patient of these tests weighs 70 kg and has a booked dosing session."""
-    await ready(scheduling, *(f"p{n}" for n in range(1, 11)))
+    """Each patient of these tests weighs 70 kg and has a booked dosing session; those
+    whose test agrees its own course (p2, p4, p10) are booked by the test."""
+    await ready(scheduling, *(f"p{n}" for n in range(1, 11) if n not in (2, 4, 10)))
 
 
 async def _create(client: httpx.AsyncClient, body: dict[str, Any], **kwargs: Any) -> dict:
@@ -52,7 +55,8 @@ async def test_a_completed_dose_stores_its_window_and_its_event_carries_it(
         "windowEnd": "2026-03-09T10:40:00Z",
         "protocol": f"intranasal-esketamine|{VERSION}",
     }
-    assert window_of(given) == expected  # no CarePlan: by code and route, untailored
+    # p1's course is IV: a nasal dose follows its protocol by code and route, untailored.
+    assert window_of(given) == expected
     read = (await scheduling.get(f"/MedicationAdministration/{given['id']}")).json()
     assert window_of(read) == expected
     (event,) = events_of(scheduling, "MedicationAdministration")
@@ -80,6 +84,7 @@ async def test_the_care_plan_tailoring_in_force_is_used_and_named(
     plan = await _create(
         scheduling, care_plan("p2", extension=[tailoring(optimalStart=12)]), headers=clinician()
     )
+    await ready(scheduling, "p2", course=False)
     first = await _create(scheduling, dose("p2"))
     window = window_of(first)
     assert window["optimalStart"] == "2026-03-02T22:40:00Z"  # 12 h, not the protocol's 24 h
@@ -101,10 +106,11 @@ async def test_the_in_session_protocol_applies_through_the_care_plan(
     scheduling: httpx.AsyncClient,
 ):
     sublingual = {"medication": SUBLINGUAL, "route": "sublingual"}
-    # Without a CarePlan a sublingual dose follows sublingual-racemic (100 to 400 mg).
+    # Under an IV course a sublingual dose follows sublingual-racemic (100 to 400 mg).
     alone = await _create(scheduling, dose("p3", mg=100, **sublingual))
     assert window_of(alone)["protocol"] == f"sublingual-racemic|{VERSION}"
     await _create(scheduling, care_plan("p4", "sublingual-emdr-in-session"))
+    await ready(scheduling, "p4", course=False)
     in_session = await _create(scheduling, dose("p4", mg=50, **sublingual))
     window = window_of(in_session)
     assert window["protocol"] == f"sublingual-emdr-in-session|{VERSION}"
@@ -180,8 +186,7 @@ async def test_a_protocol_dose_needs_its_route_and_end(
 
 
 async def test_two_active_courses_for_one_dose_are_refused(scheduling: httpx.AsyncClient):
-    for _ in range(2):
-        await _create(scheduling, care_plan("p9"))
+    await _create(scheduling, care_plan("p9"))  # beside the course p9 has
     refused = await scheduling.post("/MedicationAdministration", json=dose("p9"))
     outcome = assert_outcome(refused, 422, "invalid")
     assert outcome["expression"] == ["MedicationAdministration.subject"]
@@ -197,16 +202,22 @@ async def test_the_window_needs_read_access_to_the_dose(scheduling: httpx.AsyncC
 
 
 async def test_a_course_and_its_first_dose_in_one_transaction(scheduling: httpx.AsyncClient):
+    enrol(scheduling, "p10")
+    replicate(scheduling, "Observation", "weight-p10", weight("p10", 70))
     plan = care_plan("p10", extension=[tailoring(optimalStart=12)])
+    session = "urn:uuid:8f0c3a52-6d1e-4c1b-9a57-0d4f2f1c9b10"
+    given = {**dose("p10"), "supportingInformation": [{"reference": session}]}
     bundle = {
         "resourceType": "Bundle",
         "type": "transaction",
         "entry": [
             {"resource": plan, "request": {"method": "POST", "url": "CarePlan"}},
             {
-                "resource": dose("p10"),
-                "request": {"method": "POST", "url": "MedicationAdministration"},
+                "fullUrl": session,
+                "resource": dosing_session("p10"),
+                "request": {"method": "POST", "url": "Appointment"},
             },
+            {"resource": given, "request": {"method": "POST", "url": "MedicationAdministration"}},
         ],
     }
     answer = await scheduling.post("", json=bundle, headers=clinician())

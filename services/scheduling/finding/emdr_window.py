@@ -105,7 +105,7 @@ def check_emdr_window(context: WriteContext) -> None:
     )
     raise FHIRError(
         409,
-        f"Rule {EMDR_RULE}: an EMDR session lies inside its dose's plasticity window; {shown}. "
+        f"Rule {EMDR_RULE}: an EMDR session must lie inside its dose's plasticity window; {shown}. "
         f"To book it anyway, state the reason in the extension {window_override_url(base)}",
         code="business-rule",
         expression=["Appointment.start"],
