@@ -83,15 +83,16 @@ def blood_pressure(patient_id: str, systolic: float, diastolic: float, at: str) 
 async def ready(
     client: httpx.AsyncClient,
     *patients: str,
-    kg: float = 70,
+    kg: float | None = 70,
     course: bool = True,
     psychiatrist: str = DR_ONE,
 ) -> None:
-    """Each patient weighs `kg`, is enrolled, has an agreed IV course (unless `course` is
-    False: the test agreed one) and the booked dosing session `dosing-<patient>` with
-    `psychiatrist`, or with one of their own when there are several patients (same hour)."""
+    """Each patient weighs `kg` (None: no weight known), is enrolled, has an agreed IV
+    course (unless `course` is False: the test agreed one) and the booked dosing session
+    `dosing-<patient>` with `psychiatrist`, or their own when there are several patients."""
     for patient_id in patients:
-        replicate(client, "Observation", f"weight-{patient_id}", weight(patient_id, kg))
+        if kg is not None:
+            replicate(client, "Observation", f"weight-{patient_id}", weight(patient_id, kg))
         if course:
             await start_course(client, patient_id)
         else:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
 
+from services.scheduling.finding import window_override_url
 from services.scheduling.replanning.sessions import opened_by_extension
 from services.scheduling.session_types import session_type_system
 from shared.events.envelope import ResourceEvent, build_event
@@ -14,6 +16,8 @@ from shared.fhir.store import Stored
 from tests.dosing_support import BASE
 
 FUTURE, PAST = "2999-03-02T09:00:00Z", "2001-03-02T09:00:00Z"
+# Later future days, for a patient's other sessions.
+LATER = ("2999-03-03T09:00:00Z", "2999-03-04T09:00:00Z", "2999-03-05T09:00:00Z")
 CONSENT_SCOPE = "http://terminology.hl7.org/CodeSystem/consentscope"
 
 
@@ -24,25 +28,43 @@ def session(
     start: str = FUTURE,
     status: str = "booked",
     dose: str | None = None,
+    practitioner: str = "Practitioner/dr-1",
+    room: str = "Location/room-1",
+    override: str | None = None,
 ) -> dict[str, Any]:
-    """An Appointment of a programme session (`code` None: not one), opened by `dose`."""
+    """An Appointment of a programme session (`code` None: not one), opened by `dose`; a
+    dosing session lasts 3 h (dose and observation), others 1 h. `override`: why an EMDR
+    session may lie outside its dose's window."""
+    begins = datetime.fromisoformat(start.replace("Z", "+00:00"))
+    ends = begins + timedelta(hours=3 if code == "dosing" else 1)
     body: dict[str, Any] = {
         "resourceType": "Appointment",
         "status": status,
         "start": start,
-        "end": start.replace("09:00", "10:00"),
+        "end": ends.isoformat().replace("+00:00", "Z"),
         "participant": [
             {"actor": {"reference": f"Patient/{patient_id}"}, "status": "accepted"},
-            {"actor": {"reference": "Practitioner/dr-1"}, "status": "accepted"},
-            {"actor": {"reference": "Location/room-1"}, "status": "accepted"},
+            {"actor": {"reference": practitioner}, "status": "accepted"},
+            {"actor": {"reference": room}, "status": "accepted"},
         ],
     }
     if code is not None:
         coding = {"system": session_type_system(BASE), "code": code}
         body["serviceType"] = [{"coding": [coding]}]
+    extensions = []
     if dose is not None:
-        body["extension"] = [opened_by_extension(BASE, dose, 24)]
+        extensions.append(opened_by_extension(BASE, dose, 24))
+    if override is not None:
+        extensions.append({"url": window_override_url(BASE), "valueString": override})
+    if extensions:
+        body["extension"] = extensions
     return body
+
+
+def in_window(day: int) -> str:
+    """9:00 on a day of March 2026, inside the window of the test doses ended on the 2nd
+    (from 12:40 on the 2nd to the 9th)."""
+    return f"2026-03-{day:02d}T09:00:00Z"
 
 
 def episode(patient_id: str, status: str) -> dict[str, Any]:

@@ -76,8 +76,10 @@ async def test_a_high_reading_holds_the_session_until_a_psychiatrist_releases_it
     given = await scheduling.post("/MedicationAdministration", json=dose("h1", **NASAL))
     assert given.status_code == 201, given.text
     topics = [t.rsplit(".", 1)[-1] for t in _event_types(scheduling)]
-    # The session stored, held (issue, then session), released (issue, session), the dose.
+    # The course agreed, the session stored, held (issue, then session), released (issue,
+    # session), the dose.
     assert topics == [
+        "CarePlan",
         "Appointment",
         "DetectedIssue",
         "Appointment",

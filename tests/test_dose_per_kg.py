@@ -10,8 +10,9 @@ import httpx
 from tests.conftest import BACKENDS
 from tests.dosing_support import BASE, INJECTION, OVERRIDE, dose
 from tests.fhir_asserts import assert_outcome
-from tests.holds_support import dosing_session, put_session, replicate, weight
+from tests.holds_support import ready, weight
 from tests.outbox_rows import events_of
+from tests.replicas import replicate
 
 PER_KG = f"{BASE}/StructureDefinition/dose-per-kg"
 IV = {"medication": INJECTION, "route": "iv"}
@@ -38,7 +39,7 @@ def screening(patient_id: str, answer: dict[str, Any], status: str = "completed"
 async def test_the_newest_measured_weight_gives_the_mg_per_kg_and_the_event_carries_it(
     scheduling: httpx.AsyncClient,
 ):
-    await put_session(scheduling, "dosing-w1", dosing_session("w1"))
+    await ready(scheduling, "w1", kg=None)
     old = weight("w1", 50, effectiveDateTime="2026-01-01T09:00:00Z")
     replicate(scheduling, "Observation", "old", old)
     replicate(scheduling, "Observation", "lb", weight("w1", 154.32, unit="[lb_av]"))
@@ -52,7 +53,7 @@ async def test_the_newest_measured_weight_gives_the_mg_per_kg_and_the_event_carr
 async def test_without_a_measured_weight_the_screening_answer_is_used(
     scheduling: httpx.AsyncClient,
 ):
-    await put_session(scheduling, "dosing-w2", dosing_session("w2"))
+    await ready(scheduling, "w2", kg=None)
     answer = {
         "valueQuantity": {
             "value": 80,
@@ -74,7 +75,7 @@ async def test_without_a_measured_weight_the_screening_answer_is_used(
 
 
 async def test_a_per_kg_dose_without_any_weight_is_refused(scheduling: httpx.AsyncClient):
-    await put_session(scheduling, "dosing-w3", dosing_session("w3"))
+    await ready(scheduling, "w3", kg=None)
     refused = await scheduling.post("/MedicationAdministration", json=dose("w3", **IV))
     outcome = assert_outcome(refused, 422, "business-rule")
     assert "no body weight of the patient is known" in outcome["diagnostics"]
@@ -82,7 +83,7 @@ async def test_a_per_kg_dose_without_any_weight_is_refused(scheduling: httpx.Asy
 
 
 async def test_the_per_kg_range_is_checked_and_an_override_kept(scheduling: httpx.AsyncClient):
-    await put_session(scheduling, "dosing-w4", dosing_session("w4"))
+    await ready(scheduling, "w4", kg=None)
     replicate(scheduling, "Observation", "w", weight("w4", 70))
     body = dose("w4", mg=70, **IV)  # 1.00 mg/kg, above 0.75
     outcome = assert_outcome(

@@ -18,7 +18,7 @@ SUPPORTING = "MedicationAdministration.supportingInformation"
     [
         (None, 422, "names its dosing session"),
         ("nope", 422, "Appointment/nope is not an Appointment stored here"),
-        ("emdr-s1", 422, "is not a dosing session"),
+        ("prep-s1", 422, "is not a dosing session"),
         ("dosing-s2", 422, "is not a session of Patient/s1"),
         ("cancelled-s1", 409, "is 'cancelled'; a dose needs one of: booked, arrived, fulfilled"),
     ],
@@ -27,7 +27,10 @@ async def test_a_dose_outside_a_dosing_session_of_its_patient_is_refused(
     scheduling: httpx.AsyncClient, session: str | None, status: int, text: str
 ):
     await ready(scheduling, "s1", "s2")
-    await put_session(scheduling, "emdr-s1", dosing_session("s1", code="emdr"))
+    preparation = dosing_session(
+        "s1", code="preparation", start="2026-03-04T09:30:00Z", end="2026-03-04T10:30:00Z"
+    )
+    await put_session(scheduling, "prep-s1", preparation)
     await put_session(scheduling, "cancelled-s1", dosing_session("s1", status="cancelled"))
     body = dose("s1", session=session, **NASAL)
     refused = await scheduling.post("/MedicationAdministration", json=body)
@@ -39,8 +42,10 @@ async def test_a_dose_outside_a_dosing_session_of_its_patient_is_refused(
 
 async def test_arrived_and_fulfilled_sessions_take_doses(scheduling: httpx.AsyncClient):
     await ready(scheduling, "s1")
-    for status in ("arrived", "fulfilled"):
-        await put_session(scheduling, f"{status}-s1", dosing_session("s1", status=status))
+    # Two more sessions of the course, two days apart (the protocol's minimum interval).
+    for status, day in (("arrived", "04"), ("fulfilled", "06")):
+        times = {"start": f"2026-03-{day}T09:30:00Z", "end": f"2026-03-{day}T12:30:00Z"}
+        await put_session(scheduling, f"{status}-s1", dosing_session("s1", status=status, **times))
         body = dose("s1", session=f"{status}-s1", **NASAL)
         created = await scheduling.post("/MedicationAdministration", json=body)
         assert created.status_code == 201, created.text

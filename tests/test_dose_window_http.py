@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from tests.auth_support import bearer
+from tests.booking_support import enrol
 from tests.conftest import BACKENDS
 from tests.dosing_support import (
     BASE,
@@ -22,7 +23,6 @@ from tests.dosing_support import (
     window_of,
 )
 from tests.fhir_asserts import assert_outcome
-from tests.booking_support import enrol
 from tests.holds_support import dosing_session, ready, weight
 from tests.outbox_rows import events_of
 from tests.replicas import replicate

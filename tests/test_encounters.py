@@ -6,11 +6,14 @@ import httpx
 import pytest
 
 from tests.auth_support import bearer
+from tests.booking_support import start_course
 from tests.conftest import BACKENDS
 from tests.dosing_support import clinician
 from tests.fhir_asserts import assert_outcome
 from tests.outbox_rows import events_of
 from tests.replanning_support import PAST, created, put, session
+
+PAST_DAY_AFTER = PAST.replace("-02T", "-03T")
 
 
 async def _encounters(client: httpx.AsyncClient, appointment_id: str) -> list[dict]:
@@ -53,6 +56,7 @@ async def test_arrival_opens_one_encounter_and_fulfilment_finishes_it(
 async def test_a_session_called_off_after_arrival_cancels_its_encounter(
     scheduling: httpx.AsyncClient, ending: str
 ):
+    await start_course(scheduling, "p1")
     arrived = await created(
         scheduling, session("p1", "dosing", start=PAST, status="arrived"), headers=clinician()
     )
@@ -73,7 +77,7 @@ async def test_no_encounter_without_arrival_or_for_other_appointments(
     await put(scheduling, {**other, "status": "arrived"}, headers=clinician())
     assert await _encounters(scheduling, other["id"]) == []
     # Fulfilled with no arrival recorded: the session still gets its (finished) Encounter.
-    direct = await created(scheduling, session("p1", "integration", start=PAST))
+    direct = await created(scheduling, session("p1", "integration", start=PAST_DAY_AFTER))
     await put(scheduling, {**direct, "status": "fulfilled"}, headers=clinician())
     (encounter,) = await _encounters(scheduling, direct["id"])
     assert encounter["status"] == "finished"

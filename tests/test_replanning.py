@@ -13,7 +13,7 @@ from tests.conftest import BACKENDS
 from tests.dosing_support import BASE, clinician, dose
 from tests.holds_support import ready
 from tests.outbox_rows import events_of
-from tests.replanning_support import PAST, created, put, session
+from tests.replanning_support import PAST, created, in_window, put, session
 
 REPLANNED = replanned_url(BASE)
 
@@ -36,13 +36,17 @@ async def _read(client: httpx.AsyncClient, appointment: dict[str, Any]) -> dict[
 async def test_a_dose_no_longer_given_re_proposes_the_emdr_sessions_it_opened(
     scheduling: httpx.AsyncClient, fallen: str
 ):
-    await ready(scheduling, "p1")  # a weight and the booked dosing session
+    await ready(scheduling, "p1")  # a weight, the course and the booked dosing session
     given = await created(scheduling, dose("p1"), headers=clinician())
     other = await created(scheduling, dose("p1"), headers=clinician())
     opened = f"MedicationAdministration/{given['id']}"
-    booked = await created(scheduling, session("p1", "emdr", dose=opened), headers=clinician())
+    booked = await created(
+        scheduling, session("p1", "emdr", dose=opened, start=in_window(3)), headers=clinician()
+    )
     pending = await created(
-        scheduling, session("p1", "emdr", dose=opened, status="pending"), headers=clinician()
+        scheduling,
+        session("p1", "emdr", dose=opened, start=in_window(4), status="pending"),
+        headers=clinician(),
     )
     done = await created(
         scheduling,
@@ -51,7 +55,7 @@ async def test_a_dose_no_longer_given_re_proposes_the_emdr_sessions_it_opened(
     )
     elsewhere = await created(
         scheduling,
-        session("p1", "emdr", dose=f"MedicationAdministration/{other['id']}"),
+        session("p1", "emdr", dose=f"MedicationAdministration/{other['id']}", start=in_window(5)),
         headers=clinician(),
     )
     before = len(events_of(scheduling, "Appointment"))
@@ -78,10 +82,12 @@ async def test_a_dose_no_longer_given_re_proposes_the_emdr_sessions_it_opened(
 
 
 async def test_a_deleted_dose_re_proposes_its_emdr_sessions(scheduling: httpx.AsyncClient):
-    await ready(scheduling, "p1")  # a weight and the booked dosing session
+    await ready(scheduling, "p1")  # a weight, the course and the booked dosing session
     given = await created(scheduling, dose("p1"), headers=clinician())
     opened = f"MedicationAdministration/{given['id']}"
-    booked = await created(scheduling, session("p1", "emdr", dose=opened), headers=clinician())
+    booked = await created(
+        scheduling, session("p1", "emdr", dose=opened, start=in_window(3)), headers=clinician()
+    )
     deleted = await scheduling.delete(f"/{opened}", headers=clinician())
     assert deleted.status_code in (200, 204), deleted.text
     assert (await _read(scheduling, booked))["status"] == "proposed"
@@ -91,20 +97,23 @@ async def test_a_deleted_dose_re_proposes_its_emdr_sessions(scheduling: httpx.As
 async def test_a_cancelled_dosing_session_re_proposes_the_emdr_sessions_of_its_dose(
     scheduling: httpx.AsyncClient,
 ):
-    dosing = await created(scheduling, session("p1", "dosing"), headers=clinician())
-    other_dosing = await created(scheduling, session("p1", "dosing"), headers=clinician())
+    await ready(scheduling, "p1")  # a weight, the course and the booked dosing session
+    # Two more dosing sessions of the course, 48 h or more apart.
+    dosing = await created(scheduling, session("p1", "dosing", start=in_window(5)))
+    other_dosing = await created(scheduling, session("p1", "dosing", start=in_window(7)))
     linked = {"supportingInformation": [{"reference": f"Appointment/{dosing['id']}"}]}
-    await ready(scheduling, "p1")  # a weight and the booked dosing session
     given = await created(scheduling, {**dose("p1"), **linked}, headers=clinician())
     unlinked = await created(scheduling, dose("p1"), headers=clinician())
     mine = await created(
         scheduling,
-        session("p1", "emdr", dose=f"MedicationAdministration/{given['id']}"),
+        session("p1", "emdr", dose=f"MedicationAdministration/{given['id']}", start=in_window(3)),
         headers=clinician(),
     )
     not_mine = await created(
         scheduling,
-        session("p1", "emdr", dose=f"MedicationAdministration/{unlinked['id']}"),
+        session(
+            "p1", "emdr", dose=f"MedicationAdministration/{unlinked['id']}", start=in_window(4)
+        ),
         headers=clinician(),
     )
     await put(scheduling, {**other_dosing, "status": "cancelled"}, headers=clinician())
@@ -122,10 +131,12 @@ async def test_a_cancelled_dosing_session_re_proposes_the_emdr_sessions_of_its_d
 
 
 async def test_a_refused_dose_change_re_proposes_nothing(scheduling: httpx.AsyncClient):
-    await ready(scheduling, "p1")  # a weight and the booked dosing session
+    await ready(scheduling, "p1")  # a weight, the course and the booked dosing session
     given = await created(scheduling, dose("p1"), headers=clinician())
     opened = f"MedicationAdministration/{given['id']}"
-    booked = await created(scheduling, session("p1", "emdr", dose=opened), headers=clinician())
+    booked = await created(
+        scheduling, session("p1", "emdr", dose=opened, start=in_window(3)), headers=clinician()
+    )
     stale = await scheduling.put(
         f"/{opened}",
         json={**given, "status": "not-done"},

@@ -8,11 +8,13 @@ from typing import Any
 import httpx
 
 from shared.events.envelope import ResourceEvent
+from tests.booking_support import start_course
 from tests.conftest import BACKENDS
 from tests.dosing_support import clinician
 from tests.holds_support import ready
 from tests.outbox_rows import events_of
 from tests.replanning_support import (
+    LATER,
     PAST,
     consent,
     created,
@@ -32,25 +34,42 @@ async def _status(client: httpx.AsyncClient, appointment: dict[str, Any]) -> str
     return response.json()["status"]
 
 
-async def _book(client: httpx.AsyncClient, patient_id: str) -> dict[str, dict[str, Any]]:
-    """A future session of each kind, a past one and a future non-programme one."""
+async def _book(
+    client: httpx.AsyncClient, patient_id: str, episode_id: str
+) -> dict[str, dict[str, Any]]:
+    """The patient enrolled (intake's event) on an agreed course; a future session of each
+    kind, a past one and a future non-programme one, with their own practitioner and room."""
+    active = replica_event("EpisodeOfCare", episode_id, 1, episode(patient_id, "active"))
+    assert _apply(client, active)
+    await start_course(client, patient_id, enrolled=True)
+    own = {"practitioner": f"Practitioner/dr-{patient_id}", "room": f"Location/room-{patient_id}"}
+    # No dose given yet: the EMDR session is booked outside any window, by a clinician's choice.
+    emdr = {"status": "pending", "override": "assessment before the first dose"}
     bodies = {
-        "dosing": session(patient_id, "dosing"),
-        "emdr": session(patient_id, "emdr", status="pending"),
-        "preparation": session(patient_id, "preparation", status="proposed"),
-        "past": session(patient_id, "integration", start=PAST),
-        "other": session(patient_id, None),
+        "dosing": session(patient_id, "dosing", **own),
+        "emdr": session(patient_id, "emdr", start=LATER[0], **emdr, **own),
+        "preparation": session(patient_id, "preparation", start=LATER[1], status="proposed"),
+        "past": session(patient_id, "integration", start=PAST, **own),
+        "other": session(patient_id, None, start=LATER[2], **own),
     }
     return {name: await created(client, body, headers=clinician()) for name, body in bodies.items()}
+
+
+def _put_quietly(client: httpx.AsyncClient, episode_id: str, body: dict, version: int) -> None:
+    """Store an episode version in the replica without its event's reactions (as when the
+    event was consumed elsewhere first)."""
+    writer = client._transport.app.state.events.writer  # type: ignore[attr-defined]
+    database = client._transport.app.state.fhir.database  # type: ignore[attr-defined]
+    with database.write() as db:
+        assert writer.put_version(db, "EpisodeOfCare", episode_id, version, body)
 
 
 @BACKENDS
 async def test_an_episode_leaving_active_cancels_future_sessions_once(
     scheduling: httpx.AsyncClient,
 ):
-    booked = await _book(scheduling, "p1")
-    others = await _book(scheduling, "p2")
-    assert _apply(scheduling, replica_event("EpisodeOfCare", "e1", 1, episode("p1", "active")))
+    booked = await _book(scheduling, "p1", "e1")
+    others = await _book(scheduling, "p2", "e2")
     assert await _status(scheduling, booked["dosing"]) == "booked"
 
     before = len(events_of(scheduling, "Appointment"))
@@ -73,8 +92,7 @@ async def test_an_episode_leaving_active_cancels_future_sessions_once(
 
 
 async def test_a_deleted_episode_cancels_too(scheduling: httpx.AsyncClient):
-    booked = await _book(scheduling, "p1")
-    assert _apply(scheduling, replica_event("EpisodeOfCare", "e1", 1, episode("p1", "active")))
+    booked = await _book(scheduling, "p1", "e1")
     assert _apply(scheduling, replica_event("EpisodeOfCare", "e1", 2, None))
     read = await scheduling.get(f"/Appointment/{booked['emdr']['id']}", headers=clinician())
     assert read.json()["cancelationReason"]["text"] == "Enrolment left active: deleted"
@@ -84,21 +102,15 @@ async def test_a_deleted_episode_cancels_too(scheduling: httpx.AsyncClient):
 async def test_a_revoked_consent_cancels_only_once_no_episode_is_active(
     scheduling: httpx.AsyncClient,
 ):
-    booked = await _book(scheduling, "p1")
-    assert _apply(scheduling, replica_event("EpisodeOfCare", "e1", 1, episode("p1", "active")))
+    booked = await _book(scheduling, "p1", "e1")
     assert _apply(scheduling, replica_event("Consent", "c1", 1, consent("p1")))
     # Revoked while the episode still reads active (its event not here yet): left to it.
     assert _apply(scheduling, replica_event("Consent", "c1", 2, consent("p1", "inactive")))
     assert await _status(scheduling, booked["dosing"]) == "booked"
 
     # The episode's event came first elsewhere: the consent's own then does it.
-    assert _apply(scheduling, replica_event("EpisodeOfCare", "e2", 1, episode("p2", "active")))
-    moved = await _book(scheduling, "p2")
-    writer = scheduling._transport.app.state.events.writer  # type: ignore[attr-defined]
-    database = scheduling._transport.app.state.fhir.database  # type: ignore[attr-defined]
-    with database.write() as db:
-        body = {**episode("p2", "waitlist"), "id": "e2"}
-        assert writer.put_version(db, "EpisodeOfCare", "e2", 2, body)
+    moved = await _book(scheduling, "p2", "e2")
+    _put_quietly(scheduling, "e2", {**episode("p2", "waitlist"), "id": "e2"}, 2)
     assert await _status(scheduling, moved["dosing"]) == "booked"  # no reaction to a put
     assert _apply(scheduling, replica_event("Consent", "c2", 1, consent("p2", provision="deny")))
     read = await scheduling.get(f"/Appointment/{moved['dosing']['id']}", headers=clinician())
@@ -109,7 +121,9 @@ async def test_a_revoked_consent_cancels_only_once_no_episode_is_active(
 async def test_a_deleted_treatment_consent_cancels_and_other_scopes_do_not(
     scheduling: httpx.AsyncClient,
 ):
-    booked = await _book(scheduling, "p1")
+    booked = await _book(scheduling, "p1", "e1")
+    # The episode left active before (its event consumed elsewhere): the consent decides.
+    _put_quietly(scheduling, "e1", {**episode("p1", "finished"), "id": "e1"}, 2)
     research = {**consent("p1", "rejected"), "scope": {"coding": [{"code": "research"}]}}
     assert _apply(scheduling, replica_event("Consent", "r1", 1, research))
     assert await _status(scheduling, booked["dosing"]) == "booked"  # not a treatment consent
@@ -126,15 +140,17 @@ async def test_cancelling_a_dosing_session_with_its_emdr_sessions_in_one_go(
     those are cancelled too, written over their new version."""
     from tests.dosing_support import dose
 
+    await ready(scheduling, "p1")  # enrolled (ep-p1), a weight, the course, a dosing session
     dosing = await created(scheduling, session("p1", "dosing"), headers=clinician())
     link = {"supportingInformation": [{"reference": f"Appointment/{dosing['id']}"}]}
-    await ready(scheduling, "p1")  # a weight and the booked dosing session
     given = await created(scheduling, {**dose("p1"), **link}, headers=clinician())
+    opened = f"MedicationAdministration/{given['id']}"
     emdr = await created(
         scheduling,
-        session("p1", "emdr", dose=f"MedicationAdministration/{given['id']}"),
+        session("p1", "emdr", start=LATER[0], dose=opened, override="after the next dose"),
         headers=clinician(),
     )
-    assert _apply(scheduling, replica_event("EpisodeOfCare", "e1", 1, episode("p1", "finished")))
+    finished = replica_event("EpisodeOfCare", "ep-p1", 2, episode("p1", "finished"))
+    assert _apply(scheduling, finished)
     for appointment in (dosing, emdr):
         assert await _status(scheduling, appointment) == "cancelled"

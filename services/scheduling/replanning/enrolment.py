@@ -40,7 +40,10 @@ def _last_content(context: ReactionContext) -> dict[str, Any] | None:
     versions, _ = context.interactions.store.history(
         context.session, res_type=res_type, res_id=res_id, count=5
     )
-    return next((v.resource for v in versions if v.resource is not None), None)
+    # By version, not time: a replica keeps the owner's lastUpdated, which a copied or
+    # restored replica does not always have in order.
+    ordered = sorted(versions, key=lambda v: v.version_id, reverse=True)
+    return next((v.resource for v in ordered if v.resource is not None), None)
 
 
 def episode_changed(context: ReactionContext) -> None:
