@@ -178,6 +178,24 @@ async def running(
         yield Running(app, client)
 
 
+@asynccontextmanager
+async def programme(
+    broker: Broker, topic_prefix: str, new_database: Callable[[str], str]
+) -> AsyncIterator[tuple[Running, Running, Running]]:
+    """Intake, scheduling and outcomes in process, each on its own database, on `broker`."""
+    settings = {
+        "kafka_bootstrap_servers": broker.bootstrap,
+        "topic_prefix": topic_prefix,
+        "resync_on_start": False,
+    }
+    async with (
+        running("intake", new_database("intake"), **settings) as intake,
+        running("scheduling", new_database("scheduling"), **settings) as scheduling,
+        running("outcomes", new_database("outcomes"), **settings) as outcomes,
+    ):
+        yield intake, scheduling, outcomes
+
+
 # ---- Kafka --------------------------------------------------------------------------------
 async def topic_partitions(bootstrap: str, topic: str) -> list[TopicPartition]:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)

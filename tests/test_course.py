@@ -53,7 +53,7 @@ from tests.course_support import (
 )
 from tests.dosing_support import VERSION
 from tests.finding_support import OPENED_BY, given, opened
-from tests.kafka_support import Running, eventually, running
+from tests.kafka_support import Running, eventually, programme
 from tooling.broker import Broker
 
 kafka_broker = kafka_support.kafka_broker
@@ -68,16 +68,8 @@ HELD = 3  # the dose held for blood pressure
 async def test_a_whole_course_of_six_doses_each_with_emdr_in_its_window(
     kafka_broker: Broker, topic_prefix: str, new_database: Callable[[str], str]
 ):
-    settings = {
-        "kafka_bootstrap_servers": kafka_broker.bootstrap,
-        "topic_prefix": topic_prefix,
-        "resync_on_start": False,
-    }
-    async with (
-        running("intake", new_database("intake"), **settings) as intake,
-        running("scheduling", new_database("scheduling"), **settings) as scheduling,
-        running("outcomes", new_database("outcomes"), **settings) as outcomes,
-    ):
+    services = programme(kafka_broker, topic_prefix, new_database)
+    async with services as (intake, scheduling, outcomes):
         await _course(intake, scheduling, outcomes)
 
 

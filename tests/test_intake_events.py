@@ -15,7 +15,7 @@ import httpx
 
 from tests import kafka_support
 from tests.factories import patient
-from tests.kafka_support import eventually, running
+from tests.kafka_support import eventually, programme
 from tests.screening_support import screening, search
 from tooling.broker import Broker
 
@@ -71,16 +71,8 @@ async def _mirrors(
 async def test_referral_screening_and_consent_reach_scheduling_and_outcomes(
     kafka_broker: Broker, topic_prefix: str, new_database: Callable[[str], str]
 ):
-    settings = {
-        "kafka_bootstrap_servers": kafka_broker.bootstrap,
-        "topic_prefix": topic_prefix,
-        "resync_on_start": False,
-    }
-    async with (
-        running("intake", new_database("intake"), **settings) as intake,
-        running("scheduling", new_database("scheduling"), **settings) as scheduling,
-        running("outcomes", new_database("outcomes"), **settings) as outcomes,
-    ):
+    services = programme(kafka_broker, topic_prefix, new_database)
+    async with services as (intake, scheduling, outcomes):
         front = intake.client
         pid = (await front.post("/Patient", json=patient())).json()["id"]
         referral = {
