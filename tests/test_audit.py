@@ -228,6 +228,23 @@ async def test_spooled_reads_survive_a_crash_and_are_drained_by_the_next_start(d
     assert response.json()["total"] == 3
 
 
+async def test_on_sqlite_the_drainer_moves_small_batches(database_url: str):
+    """SQLite has one writer: a long drain transaction would hold up every request spooling its
+    record, so there each transaction moves 20 records; PostgreSQL (rows locked, skipped by
+    other drainers) moves 200."""
+    quiet = _app("intake", database_url)  # no lifespan: nothing drains behind the test's back
+    async with _client(quiet) as client:
+        with acting_as(principal(client_id=CLIENT)):
+            pid = await _patient(client)
+            for _ in range(30):
+                assert (await client.get(f"/Patient/{pid}")).status_code == 200
+    drainer = quiet.state.audit
+    moved = await asyncio.to_thread(drainer.drain_once)
+    assert moved == (30 if database_url.startswith("postgresql") else 20)
+    assert _count(quiet, AuditSpoolRow) == 30 - moved
+    quiet.state.fhir.database.dispose()
+
+
 async def test_a_spool_that_cannot_be_written_answers_503_not_the_data(client, app, monkeypatch):
     async def broken(_access: Any) -> None:
         raise RuntimeError("spool down")
