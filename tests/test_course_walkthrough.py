@@ -97,24 +97,9 @@ class Shell:
 
 
 # ---- the README block --------------------------------------------------------------------
-def test_the_readme_block_sends_every_course_file_in_order():
-    block = _walkthrough_block()
-    once, loop = block.split("\nfor ", 1)
-    assert loop.startswith(f"n in {' '.join(map(str, LATER_DOSES))}; do")
-    assert _files(once) == HELD_DOSE
-    assert _files(loop) == LATER_DOSE
-    assert sorted(set(HELD_DOSE + LATER_DOSE)) == sorted(p.name for p in STEPS.glob("*.json"))
-    # `cfill` fills exactly the placeholders the files have.
-    (definition,) = re.findall(
-        r"cfill\(\) \{.*?\n\s*\"docs/walkthrough/course/\$1\"; \}", block, re.S
-    )
-    in_files = {
-        m for p in STEPS.glob("*.json") for m in re.findall(r"\{\{([\w-]+)\}\}", p.read_text())
-    }
-    assert set(re.findall(r"\{\{([\w-]+)\}\}", definition)) == in_files
-
-
-HELD_DOSE = [
+# The files the README block sends, in order: the clinic, the course and the held first dose;
+# then doses 2 to 6, once each time round its loop.
+FIRST_DOSE = [
     "practitioner.json",
     "psychiatrist-role.json",
     "therapist.json",
@@ -146,6 +131,23 @@ LATER_DOSE = [
 ]
 
 
+def test_the_readme_block_sends_every_course_file_in_order():
+    block = _walkthrough_block()
+    once, loop = block.split("\nfor ", 1)
+    assert loop.startswith(f"n in {' '.join(map(str, LATER_DOSES))}; do")
+    assert _files(once) == FIRST_DOSE
+    assert _files(loop) == LATER_DOSE
+    assert sorted(set(FIRST_DOSE + LATER_DOSE)) == sorted(p.name for p in STEPS.glob("*.json"))
+    # `cfill` fills exactly the placeholders the files have.
+    (definition,) = re.findall(
+        r"cfill\(\) \{.*?\n\s*\"docs/walkthrough/course/\$1\"; \}", block, re.S
+    )
+    in_files = {
+        m for p in STEPS.glob("*.json") for m in re.findall(r"\{\{([\w-]+)\}\}", p.read_text())
+    }
+    assert set(re.findall(r"\{\{([\w-]+)\}\}", definition)) == in_files
+
+
 # ---- the walk-through ----------------------------------------------------------------------
 async def test_the_course_walkthrough(
     kafka_broker: Broker, topic_prefix: str, new_database: Callable[[str], str]
@@ -171,13 +173,19 @@ async def test_the_course_walkthrough(
         for offset in LATER_DOSES:
             await walk.later_dose(offset)
         await walk.done()
-    assert shell.sent == HELD_DOSE + LATER_DOSE * len(LATER_DOSES)
+    assert shell.sent == FIRST_DOSE + LATER_DOSE * len(LATER_DOSES)
 
 
 class Walk:
     """The README's commands, one method per part of the block."""
 
-    def __init__(self, front, sched, out, shell: Shell) -> None:
+    def __init__(
+        self,
+        front: httpx.AsyncClient,
+        sched: httpx.AsyncClient,
+        out: httpx.AsyncClient,
+        shell: Shell,
+    ) -> None:
         self.front, self.sched, self.out, self.shell = front, sched, out, shell
         self.schedules: dict[str, str] = {}
 
