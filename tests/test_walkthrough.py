@@ -59,7 +59,10 @@ async def test_referral_screening_review_consent_and_enrolment(database_url: str
         await _walk(intake)
 
 
-async def _walk(intake: httpx.AsyncClient) -> None:
+async def _walk(intake: httpx.AsyncClient) -> tuple[str, str]:
+    """The walk-through; the patient's and the episode's ids (its end state, which the course
+    walk-through, tests/test_course_walkthrough.py, goes on from)."""
+
     async def send(method: str, path: str, body: dict[str, Any] | None = None) -> dict:
         response = await intake.request(method, path, json=body, headers=CLINICIAN)
         assert response.status_code in (200, 201), f"{method} {path}: {response.text}"
@@ -94,3 +97,4 @@ async def _walk(intake: httpx.AsyncClient) -> None:
     assert values["episode"]["valueReference"]["reference"] == f"EpisodeOfCare/{episode['id']}"
     assert values["consent"]["valueReference"]["reference"] == f"Consent/{consent['id']}"
     assert values["ruleTableVersion"]["valueString"]
+    return pid, episode["id"]
