@@ -47,9 +47,7 @@ new_database = kafka_support.new_database
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = ROOT / "docs" / "walkthrough" / "course"
-# Where the README block is read from: docs/walkthrough/course/README-block.md until it is pasted
-# into README.md, then ROOT / "README.md".
-README = STEPS / "README-block.md"
+README = ROOT / "README.md"
 SECTION = "## Scheduling: a whole course, step by step"
 PSYCHIATRIST = "Practitioner/dr-example"  # the intake walk-through's token's user
 PATCH = {**CLINICIAN, "Content-Type": "application/json-patch+json"}

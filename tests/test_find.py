@@ -22,6 +22,7 @@ from tests.finding_support import (
     proposals,
     slots_of,
 )
+from tests.replicas import replicate
 from tests.scheduling_support import created_id, expressions
 
 DR = "Practitioner/dr-emdr"
@@ -51,6 +52,22 @@ async def test_optimal_slots_come_first_then_the_rest_of_the_window(
     }
     limited = await proposals(scheduling, find("Patient/p1", _count=1))
     assert [slots_of(a) for a in limited] == [[f"Slot/{best}"]]
+
+
+async def test_proposals_are_based_on_the_enrolment_s_referral(scheduling: httpx.AsyncClient):
+    end = ended()
+    await given_dose(scheduling, "p1", end)
+    episode = {
+        "resourceType": "EpisodeOfCare",
+        "status": "active",
+        "patient": {"reference": "Patient/p1"},
+        "referralRequest": [{"reference": "ServiceRequest/ref-1"}],
+    }
+    replicate(scheduling, "EpisodeOfCare", "ep-p1", episode, version=2)  # as intake's event
+    schedule_id = await calendar(scheduling, DR, "emdr")
+    await free_slot(scheduling, schedule_id, end + timedelta(hours=30))
+    (proposal,) = await proposals(scheduling, find("Patient/p1"))
+    assert proposal["basedOn"] == [{"reference": "ServiceRequest/ref-1"}]
 
 
 @BACKENDS

@@ -29,6 +29,19 @@ def _ranges(search: Search, since: datetime, until: datetime) -> list[tuple[date
     return [r for r in (optimal, before, after) if r[0] < r[1]]
 
 
+def _referrals(call: OperationCall, patient: str) -> list[dict[str, Any]]:
+    """The referrals (ServiceRequest) of the patient's active EpisodeOfCare, as intake's
+    replica names them: what the proposed sessions are based on."""
+    pairs = [("patient", patient), ("status", "active"), ("_count", "10")]
+    found = call.interactions.search(call.session, "EpisodeOfCare", pairs, strict=True)
+    return [
+        {"reference": ref["reference"]}
+        for episode in found.resources
+        for ref in episode.get("referralRequest") or []
+        if isinstance(ref, dict) and isinstance(ref.get("reference"), str)
+    ]
+
+
 def _find(call: OperationCall) -> OperationResult:
     interactions, session = call.interactions, call.session
     patient = patient_of(call)
@@ -44,6 +57,7 @@ def _find(call: OperationCall) -> OperationResult:
     if wanted is not None:
         people = [c for c in people if c.actor == (wanted.get("reference") or "")]
     search = Search(patient, concept, people, rooms, {}, dose, max(count, 0), [])
+    search.based_on = _referrals(call, patient)
     if people and since < until:
         actors = [patient, *{c.actor for c in people}, *{c.actor for c in rooms}]
         search.busy = busy_times(interactions, session, actors, since, until, now)

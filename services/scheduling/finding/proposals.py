@@ -3,7 +3,7 @@ free room's slot of the same time when rooms keep schedules for the session type
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +32,8 @@ class Search:
     dose: DoseWindow | None
     limit: int
     found: list[dict[str, Any]]
+    # The referral the sessions answer (Appointment.basedOn), from the active EpisodeOfCare.
+    based_on: list[dict[str, Any]] = field(default_factory=list)
 
     def full(self) -> bool:
         return len(self.found) >= self.limit
@@ -57,6 +59,8 @@ def _appointment(
             {"actor": {"reference": a}, "required": "required", "status": s} for a, s in actors
         ],
     }
+    if search.based_on:
+        body["basedOn"] = search.based_on
     if search.dose is not None:
         offset = search.dose.offset_hours(start)
         body["extension"] = [opened_by_extension(base, search.dose.dose, offset)]
