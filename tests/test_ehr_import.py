@@ -426,8 +426,8 @@ async def test_retry_after_is_honoured_then_the_import_succeeds(
         source = {"auth": "bearer", "token_env": "TEST_EHR_TOKEN"}
         # A roomier per-request time-out than FAST's: on a loaded machine a 0.5 s one can
         # expire and add a third request this test does not expect.
-        patient = {"ehr_timeout_s": 3.0, "ehr_deadline_s": 10.0}
-        async with importer({ehr.base: source}, **patient) as intake:
+        roomy = {"ehr_timeout_s": 3.0, "ehr_deadline_s": 10.0}
+        async with importer({ehr.base: source}, **roomy) as intake:
             response = await intake.post(
                 "/Patient/$import", json=import_body(ehr.base), headers=FHIR_JSON
             )
