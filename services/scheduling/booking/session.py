@@ -12,7 +12,12 @@ from shared.fhir.errors import invalid
 from shared.fhir.references import parse_reference
 
 # Statuses that hold the participants' time (proposed does not).
-HOLDING = ("booked", "pending", "arrived")
+HOLDING = ("booked", "pending", "arrived", "checked-in")
+# Statuses of a session that takes place (or did): a dosing session in one passed the dosing
+# rules on entering it.
+TAKES_PLACE = ("booked", "pending", "checked-in", "arrived", "fulfilled")
+# FHIR R4 app-3: only these statuses may lack start and end.
+UNTIMED = ("proposed", "cancelled", "waitlist")
 # Statuses of a session that did not or will not take place.
 CANCELLED = ("cancelled", "noshow", "entered-in-error")
 # The kinds of participant that cannot be in two places at once.
@@ -39,6 +44,24 @@ class Booking:
     def patient(self) -> str | None:
         found = [ref for _, ref in self.actors if ref.startswith("Patient/")]
         return found[0] if found else None
+
+    def entered(self, previous: Booking | None) -> bool:
+        """Whether this write takes the session into a status in which it takes place (from
+        none, or from proposed, waitlist, cancelled...), or, in one, moves its start,
+        shortens it, gives it to another patient or makes it a dosing session: the writes
+        that must pass the dosing rules. A note, a status moving on (arrived, fulfilled) or
+        a longer observation (a later end) cannot break a rule it passed."""
+        if self.status not in TAKES_PLACE:
+            return False
+        if previous is None or previous.status not in TAKES_PLACE:
+            return True
+        if (self.start, self.patient, self.session_type) != (
+            previous.start,
+            previous.patient,
+            previous.session_type,
+        ):
+            return True
+        return self.end is None or previous.end is None or self.end < previous.end
 
     def overlaps(self, other: Booking) -> bool:
         assert self.start and self.end and other.start and other.end
