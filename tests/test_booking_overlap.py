@@ -4,14 +4,28 @@ concurrent bookings of one time (issue 10)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from datetime import timedelta
 
 import httpx
 import pytest
 
+from tests.auth_support import bearer
 from tests.booking_support import at, rule_of, session, start_course
 from tests.conftest import BACKENDS
 from tests.factories import FHIR_JSON
-from tests.scheduling_support import expressions, post
+from tests.finding_support import (
+    calendar,
+    call,
+    ended,
+    find,
+    free_slot,
+    given,
+    given_dose,
+    proposals,
+)
+from tests.replicas import replicate
+from tests.scheduling_support import created_id, expressions, post
 from tests.search_helpers import search
 
 ROOM = "Location/room-1"
@@ -104,3 +118,160 @@ async def test_concurrent_bookings_of_one_time_leave_one(scheduling: httpx.Async
     assert statuses == [201] + [409] * (len(bodies) - 1), [r.text for r in responses]
     bundle = await search(scheduling, "/Appointment", {"actor": "Practitioner/dr-1"})
     assert bundle["total"] == 1
+
+
+# --- review of issue 10: across practices, PractitionerRoles, lapsed holds ------------------
+
+PRACTICE_A = bearer(practice="Organization/a")
+PRACTICE_B = bearer(practice="Organization/b")
+
+
+def _patient_of(practice: str) -> dict:
+    return {
+        "resourceType": "Patient",
+        "managingOrganization": {"reference": f"Organization/{practice}"},
+    }
+
+
+@BACKENDS
+@pytest.mark.parametrize(
+    ("practitioner", "room", "index"), [("Practitioner/shared", None, 1), (None, ROOM, 1)]
+)
+async def test_a_practitioner_or_room_shared_by_two_practices_is_not_double_booked(
+    scheduling: httpx.AsyncClient, practitioner, room, index
+):
+    replicate(scheduling, "Patient", "pa", _patient_of("a"))
+    replicate(scheduling, "Patient", "pb", _patient_of("b"))
+    first = session(None, at(9), at(10), patient="Patient/pa", practitioner=practitioner, room=room)
+    created = await scheduling.post("/Appointment", json=first, headers=FHIR_JSON | PRACTICE_A)
+    assert created.status_code == 201, created.text
+    second = session(
+        None, at(9, 30), at(10, 30), patient="Patient/pb", practitioner=practitioner, room=room
+    )
+    clash = await scheduling.post("/Appointment", json=second, headers=FHIR_JSON | PRACTICE_B)
+    assert clash.status_code == 409, clash.text
+    assert expressions(clash) == [f"Appointment.participant[{index}].actor"]
+    # Practice b learns the time, not whose appointment it is.
+    told = rule_of(clash)
+    assert "booked elsewhere from 2026-03-02T09:00:00" in told
+    assert "to 2026-03-02T10:00:00" in told
+    assert created.json()["id"] not in told and "Patient/pa" not in told
+    # Practice a, who sees the appointment, is told which one.
+    mine = await scheduling.post(
+        "/Appointment",
+        json=second | {"participant": first["participant"]},
+        headers=FHIR_JSON | PRACTICE_A,
+    )
+    assert mine.status_code == 409 and created.json()["id"] in rule_of(mine)
+
+
+@BACKENDS
+async def test_concurrent_bookings_from_two_practices_leave_one(scheduling: httpx.AsyncClient):
+    replicate(scheduling, "Patient", "pa", _patient_of("a"))
+    replicate(scheduling, "Patient", "pb", _patient_of("b"))
+    bodies = [
+        (
+            session(None, at(9), at(10), patient=f"Patient/p{p}"),
+            bearer(practice=f"Organization/{p}"),
+        )
+        for p in ("a", "b", "a", "b")
+    ]
+    responses = await asyncio.gather(
+        *(scheduling.post("/Appointment", json=b, headers=FHIR_JSON | h) for b, h in bodies)
+    )
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [201, 409, 409, 409], [r.text for r in responses]
+
+
+async def _role(client: httpx.AsyncClient, practitioner: str) -> str:
+    body = {
+        "resourceType": "PractitionerRole",
+        "active": True,
+        "practitioner": {"reference": practitioner},
+    }
+    return f"PractitionerRole/{await created_id(client, body)}"
+
+
+async def test_a_practitioner_role_cannot_be_double_booked(scheduling: httpx.AsyncClient):
+    role = "PractitionerRole/emdr-therapist-1"  # no such role stored: the role itself books
+    assert (
+        await post(scheduling, session(None, at(9), at(10), practitioner=role))
+    ).status_code == 201
+    clash = await post(
+        scheduling, session(None, at(9, 30), at(10, 30), patient="Patient/p2", practitioner=role)
+    )
+    assert clash.status_code == 409, clash.text
+    assert expressions(clash) == ["Appointment.participant[1].actor"]
+
+
+@pytest.mark.parametrize("first_as_role", [True, False])
+async def test_a_practitioner_is_one_person_in_all_their_roles(
+    scheduling: httpx.AsyncClient, first_as_role
+):
+    role = await _role(scheduling, "Practitioner/dr-1")
+    other_role = await _role(scheduling, "Practitioner/dr-1")
+    first = session(
+        None, at(9), at(10), practitioner=role if first_as_role else "Practitioner/dr-1"
+    )
+    assert (await post(scheduling, first)).status_code == 201
+    for practitioner in (role, other_role, "Practitioner/dr-1"):
+        body = session(None, at(9, 30), at(10, 30), patient="Patient/p2", practitioner=practitioner)
+        clash = await post(scheduling, body)
+        assert clash.status_code == 409, (practitioner, clash.text)
+        assert "Practitioner/dr-1 is booked" in rule_of(clash)
+    # Another practitioner's role is free then.
+    elsewhere = await _role(scheduling, "Practitioner/dr-2")
+    body = session(None, at(9, 30), at(10, 30), patient="Patient/p2", practitioner=elsewhere)
+    assert (await post(scheduling, body)).status_code == 201
+
+
+@BACKENDS
+async def test_concurrent_bookings_by_role_and_by_practitioner_leave_one(
+    scheduling: httpx.AsyncClient,
+):
+    role = await _role(scheduling, "Practitioner/dr-1")
+    bodies = [
+        session(
+            None,
+            at(9, minute),
+            at(10, minute),
+            patient=f"Patient/c{minute}",
+            practitioner=role if minute % 2 else "Practitioner/dr-1",
+        )
+        for minute in range(0, 24, 3)
+    ]
+    responses = await asyncio.gather(
+        *(scheduling.post("/Appointment", json=b, headers=FHIR_JSON) for b in bodies)
+    )
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [201] + [409] * (len(bodies) - 1), [r.text for r in responses]
+
+
+@BACKENDS
+async def test_a_lapsed_hold_does_not_block_a_direct_booking(
+    service_client: Callable[..., httpx.AsyncClient],
+):
+    async with service_client("scheduling", hold_minutes=0) as scheduling:
+        end = ended()
+        await given_dose(scheduling, "p1", end)
+        schedule_id = await calendar(scheduling, "Practitioner/dr-emdr", "emdr")
+        await free_slot(scheduling, schedule_id, end + timedelta(hours=30))
+        (mine,) = await proposals(scheduling, find("Patient/p1"))
+        held = (await call(scheduling, "hold", given(mine))).json()
+        assert held["status"] == "pending"
+        # The EHR books p1 directly at that time with another therapist.
+        other = session("emdr", mine["start"], mine["end"], practitioner="Practitioner/dr-other")
+        booked = await post(scheduling, other)
+        assert booked.status_code == 201, booked.text
+
+
+async def test_a_hold_that_has_not_lapsed_blocks_a_direct_booking(scheduling: httpx.AsyncClient):
+    end = ended()
+    await given_dose(scheduling, "p1", end)
+    schedule_id = await calendar(scheduling, "Practitioner/dr-emdr", "emdr")
+    await free_slot(scheduling, schedule_id, end + timedelta(hours=30))
+    (mine,) = await proposals(scheduling, find("Patient/p1"))
+    assert (await call(scheduling, "hold", given(mine))).status_code == 201
+    other = session("emdr", mine["start"], mine["end"], practitioner="Practitioner/dr-other")
+    refused = await post(scheduling, other)
+    assert refused.status_code == 409 and "Patient/p1" in rule_of(refused)

@@ -5,9 +5,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from services.scheduling.booking.search import appointments, course
-from services.scheduling.booking.session import HOLDING, Booking, booking
-from shared.fhir.dates import format_instant
+from services.scheduling.booking.participants import (
+    booked_as,
+    caller_sees,
+    held_before,
+    names_for,
+)
+from services.scheduling.booking.search import course
+from services.scheduling.booking.session import Booking, booking
+from services.scheduling.finding.busy import hold_lapsed
+from shared.fhir.dates import format_instant, utcnow
 from shared.fhir.errors import FHIRError
 
 if TYPE_CHECKING:
@@ -41,25 +48,31 @@ def in_session(context: WriteContext, mine: Booking, other: Booking, shared: str
 
 def check_overlap(context: WriteContext, mine: Booking) -> None:
     """409 naming the participant that is booked elsewhere at the time (the caller holds the
-    participants' locks)."""
+    participants' locks). Every practice's Appointments count (a practitioner or room may
+    serve two); one the caller cannot see is named by its time only. A PractitionerRole is
+    its Practitioner; a lapsed `$hold` holds no time."""
     assert mine.start is not None and mine.end is not None
     base = context.interactions.settings.canonical_base
+    now = utcnow()
     for index, reference in mine.actors:
-        pairs = [
-            ("actor", reference),
-            ("status", ",".join(HOLDING)),
-            ("date", f"lt{format_instant(mine.end)}"),
-        ]
-        for found in appointments(context, pairs):
+        booked = booked_as(context, reference)
+        for found in held_before(context, names_for(context, booked), mine.end):
             if found.get("id") == mine.id or not found.get("end"):
                 continue
-            other = booking(found, None, base, strict=False)
-            if not other.overlaps(mine) or in_session(context, mine, other, reference):
+            if hold_lapsed(found, base, now):
                 continue
+            other = booking(found, None, base, strict=False)
+            if not other.overlaps(mine) or in_session(context, mine, other, booked):
+                continue
+            period = f"from {format_instant(other.start)} to {format_instant(other.end)}"  # type: ignore[arg-type]
+            where = (
+                f"in Appointment/{found['id']}"
+                if caller_sees(context, "Appointment", str(found["id"]))
+                else "elsewhere"
+            )
             raise FHIRError(
                 409,
-                f"Rule {OVERLAP_RULE}: {reference} is booked in Appointment/{found['id']} "
-                f"from {format_instant(other.start)} to {format_instant(other.end)}",  # type: ignore[arg-type]
+                f"Rule {OVERLAP_RULE}: {booked} is booked {where} {period}",
                 code="business-rule",
                 expression=[f"Appointment.participant[{index}].actor"],
             )

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from services.scheduling.booking.dosing import check_dosing
 from services.scheduling.booking.overlap import check_overlap
+from services.scheduling.booking.participants import booked_as
 from services.scheduling.booking.session import UNTIMED, booking
 from services.scheduling.booking.slots import KEEPS_SLOT, book_slots, held_slots, slot_ids
 from shared.fhir.errors import invalid
@@ -46,8 +47,8 @@ def check_appointment(context: WriteContext) -> None:
         raise invalid("Appointment.end must be after Appointment.start", ["Appointment.end"])
     now = slot_ids(appointment) if appointment.get("status") in KEEPS_SLOT else []
     # Two writers booking one person, room or slot would each miss the other's uncommitted
-    # appointment: one at a time.
-    actors = {reference for _, reference in mine.actors} if mine.holds_time else set()
+    # appointment: one at a time (a PractitionerRole locks its Practitioner).
+    actors = {booked_as(context, ref) for _, ref in mine.actors} if mine.holds_time else set()
     lock(context, actors | {f"Slot/{s}" for s in (*before, *now)})
     book_slots(context, mine, before, now)
     if mine.holds_time:

@@ -22,6 +22,8 @@ UNTIMED = ("proposed", "cancelled", "waitlist")
 CANCELLED = ("cancelled", "noshow", "entered-in-error")
 # The kinds of participant that cannot be in two places at once.
 BOOKABLE = ("Patient", "Practitioner", "Location")
+# A PractitionerRole participant books its Practitioner (resolved by the rules).
+ROLE = "PractitionerRole"
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,8 @@ class Booking:
     session_type: str | None
     start: datetime | None
     end: datetime | None
-    # (index in Appointment.participant, "Type/id") of each Patient, Practitioner, Location.
+    # (index in Appointment.participant, "Type/id") of each Patient, Practitioner,
+    # PractitionerRole and Location.
     actors: tuple[tuple[int, str], ...]
 
     @property
@@ -106,7 +109,7 @@ def _actors(appointment: dict[str, Any]) -> tuple[tuple[int, str], ...]:
             continue  # a participant who declined does not attend
         reference = (participant.get("actor") or {}).get("reference") or ""
         res_type, res_id = parse_reference(reference)
-        if res_type in BOOKABLE and res_id:
+        if (res_type in BOOKABLE or res_type == ROLE) and res_id:
             found.append((index, f"{res_type}/{res_id}"))
     return tuple(found)
 
