@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+import pytest
 from sqlalchemy import select
 
 from shared.db.models import OutboxRow
@@ -46,7 +47,7 @@ async def test_booking_marks_the_slot_busy_and_cancelling_frees_it(scheduling):
             at(9),
             at(10),
             patient="Patient/p2",
-            practitioner="Practitioner/dr-2",
+            practitioner="Practitioner/dr-1",
             slot=slot_id,
         ),
     )
@@ -65,7 +66,7 @@ async def test_booking_marks_the_slot_busy_and_cancelling_frees_it(scheduling):
             at(9),
             at(10),
             patient="Patient/p2",
-            practitioner="Practitioner/dr-2",
+            practitioner="Practitioner/dr-1",
             slot=slot_id,
         ),
     )
@@ -109,8 +110,12 @@ async def test_a_failed_rule_leaves_the_slot_free(scheduling: httpx.AsyncClient)
 
 @BACKENDS
 async def test_concurrent_bookings_of_one_slot_leave_one(scheduling: httpx.AsyncClient):
-    slot_id = await _slot(scheduling)
-    # Nobody in common but the slot: only the slot rule can tell them apart.
+    # A Schedule of eight practitioners (each may take its slot) and nobody in common but
+    # the slot: only the slot rule can tell them apart.
+    body = schedule("Practitioner/d0", "emdr")
+    body["actor"] = [{"reference": f"Practitioner/d{n}"} for n in range(8)]
+    schedule_id = await created_id(scheduling, body)
+    slot_id = await created_id(scheduling, slot(schedule_id, at(9), at(10)))
     bodies = [
         session(
             "emdr",
@@ -128,3 +133,50 @@ async def test_concurrent_bookings_of_one_slot_leave_one(scheduling: httpx.Async
     statuses = sorted(r.status_code for r in responses)
     assert statuses == [201] + [409] * (len(bodies) - 1), [r.text for r in responses]
     assert await _slot_state(scheduling, slot_id) == ("busy", "2")
+
+
+async def test_an_appointment_cannot_take_another_practitioner_s_slot(scheduling):
+    theirs = await created_id(scheduling, schedule("Practitioner/dr-b", "emdr"))
+    slot_id = await created_id(scheduling, slot(theirs, at(9), at(10)))
+    mine = session("emdr", at(9), at(10), practitioner="Practitioner/dr-a", slot=slot_id)
+    taken = await post(scheduling, mine)
+    assert taken.status_code == 422, taken.text
+    assert expressions(taken) == ["Appointment.slot[0]"]
+    assert await _slot_state(scheduling, slot_id) == ("free", "1")
+    # dr-b may book it; a participant who declined does not count.
+    declined = session("emdr", at(9), at(10), practitioner="Practitioner/dr-a", slot=slot_id)
+    declined["participant"].append(
+        {"actor": {"reference": "Practitioner/dr-b"}, "status": "declined"}
+    )
+    assert (await post(scheduling, declined)).status_code == 422
+    theirs_booked = session("emdr", at(9), at(10), practitioner="Practitioner/dr-b", slot=slot_id)
+    assert (await post(scheduling, theirs_booked)).status_code == 201
+
+
+async def _role(client: httpx.AsyncClient, practitioner: str) -> str:
+    body = {
+        "resourceType": "PractitionerRole",
+        "active": True,
+        "practitioner": {"reference": practitioner},
+    }
+    return f"PractitionerRole/{await created_id(client, body)}"
+
+
+@pytest.mark.parametrize("schedule_of_role", [True, False])
+async def test_a_practitioner_role_s_slot_is_its_practitioner_s(scheduling, schedule_of_role):
+    role = await _role(scheduling, "Practitioner/dr-1")
+    owner, participant = (
+        (role, "Practitioner/dr-1") if schedule_of_role else ("Practitioner/dr-1", role)
+    )
+    schedule_id = await created_id(scheduling, schedule(owner, "emdr"))
+    slot_id = await created_id(scheduling, slot(schedule_id, at(9), at(10)))
+    other_id = await created_id(scheduling, slot(schedule_id, at(10), at(11)))
+    booked = await post(
+        scheduling, session("emdr", at(9), at(10), practitioner=participant, slot=slot_id)
+    )
+    assert booked.status_code == 201, booked.text
+    # Another practitioner's role is someone else.
+    stranger = await _role(scheduling, "Practitioner/dr-2")
+    body = session("emdr", at(10), at(11), practitioner=stranger, slot=other_id)
+    refused = await post(scheduling, body)
+    assert refused.status_code == 422 and expressions(refused) == ["Appointment.slot[0]"]

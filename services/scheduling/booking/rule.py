@@ -50,7 +50,7 @@ def check_appointment(context: WriteContext) -> None:
     # appointment: one at a time (a PractitionerRole locks its Practitioner).
     actors = {booked_as(context, ref) for _, ref in mine.actors} if mine.holds_time else set()
     lock(context, actors | {f"Slot/{s}" for s in (*before, *now)})
-    book_slots(context, mine, before, now)
+    book_slots(context, mine, before, now, appointment)
     if mine.holds_time:
         check_overlap(context, mine)
     if mine.session_type == "dosing":

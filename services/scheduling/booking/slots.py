@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING, Any
 
+from services.scheduling.booking.participants import booked_as
 from services.scheduling.booking.session import Booking
 from services.scheduling.schedule_slots import instant
 from shared.fhir.errors import FHIRError, invalid
@@ -55,9 +56,48 @@ def _read(context: WriteContext, slot_id: str, where: str) -> dict[str, Any] | N
     raise invalid(f"Slot/{slot_id} is not known", [where])
 
 
-def book_slots(context: WriteContext, mine: Booking, before: list[str], now: list[str]) -> None:
+def _who(context: WriteContext, references: list[str]) -> set[str]:
+    """The references and what they book (a PractitionerRole: also its Practitioner)."""
+    found = set()
+    for reference in references:
+        res_type, res_id = parse_reference(reference)
+        if res_type and res_id and "://" not in reference:
+            found |= {f"{res_type}/{res_id}", booked_as(context, f"{res_type}/{res_id}")}
+    return found
+
+
+def _check_owner(
+    context: WriteContext, slot: dict[str, Any], attending: set[str], where: str
+) -> None:
+    """422 unless the slot's Schedule has an actor among the appointment's participants."""
+    reference = (slot.get("schedule") or {}).get("reference") or ""
+    res_type, res_id = parse_reference(reference)
+    schedule = None
+    if res_type == "Schedule" and res_id:
+        with contextlib.suppress(FHIRError):
+            schedule = context.interactions.store.read(context.session, "Schedule", res_id)
+    actors = [
+        (actor or {}).get("reference") or ""
+        for actor in ((schedule.resource or {}) if schedule else {}).get("actor") or []
+    ]
+    if not _who(context, actors) & attending:
+        raise invalid(
+            f"Slot/{slot.get('id')} is in the Schedule of {', '.join(actors) or 'no one'}, "
+            "none of whom is a participant of the appointment",
+            [where],
+        )
+
+
+def book_slots(
+    context: WriteContext,
+    mine: Booking,
+    before: list[str],
+    now: list[str],
+    appointment: dict[str, Any] | None = None,
+) -> None:
     """Mark the newly held slots busy (409 when one is not free, 422 when the appointment
-    does not fit) and free the ones given up (the caller holds the slots' locks)."""
+    does not fit or a slot is in the Schedule of none of its participants) and free the
+    ones given up (the caller holds the slots' locks)."""
     for slot_id in before:
         if slot_id in now:
             continue
@@ -77,6 +117,17 @@ def book_slots(context: WriteContext, mine: Booking, before: list[str], now: lis
     last = max(instant(slot["end"]) for slot in slots if slot)
     if not (first <= mine.start and mine.end <= last):
         raise invalid("The appointment does not fit in its slots", ["Appointment.slot"])
+    attending = _who(
+        context,
+        [
+            (p.get("actor") or {}).get("reference") or ""
+            for p in (appointment or {}).get("participant") or []
+            if p.get("status") != "declined"
+        ],
+    )
+    for index, slot in enumerate(slots):
+        if slot is not None:
+            _check_owner(context, slot, attending, f"Appointment.slot[{index}]")
     for index, (slot_id, slot) in enumerate(zip(now, slots, strict=True)):
         if slot is None or slot_id in before:
             continue  # held already by this appointment
