@@ -8,11 +8,12 @@ from typing import TYPE_CHECKING, Any
 
 from services.scheduling.booking.cadence import check_cadence
 from services.scheduling.booking.search import PARTICIPANT, appointments, course, episode_statuses
-from services.scheduling.booking.session import CANCELLED, Booking
+from services.scheduling.booking.session import Booking
 from services.scheduling.dosing.protocol import Protocol
+from services.scheduling.finding.busy import hold_lapsed
 from services.scheduling.schedule_slots import instant
 from services.scheduling.session_types import session_type_system
-from shared.fhir.dates import format_instant
+from shared.fhir.dates import format_instant, utcnow
 from shared.fhir.errors import FHIRError, invalid
 
 if TYPE_CHECKING:
@@ -21,6 +22,10 @@ if TYPE_CHECKING:
 ENROLMENT_RULE = "dosing-needs-active-enrolment"
 INTERVAL_RULE = "dosing-minimum-interval"
 COURSE_RULE = "dosing-course-length"
+# The statuses of a dosing session that is (or will be) a dose: not a proposal or waitlist
+# entry (a plan holding no time), nor one that did not or will not take place. A pending
+# `$hold` counts until it lapses.
+DOSE_STATUSES = ("booked", "pending", "checked-in", "arrived", "fulfilled")
 
 
 def session_minutes(protocol: Protocol) -> float:
@@ -42,18 +47,29 @@ def _check_enrolment(context: WriteContext, patient: str) -> None:
 
 
 def _others(context: WriteContext, patient: str, booking: Booking) -> list[dict[str, Any]]:
-    """The patient's other dosing sessions that did not or will not fail to take place."""
-    system = session_type_system(context.interactions.settings.canonical_base)
-    pairs = [
-        ("patient", patient),
-        ("service-type", f"{system}|dosing"),
-        ("status:not", ",".join(CANCELLED)),
-    ]
-    found = appointments(context, pairs)
-    if not found:  # the type may be in appointmentType instead
-        pairs[1] = ("appointment-type", f"{system}|dosing")
-        found = appointments(context, pairs)
-    return [a for a in found if a.get("id") != booking.id and a.get("start")]
+    """The patient's other dosing sessions that are (or will be) doses: typed dosing by
+    serviceType or appointmentType (both searched, merged by id), in a DOSE_STATUSES
+    status, lapsed holds left out."""
+    base = context.interactions.settings.canonical_base
+    system = session_type_system(base)
+    found: dict[str, dict[str, Any]] = {}
+    for param in ("service-type", "appointment-type"):
+        pairs = [
+            ("patient", patient),
+            (param, f"{system}|dosing"),
+            ("status", ",".join(DOSE_STATUSES)),
+        ]
+        for appointment in appointments(context, pairs):
+            found.setdefault(str(appointment.get("id")), appointment)
+    now = utcnow()
+    return sorted(
+        (
+            a
+            for a in found.values()
+            if a.get("id") != booking.id and a.get("start") and not hold_lapsed(a, base, now)
+        ),
+        key=lambda a: instant(a["start"]),
+    )
 
 
 def check_dosing(context: WriteContext, booking: Booking) -> None:
