@@ -17,6 +17,52 @@ def nasal(start: str, end: str, **extra: object) -> dict:
     return session("dosing", start, end, **extra)  # type: ignore[arg-type]
 
 
+# --- finding 4: weeks are the clinic's calendar weeks -------------------------------------
+
+
+async def test_next_monday_is_a_new_week_though_earlier_in_the_day(scheduling):
+    await start_course(scheduling, "p1", "intranasal-esketamine")
+    # Monday and Wednesday at 10:00, then next Monday at 09:00: week 2 of the course,
+    # though less than 168 h after the first dose.
+    for day in ("2026-03-02", "2026-03-04"):
+        created = await post(scheduling, nasal(at(10, day=day), at(13, day=day)))
+        assert created.status_code == 201, created.text
+    monday = await post(scheduling, nasal(at(9, day="2026-03-09"), at(12, day="2026-03-09")))
+    assert monday.status_code == 201, monday.text
+    # A third session in that calendar week is still one too many.
+    third = await post(scheduling, nasal(at(9, day="2026-03-11"), at(12, day="2026-03-11")))
+    friday = await post(scheduling, nasal(at(9, day="2026-03-13"), at(12, day="2026-03-13")))
+    assert third.status_code == 201, third.text
+    assert friday.status_code == 409, friday.text
+    assert "dosing-course-cadence" in rule_of(friday)
+
+
+async def test_cadence_weeks_survive_the_change_to_summer_time(scheduling):
+    await start_course(scheduling, "p1", "intranasal-esketamine")
+    # Monday and Thursday 09:00 in Amsterdam: 08:00Z before 29 March 2026, 07:00Z after.
+    for start, end in (
+        ("2026-03-23T08:00:00Z", "2026-03-23T11:00:00Z"),
+        ("2026-03-26T08:00:00Z", "2026-03-26T11:00:00Z"),
+    ):
+        assert (await post(scheduling, nasal(start, end))).status_code == 201
+    monday = await post(scheduling, nasal("2026-03-30T07:00:00Z", "2026-03-30T10:00:00Z"))
+    assert monday.status_code == 201, monday.text
+
+
+async def test_weeks_are_local_calendar_weeks_not_utc_ones(scheduling):
+    # (In UTC calendar weeks the first session would be a week of its own.)
+    await start_course(scheduling, "p1", "intranasal-esketamine")
+    # Sunday 23:30Z is Monday 00:30 in Amsterdam: the same local week as Tuesday and Thursday.
+    for start, end in (
+        ("2026-03-01T23:30:00Z", "2026-03-02T02:30:00Z"),
+        ("2026-03-04T09:00:00Z", "2026-03-04T12:00:00Z"),
+    ):
+        assert (await post(scheduling, nasal(start, end))).status_code == 201
+    friday = await post(scheduling, nasal("2026-03-06T09:00:00Z", "2026-03-06T12:00:00Z"))
+    assert friday.status_code == 409, friday.text
+    assert "dosing-course-cadence" in rule_of(friday)
+
+
 # --- finding 8: serviceType and appointmentType alike -------------------------------------
 
 

@@ -13,6 +13,7 @@ from services.scheduling.dosing.protocol import Protocol
 from services.scheduling.finding.busy import hold_lapsed
 from services.scheduling.schedule_slots import instant
 from services.scheduling.session_types import session_type_system
+from services.scheduling.settings import SchedulingSettings
 from shared.fhir.dates import format_instant, utcnow
 from shared.fhir.errors import FHIRError, invalid
 
@@ -106,7 +107,10 @@ def check_dosing(context: WriteContext, booking: Booking) -> None:
     # The course began with the plan's period (when it says so); sessions before it are of
     # an earlier course.
     counted = [o for o in others if since is None or instant(o["start"]) >= instant(since)]
-    check_cadence(protocol, booking.start, [instant(o["start"]) for o in counted])
+    settings = context.interactions.settings
+    assert isinstance(settings, SchedulingSettings)  # create_app makes sure of it
+    zone = settings.clinic_zone()
+    check_cadence(protocol, booking.start, [instant(o["start"]) for o in counted], zone)
     if protocol.course_doses is not None and len(counted) >= protocol.course_doses:
         raise FHIRError(
             409,
