@@ -4,10 +4,13 @@ counted (not proposals, waitlist entries or lapsed holds)."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from services.scheduling.finding import hold_expires_url
 from shared.fhir.dates import format_instant, utcnow
-from tests.booking_support import at, rule_of, session, start_course
-from tests.dosing_support import BASE
+from tests.booking_support import at, enrol, rule_of, session, start_course
+from tests.dosing_support import BASE, care_plan, clinician
+from tests.factories import FHIR_JSON
 from tests.scheduling_support import post
 from tests.scheduling_support import session_type as typed
 
@@ -61,6 +64,77 @@ async def test_weeks_are_local_calendar_weeks_not_utc_ones(scheduling):
     friday = await post(scheduling, nasal("2026-03-06T09:00:00Z", "2026-03-06T12:00:00Z"))
     assert friday.status_code == 409, friday.text
     assert "dosing-course-cadence" in rule_of(friday)
+
+
+# --- finding 5: a course begins with its CarePlan -----------------------------------------
+
+
+async def test_a_second_course_does_not_count_the_first_course_s_doses(scheduling):
+    first_plan = await start_course(scheduling, "p1")
+    for n in range(6):
+        day = f"2026-03-{2 + 3 * n:02d}"
+        booked = await post(scheduling, session("dosing", at(9, day=day), at(12, day=day)))
+        assert booked.status_code == 201, booked.text
+    plan = (await scheduling.get(f"/CarePlan/{first_plan}")).json()
+    done = await scheduling.put(
+        f"/CarePlan/{first_plan}", json=plan | {"status": "completed"}, headers=FHIR_JSON
+    )
+    assert done.status_code == 200, done.text
+    # Later, a new course is agreed at a new consultation (no period given).
+    again = await scheduling.post(
+        "/CarePlan", json=care_plan("p1"), headers=FHIR_JSON | clinician()
+    )
+    assert again.status_code == 201, again.text
+    day = "2027-09-01"
+    booked = await post(scheduling, session("dosing", at(9, day=day), at(12, day=day)))
+    assert booked.status_code == 201, booked.text
+
+
+async def test_an_active_dosing_plan_gets_its_course_start(scheduling):
+    before = utcnow() - timedelta(seconds=1)
+    created = await scheduling.post(
+        "/CarePlan", json=care_plan("p1"), headers=FHIR_JSON | clinician()
+    )
+    assert created.status_code == 201, created.text
+    start = created.json()["period"]["start"]
+    assert format_instant(before) <= start <= format_instant(utcnow())
+    # A later write that leaves the period out keeps the course's start.
+    body = {k: v for k, v in created.json().items() if k not in ("period", "meta")}
+    updated = await scheduling.put(
+        f"/CarePlan/{created.json()['id']}", json=body | {"title": "Renamed"}, headers=FHIR_JSON
+    )
+    assert updated.status_code == 200, updated.text
+    assert updated.json()["period"]["start"] == start
+
+
+async def test_a_course_start_the_clinic_gives_is_kept(scheduling):
+    body = care_plan("p1") | {"period": {"start": "2026-03-01"}}
+    created = await scheduling.post("/CarePlan", json=body, headers=FHIR_JSON | clinician())
+    assert created.status_code == 201, created.text
+    assert created.json()["period"] == {"start": "2026-03-01"}
+
+
+async def test_a_course_start_date_begins_at_midnight_on_the_clinic_s_clock(scheduling):
+    enrol(scheduling, "p1")
+    body = care_plan("p1", "intranasal-esketamine") | {"period": {"start": "2026-03-02"}}
+    created = await scheduling.post("/CarePlan", json=body, headers=FHIR_JSON | clinician())
+    assert created.status_code == 201, created.text
+    # Sunday 23:30Z is Monday 2 March 00:30 in Amsterdam: in the course, and in its week 1.
+    for start, end in (
+        ("2026-03-01T23:30:00Z", "2026-03-02T02:30:00Z"),
+        ("2026-03-04T09:00:00Z", "2026-03-04T12:00:00Z"),
+    ):
+        assert (await post(scheduling, nasal(start, end))).status_code == 201
+    friday = await post(scheduling, nasal("2026-03-06T09:00:00Z", "2026-03-06T12:00:00Z"))
+    assert friday.status_code == 409, friday.text
+    assert "dosing-course-cadence" in rule_of(friday)
+
+
+async def test_a_draft_plan_gets_no_course_start(scheduling):
+    body = care_plan("p1", status="draft")
+    created = await scheduling.post("/CarePlan", json=body, headers=FHIR_JSON | clinician())
+    assert created.status_code == 201, created.text
+    assert "period" not in created.json()
 
 
 # --- finding 8: serviceType and appointmentType alike -------------------------------------

@@ -3,7 +3,7 @@ minimum interval between doses and its course length."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from services.scheduling.booking.cadence import check_cadence
@@ -18,6 +18,8 @@ from shared.fhir.dates import format_instant, utcnow
 from shared.fhir.errors import FHIRError, invalid
 
 if TYPE_CHECKING:
+    from zoneinfo import ZoneInfo
+
     from shared.fhir.rules import WriteContext
 
 ENROLMENT_RULE = "dosing-needs-active-enrolment"
@@ -73,6 +75,20 @@ def _others(context: WriteContext, patient: str, booking: Booking) -> list[dict[
     )
 
 
+def _course_start(context: WriteContext, plan: dict[str, Any], zone: ZoneInfo) -> datetime:
+    """When the plan's course began (naive UTC): its period.start (a date without a time
+    from its midnight on the clinic's clock), else (a plan stored before the enricher gave
+    it one) the creation of the plan, its version 1."""
+    since = (plan.get("period") or {}).get("start")
+    if isinstance(since, str):
+        if "T" in since:
+            return instant(since)
+        local = instant(since).replace(tzinfo=zone)  # the date's midnight, clinic time
+        return local.astimezone(UTC).replace(tzinfo=None)
+    first = context.interactions.store.vread(context.session, "CarePlan", plan["id"], 1)
+    return first.last_updated
+
+
 def check_dosing(context: WriteContext, booking: Booking) -> None:
     """409 without an active episode, 422 without a CarePlan or when too short, 409 when too
     close to another dose or beyond the course."""
@@ -103,13 +119,13 @@ def check_dosing(context: WriteContext, booking: Booking) -> None:
                 code="business-rule",
                 expression=["Appointment.start"],
             )
-    since = (plan.get("period") or {}).get("start")
-    # The course began with the plan's period (when it says so); sessions before it are of
-    # an earlier course.
-    counted = [o for o in others if since is None or instant(o["start"]) >= instant(since)]
     settings = context.interactions.settings
     assert isinstance(settings, SchedulingSettings)  # create_app makes sure of it
     zone = settings.clinic_zone()
+    # The course began with the plan's period.start (the CarePlan enricher gives an active
+    # plan one when the client does not); sessions before it are of an earlier course.
+    since = _course_start(context, plan, zone)
+    counted = [o for o in others if instant(o["start"]) >= since]
     check_cadence(protocol, booking.start, [instant(o["start"]) for o in counted], zone)
     if protocol.course_doses is not None and len(counted) >= protocol.course_doses:
         raise FHIRError(
