@@ -12,6 +12,9 @@ from tests.replicas import replicate
 from tests.scheduling_support import session_type
 
 DAY = "2026-03-02"
+# The tests' courses begin before their first sessions (dated from DAY on, before the plans
+# are written): a plan without period.start would begin when written, leaving them out.
+COURSE_START = "2026-03-01"
 
 
 def at(hour: int, minute: int = 0, day: str = DAY) -> str:
@@ -60,9 +63,8 @@ async def start_course(
     """Enrol the patient (unless `enrolled`) and agree their dosing course (a CarePlan)."""
     if not enrolled:
         enrol(client, patient_id)
-    created = await client.post(
-        "/CarePlan", json=care_plan(patient_id, protocol), headers=FHIR_JSON | clinician()
-    )
+    body = care_plan(patient_id, protocol) | {"period": {"start": COURSE_START}}
+    created = await client.post("/CarePlan", json=body, headers=FHIR_JSON | clinician())
     assert created.status_code == 201, created.text
     return created.json()["id"]
 

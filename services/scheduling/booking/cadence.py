@@ -4,12 +4,14 @@ allows (e.g. intranasal esketamine twice weekly in weeks 1-4, weekly in weeks 5-
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from shared.fhir.errors import FHIRError
 
 if TYPE_CHECKING:
+    from zoneinfo import ZoneInfo
+
     from services.scheduling.dosing.protocol import Protocol
     from services.scheduling.dosing.protocol_parts import Phase
 
@@ -23,14 +25,28 @@ def _phase(protocol: Protocol, week: int) -> Phase | None:
     return None
 
 
-def check_cadence(protocol: Protocol, start: datetime, others: list[datetime]) -> None:
+def _monday(at: datetime, zone: ZoneInfo) -> date:
+    """The Monday of the clinic-local calendar week of the naive-UTC instant `at`."""
+    day = at.replace(tzinfo=UTC).astimezone(zone).date()
+    return day - timedelta(days=day.weekday())
+
+
+def check_cadence(
+    protocol: Protocol, start: datetime, others: list[datetime], zone: ZoneInfo
+) -> None:
     """409 when the session at `start` makes its week (or block of weeks, for fewer than one
-    a week) of the course hold more sessions than the phase's perWeekMax. The course's week 1
-    begins with its first dosing session; minimums are the planner's, not a booking's."""
-    first = min([start, *others])
+    a week) of the course hold more sessions than the phase's perWeekMax. Minimums are the
+    planner's, not a booking's.
+
+    Weeks are calendar weeks (Monday to Sunday) on the clinic's wall clock (`zone`): week 1
+    is the week of the course's first dosing session. The protocol's "twice weekly" is a
+    clinic calendar notion (Monday and Thursday, then Monday again), not 168 h periods from
+    the first dose's exact start: those would put next Monday at 09:00 in week 1 after a
+    first dose on Monday at 10:00, or after a change to summer time."""
+    first = _monday(min([start, *others]), zone)
 
     def week(at: datetime) -> int:
-        return (at - first).days // 7 + 1
+        return (_monday(at, zone) - first).days // 7 + 1
 
     phase = _phase(protocol, week(start))
     if phase is None:

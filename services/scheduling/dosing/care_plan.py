@@ -3,6 +3,11 @@
 The protocol is `instantiatesCanonical` = `<canonical_base>/PlanDefinition/<id>|<version>`
 (the version of dosing-protocols.json; left out, the one in force is pinned). The tailoring
 extension's `author` is always the clinician whose token changed the tailoring.
+
+An active dosing CarePlan always has `period.start`, the start of its course: the booking
+rules count only the dosing sessions from then on towards the course's length and cadence
+(earlier ones are of an earlier course). A client may give it; else the plan gets the time it
+was written active (kept on later writes that leave it out).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from services.scheduling.dosing.extensions import (
 )
 from services.scheduling.dosing.protocol import Protocol, dosing_protocols
 from shared.auth.principal import acting_person
+from shared.fhir.dates import format_instant, utcnow
 from shared.fhir.errors import FHIRError, invalid
 
 if TYPE_CHECKING:
@@ -96,10 +102,29 @@ def _clinician() -> str:
     return person
 
 
+def _course_start(context: WriteContext) -> str:
+    """The start of an active dosing plan's course when the client gave none: the one the
+    plan had; for a plan stored active without one (before this enricher), its creation
+    (version 1); else now, the plan becoming active."""
+    previous = context.previous
+    if previous is None or previous.resource is None:
+        return format_instant(utcnow())
+    before = (previous.resource.get("period") or {}).get("start")
+    if isinstance(before, str):
+        return before
+    if previous.resource.get("status") == "active":
+        store = context.interactions.store
+        with contextlib.suppress(FHIRError):
+            return format_instant(
+                store.vread(context.session, "CarePlan", previous.id, 1).last_updated
+            )
+    return format_instant(utcnow())
+
+
 def stamp_care_plan(context: WriteContext) -> dict[str, Any]:
-    """Enricher: pin the protocol version, and name the tailoring's author (the clinician
-    when the tailoring changes, else the author it already had); only a clinician removes
-    one."""
+    """Enricher: pin the protocol version, give an active plan its course start (period.start,
+    see the module's docstring), and name the tailoring's author (the clinician when the
+    tailoring changes, else the author it already had); only a clinician removes one."""
     care_plan = context.resource or {}
     base = context.interactions.settings.canonical_base
     found = _dosing_canonical(care_plan, base)
@@ -107,6 +132,9 @@ def stamp_care_plan(context: WriteContext) -> dict[str, Any]:
         canonicals = list(care_plan["instantiatesCanonical"])
         canonicals[found[0]] = f"{found[1]}|{dosing_protocols().version}"
         care_plan = {**care_plan, "instantiatesCanonical": canonicals}
+    period = care_plan.get("period") or {}
+    if found is not None and care_plan.get("status") == "active" and "start" not in period:
+        care_plan = {**care_plan, "period": {**period, "start": _course_start(context)}}
     tailoring = read_tailoring(care_plan, base)
     before = None
     if context.previous is not None and context.previous.resource is not None:
