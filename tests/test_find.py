@@ -165,7 +165,8 @@ async def test_no_proposal_runs_past_the_window_s_end(scheduling: httpx.AsyncCli
     schedule_id = await calendar(scheduling, DR, "emdr")
     # The window closes 168 h after the dose: this slot starts 15 min before and ends after.
     await free_slot(scheduling, schedule_id, end + timedelta(hours=168, minutes=-15))
-    inside = await free_slot(scheduling, schedule_id, end + timedelta(hours=167, minutes=30))
+    other = await calendar(scheduling, "Practitioner/dr-other", "emdr")
+    inside = await free_slot(scheduling, other, end + timedelta(hours=167, minutes=30))
     found = await proposals(scheduling, find("Patient/p1"))
     assert [slots_of(p) for p in found] == [[f"Slot/{inside}"]]
     booked = await call(scheduling, "book", given(found[0]))
