@@ -42,7 +42,9 @@ def book_operation() -> Operation:
         handler=book,
         description=(
             "Book a proposed Appointment, or a held one (by its id): status booked, under the "
-            "booking rules, which answer 409 when its slot or a participant went meanwhile."
+            "booking rules, which answer 409 when its slot or a participant went meanwhile. "
+            "Booking a held one updates it, so it needs system/Appointment.u as well; a hold "
+            "someone cancelled is not booked (409), one cancelled because it lapsed is."
         ),
         scope="system/Appointment.c",
         inputs=(_GIVEN,),
