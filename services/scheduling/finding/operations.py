@@ -25,7 +25,8 @@ def hold_operation() -> Operation:
         description=(
             "Hold a proposed Appointment: stored as pending, its slots busy, until the "
             "hold-expires extension's time (setting SCHEDULING_HOLD_MINUTES); a lapsed hold "
-            "holds nothing and is cancelled by the next $hold or $book of its participants."
+            "holds nothing and is cancelled by the next $hold or $book of its participants, "
+            "or by the hold sweeper (SCHEDULING_HOLD_SWEEP_INTERVAL_S), which frees its slots."
         ),
         scope="system/Appointment.c",
         inputs=(_GIVEN,),
