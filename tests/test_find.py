@@ -3,12 +3,14 @@ part first, from qualified practitioners' free slots, busy people left out."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import httpx
 
+from tests.auth_support import bearer
 from tests.booking_support import rule_of, session
 from tests.conftest import BACKENDS
+from tests.factories import FHIR_JSON
 from tests.finding_support import (
     actors_of,
     calendar,
@@ -17,6 +19,7 @@ from tests.finding_support import (
     fhir,
     find,
     free_slot,
+    given,
     given_dose,
     opened,
     proposals,
@@ -153,3 +156,50 @@ async def test_rooms_with_schedules_are_booked_with_the_practitioner(
     found = await proposals(scheduling, find("Patient/p1"))
     assert [slots_of(a) for a in found] == [[f"Slot/{with_room}", f"Slot/{room_slot}"]]
     assert actors_of(found[0]) == ["Patient/p1", DR, "Location/room-1"]
+
+
+@BACKENDS
+async def test_no_proposal_runs_past_the_window_s_end(scheduling: httpx.AsyncClient):
+    end = ended()
+    await given_dose(scheduling, "p1", end)
+    schedule_id = await calendar(scheduling, DR, "emdr")
+    # The window closes 168 h after the dose: this slot starts 15 min before and ends after.
+    await free_slot(scheduling, schedule_id, end + timedelta(hours=168, minutes=-15))
+    other = await calendar(scheduling, "Practitioner/dr-other", "emdr")
+    inside = await free_slot(scheduling, other, end + timedelta(hours=167, minutes=30))
+    found = await proposals(scheduling, find("Patient/p1"))
+    assert [slots_of(p) for p in found] == [[f"Slot/{inside}"]]
+    booked = await call(scheduling, "book", given(found[0]))
+    assert booked.status_code == 201, booked.text
+
+
+@BACKENDS
+async def test_find_does_not_answer_for_another_practice_s_patient(scheduling: httpx.AsyncClient):
+    patient = {"resourceType": "Patient", "managingOrganization": {"reference": "Organization/b"}}
+    replicate(scheduling, "Patient", "pb", patient)
+    day = (datetime.now(UTC) + timedelta(days=2)).replace(hour=9, minute=0, second=0, microsecond=0)
+    schedule_id = await calendar(scheduling, DR, "emdr")
+    await free_slot(scheduling, schedule_id, day)
+    body = find("Patient/pb", start=day, end=day + timedelta(hours=3))
+    practice_a = FHIR_JSON | bearer(practice="Organization/a")
+    refused = await scheduling.post("/Appointment/$find", json=body, headers=practice_a)
+    assert refused.status_code == 404, refused.text
+    assert refused.json()["resourceType"] == "OperationOutcome"
+    # Practice b sees its own patient, as does a programme-wide caller.
+    practice_b = FHIR_JSON | bearer(practice="Organization/b")
+    seen = await scheduling.post("/Appointment/$find", json=body, headers=practice_b)
+    assert seen.status_code == 200, seen.text
+    assert len(await proposals(scheduling, body)) == 1
+
+
+@BACKENDS
+async def test_find_refuses_dosing_sessions(scheduling: httpx.AsyncClient):
+    end = ended()
+    await given_dose(scheduling, "p1", end)
+    await calendar(scheduling, "Practitioner/dr-dose", "dosing")
+    refused = await call(scheduling, "find", find("Patient/p1", kind="dosing"))
+    assert refused.status_code == 422, refused.text
+    assert expressions(refused) == [
+        "Parameters.parameter.where(name='service-type').valueCodeableConcept"
+    ]
+    assert "booked directly" in rule_of(refused)

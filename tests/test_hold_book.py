@@ -9,8 +9,10 @@ from datetime import UTC, datetime, timedelta
 import httpx
 
 from services.scheduling.schedule_slots import instant
+from tests.auth_support import bearer
 from tests.booking_support import rule_of
 from tests.conftest import BACKENDS
+from tests.factories import FHIR_JSON
 from tests.finding_support import (
     HOLD_EXPIRES,
     calendar,
@@ -118,3 +120,35 @@ async def test_hold_and_book_take_a_proposed_appointment(scheduling: httpx.Async
         "parameter": [{"name": "appointment", "resource": {"resourceType": "Patient"}}],
     }
     assert (await call(scheduling, "hold", wrong)).status_code == 422
+
+
+@BACKENDS
+async def test_book_does_not_revive_a_hold_someone_cancelled(scheduling: httpx.AsyncClient):
+    await _setup(scheduling)
+    (proposal,) = await proposals(scheduling, find("Patient/p1"))
+    hold = (await call(scheduling, "hold", given(proposal))).json()
+    declined = {"status": "cancelled", "cancelationReason": {"text": "patient declined"}}
+    stored = await scheduling.put(
+        f"/Appointment/{hold['id']}", json=hold | declined, headers=FHIR_JSON
+    )
+    assert stored.status_code == 200, stored.text
+    revived = await call(scheduling, "book", given(stored.json()))
+    assert revived.status_code == 409, revived.text
+    assert "book-needs-proposal-or-hold" in rule_of(revived)
+    assert (await scheduling.get(f"/Appointment/{hold['id']}")).json()["status"] == "cancelled"
+
+
+@BACKENDS
+async def test_book_of_a_hold_needs_update_scope(scheduling: httpx.AsyncClient):
+    await _setup(scheduling)
+    (proposal,) = await proposals(scheduling, find("Patient/p1"))
+    hold = (await call(scheduling, "hold", given(proposal))).json()
+    create_only = FHIR_JSON | bearer(scope="system/Appointment.cr system/Ops.r")
+    refused = await scheduling.post("/Appointment/$book", json=given(hold), headers=create_only)
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["resourceType"] == "OperationOutcome"
+    assert "system/Appointment.u" in refused.json()["issue"][0]["diagnostics"]
+    assert (await scheduling.get(f"/Appointment/{hold['id']}")).json()["status"] == "pending"
+    with_update = FHIR_JSON | bearer(scope="system/Appointment.cru system/Ops.r")
+    booked = await scheduling.post("/Appointment/$book", json=given(hold), headers=with_update)
+    assert booked.status_code == 200, booked.text

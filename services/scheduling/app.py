@@ -13,6 +13,7 @@ from services.scheduling.dosing.protocol import dosing_protocols
 from services.scheduling.finding.emdr_window import check_emdr_window
 from services.scheduling.finding.operations import finding_operations
 from services.scheduling.finding.stamp import stamp_opened_by
+from services.scheduling.finding.sweeper import run_hold_sweeper
 from services.scheduling.generate_slots import generate_slots_operation
 from services.scheduling.holds.hold import react_to_vital_sign
 from services.scheduling.holds.release import release_hold_operation
@@ -102,4 +103,6 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         settings = SchedulingSettings(**given)
     app = create_service_app(settings, registry())
     publish_at_start(app, lambda s: [session_types(s.canonical_base)])
+    # Lapsed holds cancelled in the background (finding/sweeper.py).
+    run_hold_sweeper(app, settings.hold_sweep_interval_s)
     return app

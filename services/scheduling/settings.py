@@ -24,6 +24,9 @@ class SchedulingSettings(_SchedulingBase):  # type: ignore[misc,valid-type]
     # How long `$hold` keeps a pending Appointment's time (SCHEDULING_HOLD_MINUTES); 0 makes
     # holds lapse at once (tests).
     hold_minutes: int = Field(default=10, ge=0)
+    # How often the hold sweeper cancels lapsed holds, giving their slots back to `$find`
+    # (SCHEDULING_HOLD_SWEEP_INTERVAL_S); 0 runs no sweeper.
+    hold_sweep_interval_s: float = Field(default=30.0, ge=0)
 
     @field_validator("clinic_time_zone")
     @classmethod

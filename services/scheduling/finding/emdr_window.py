@@ -1,6 +1,15 @@
 """The EMDR window rule: an EMDR session of a patient on a dosing course lies inside the
 plasticity window of the dose that opened it, which the session records (`opened-by-dose`,
-filled and its offset computed by the server); outside it only with a stated override."""
+filled and its offset computed by the server); outside it only with a stated override.
+
+The dose is computed again on every write that holds time, and on `fulfilled` ones: the
+patient's newest completed dose that ended by the session's start, or that was given during
+it (in-session EMDR). What the resource already names does not win: a dose carried over from
+an earlier write (the previous stamp, or a `$find` proposal's) is replaced; a dose the client
+names that differs is refused (422) unless the EMDR window override extension states why, and
+then kept; on a `fulfilled` write (a record of a session held, to which the window rule does
+not apply) a named dose of the patient is kept, and among doses that ended at the same instant
+the client's choice stands."""
 
 from __future__ import annotations
 
@@ -10,8 +19,12 @@ from services.scheduling.booking.search import course
 from services.scheduling.booking.session import Booking, booking
 from services.scheduling.finding import window_override_url
 from services.scheduling.finding.in_session import in_dosing_session
-from services.scheduling.finding.windows import DoseWindow, as_window, window_before
-from services.scheduling.replanning.sessions import opened_by, opened_by_dose_url
+from services.scheduling.finding.windows import DoseWindow, as_window, window_of_session
+from services.scheduling.replanning.sessions import (
+    opened_by,
+    opened_by_dose_url,
+    previous_content,
+)
 from shared.fhir.dates import format_instant
 from shared.fhir.errors import FHIRError, invalid
 from shared.fhir.references import parse_reference
@@ -22,13 +35,19 @@ if TYPE_CHECKING:
 EMDR_RULE = "emdr-outside-window"
 
 
-def emdr_session(context: WriteContext) -> Booking | None:
-    """The EMDR session this write holds time for, of a patient on a dosing course."""
+def emdr_session(context: WriteContext, *, fulfilled: bool = False) -> Booking | None:
+    """The EMDR session this write holds time for (or, with `fulfilled`, records as having
+    taken place), of a patient on a dosing course."""
     appointment = context.resource
     if appointment is None:
         return None
     mine = booking(appointment, context.res_id, context.interactions.settings.canonical_base)
-    if mine.session_type != "emdr" or not mine.holds_time or mine.patient is None:
+    took_place = (
+        fulfilled and mine.status == "fulfilled" and mine.start is not None and mine.end is not None
+    )
+    if mine.session_type != "emdr" or not (mine.holds_time or took_place):
+        return None
+    if mine.patient is None:
         return None
     try:
         course(context, mine.patient)
@@ -58,13 +77,44 @@ def _named(context: WriteContext, mine: Booking, reference: dict[str, Any]) -> D
     return window
 
 
+def _stamped_before(context: WriteContext, reference: str) -> bool:
+    """Whether the stored version already records this dose (the client sends it back)."""
+    base = context.interactions.settings.canonical_base
+    before = opened_by(previous_content(context) or {}, base) or {}
+    return before.get("reference") == reference
+
+
 def dose_window(context: WriteContext, mine: Booking) -> DoseWindow | None:
-    """The named dose's window, else that of the patient's newest dose before the session."""
-    named = opened_by(context.resource or {}, context.interactions.settings.canonical_base)
-    if named:
-        return _named(context, mine, named)
-    assert mine.patient is not None and mine.start is not None
-    return window_before(context.interactions, context.session, mine.patient, mine.start)
+    """The window of the dose that opened the session, computed by the server (see the
+    module docstring); a differently named dose only with an override, else 422."""
+    assert mine.patient is not None and mine.start is not None and mine.end is not None
+    base = context.interactions.settings.canonical_base
+    computed = window_of_session(
+        context.interactions, context.session, mine.patient, mine.start, mine.end
+    )
+    named = opened_by(context.resource or {}, base)
+    reference = str((named or {}).get("reference") or "")
+    if not named or (computed is not None and reference == computed.dose):
+        return computed
+    if override_reason(context.resource or {}, base) is not None:
+        return _named(context, mine, named)  # the clinic's stated choice
+    if _stamped_before(context, reference):
+        return computed  # the earlier stamp sent back: the newer dose replaces it
+    if mine.status == "fulfilled":
+        return _named(context, mine, named)  # a record of a session held: as the clinic says
+    window = _named(context, mine, named)
+    if computed is not None and window.ended == computed.ended:
+        return window  # doses that ended together: the client's choice among them stands
+    server = (
+        f"the dose that opened its window is {computed.dose}"
+        if computed
+        else f"no completed dose of {mine.patient} ended before the session"
+    )
+    raise invalid(
+        f"opened-by-dose names {reference or 'no dose'}, but {server}: the server records it. "
+        f"Leave the extension out, or state why in {window_override_url(base)}",
+        [f"Appointment.extension('{opened_by_dose_url(base)}')"],
+    )
 
 
 def override_reason(appointment: dict[str, Any], base: str) -> str | None:

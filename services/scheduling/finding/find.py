@@ -89,7 +89,11 @@ def find_operation() -> Operation:
             "Proposed Appointments (status proposed) for a patient and session type, from the "
             "free Slots of practitioners whose Schedule offers that service type (and of a "
             "room, when rooms keep such Schedules), in the patient's current plasticity "
-            "window unless start/end are given: the optimal part first, then the rest."
+            "window unless start/end are given: the optimal part first, then the rest; none "
+            "running past the window's end. 404 for a patient the caller may not read; 422 "
+            "for dosing sessions, which are booked directly under the protocol's rules. It "
+            "writes nothing: a slot held only by a lapsed hold is offered again once the hold "
+            "sweeper has cancelled that hold (within SCHEDULING_HOLD_SWEEP_INTERVAL_S)."
         ),
         scope="system/Appointment.r",
         inputs=(

@@ -7,8 +7,11 @@ from datetime import timedelta
 from typing import Any
 
 from services.scheduling.booking.session import BOOKABLE
-from services.scheduling.finding import hold_expires_url
-from services.scheduling.finding.sweep import sweep
+from services.scheduling.finding import hold_expires_url, window_override_url
+from services.scheduling.finding.sweep import LAPSED, sweep
+from services.scheduling.replanning.sessions import opened_by_dose_url
+from shared.auth.needs import check_letters
+from shared.auth.principal import current_principal
 from shared.fhir.dates import format_instant, utcnow
 from shared.fhir.errors import FHIRError, invalid
 from shared.fhir.operations import OperationCall, OperationResult
@@ -37,11 +40,20 @@ def _actors(appointment: dict[str, Any]) -> list[str]:
 def _as(appointment: dict[str, Any], status: str, base: str, expires: str | None) -> dict:
     """The appointment in `status`, its hold expiry set (or gone), the patient's answer
     accepted once booked."""
-    url = hold_expires_url(base)
-    extensions = [e for e in appointment.get("extension") or [] if e.get("url") != url]
+    # The hold's expiry is set afresh; the dose that opened an EMDR session's window is the
+    # server's to record (a newer dose may have come since `$find`), unless an override
+    # names one on purpose.
+    dropped_urls = {hold_expires_url(base)}
+    if not any(
+        e.get("url") == window_override_url(base) for e in appointment.get("extension") or []
+    ):
+        dropped_urls.add(opened_by_dose_url(base))
+    extensions = [e for e in appointment.get("extension") or [] if e.get("url") not in dropped_urls]
     if expires is not None:
-        extensions.append({"url": url, "valueDateTime": expires})
-    body = {k: v for k, v in appointment.items() if k not in ("extension", "meta")}
+        extensions.append({"url": hold_expires_url(base), "valueDateTime": expires})
+    # A booked appointment was not cancelled: a swept hold's cancelationReason goes.
+    dropped = ("extension", "meta", "cancelationReason")
+    body = {k: v for k, v in appointment.items() if k not in dropped}
     if extensions:
         body["extension"] = extensions
     if status == "booked":
@@ -71,18 +83,29 @@ def hold(call: OperationCall) -> OperationResult:
     return OperationResult(stored.resource or {}, 201)
 
 
+def _lapsed_and_swept(appointment: dict[str, Any], base: str) -> bool:
+    """Whether the appointment is a hold the sweep cancelled because it lapsed (not one the
+    clinic or the patient cancelled: that one stays cancelled)."""
+    url = hold_expires_url(base)
+    was_held = any(e.get("url") == url for e in appointment.get("extension") or [])
+    reason = (appointment.get("cancelationReason") or {}).get("text")
+    return was_held and appointment.get("status") == "cancelled" and reason == LAPSED
+
+
 def _held(call: OperationCall, res_id: str) -> dict[str, Any]:
-    """The stored hold, locked; 409 when it is no hold (booked already, or another state)."""
+    """The stored hold, locked: pending (lapsed or not), or cancelled by the sweep because it
+    lapsed; 409 for anything else (booked already, cancelled by someone, another state)."""
     interactions, session = call.interactions, call.session
+    base = interactions.settings.canonical_base
     interactions.read(session, "Appointment", res_id)  # 404/410 as a read answers
     current = interactions.store.read(session, "Appointment", res_id, lock=True).resource or {}
-    url = hold_expires_url(interactions.settings.canonical_base)
-    was_held = any(e.get("url") == url for e in current.get("extension") or [])
-    if current.get("status") == "pending" or (was_held and current.get("status") == "cancelled"):
+    if current.get("status") == "pending" or _lapsed_and_swept(current, base):
         return current
+    status = current.get("status")
+    why = "cancelled, not by the lapse of its hold" if status == "cancelled" else status
     raise FHIRError(
         409,
-        f"Rule {HOLD_RULE}: Appointment/{res_id} is {current.get('status')}, not a hold",
+        f"Rule {HOLD_RULE}: Appointment/{res_id} is {why}, not a hold",
         code="business-rule",
         expression=[f"{GIVEN}.id"],
     )
@@ -93,6 +116,9 @@ def book(call: OperationCall) -> OperationResult:
     base = interactions.settings.canonical_base
     given = _given(call)
     res_id = given.get("id")
+    if isinstance(res_id, str):
+        # Booking a stored hold updates it: the operation's create scope is not enough.
+        check_letters(current_principal.get(), "Appointment", "u")
     current = _held(call, res_id) if isinstance(res_id, str) else _proposal(given)
     sweep(interactions, session, _actors(current), utcnow(), keep=res_id)
     body = _as(current, "booked", base, None)

@@ -8,11 +8,15 @@ from typing import Any
 from services.scheduling.finding.windows import DoseWindow
 from services.scheduling.schedule_slots import instant
 from services.scheduling.session_types import session_type_codes, session_type_system
+from shared.auth.access_checks import require_visible
 from shared.fhir.errors import FHIRError, invalid
 from shared.fhir.operations import OperationCall
 from shared.fhir.references import parse_reference
 
 WINDOW_RULE = "find-needs-window"
+# Dosing sessions keep to the protocol's cadence, interval and course rules, which `$find`
+# does not apply: they are booked directly (a booked Appointment), where those rules decide.
+NOT_FOUND_TYPES = ("dosing",)
 
 
 def where(name: str, value: str) -> str:
@@ -20,13 +24,17 @@ def where(name: str, value: str) -> str:
 
 
 def patient_of(call: OperationCall) -> str:
-    """The patient as `Patient/<id>`."""
+    """The patient as `Patient/<id>`; 404 as a read answers when the caller may not see that
+    patient (another practice's: their busy times are theirs)."""
     reference = (call.one("patient") or {}).get("reference") or ""
     res_type, res_id = parse_reference(reference)
     if res_type != "Patient" or not res_id or "://" in reference:
         raise invalid(
             "patient is a Reference to Patient/<id>", [where("patient", "valueReference")]
         )
+    # A patient not replicated yet is no one's to hide: the search goes on (as a write naming
+    # that patient would).
+    require_visible(call.session, call.interactions.definition("Patient"), res_id)
     return f"Patient/{res_id}"
 
 
@@ -36,6 +44,13 @@ def service_type(call: OperationCall) -> tuple[str, dict[str, Any]]:
     system, known = session_type_system(base), session_type_codes(base)
     concept: dict[str, Any] = call.one("service-type") or {}
     for coding in concept.get("coding") or []:
+        if coding.get("system") == system and coding.get("code") in NOT_FOUND_TYPES:
+            raise invalid(
+                f"service-type {coding['code']}: $find does not propose dosing sessions; they "
+                "are booked directly (POST or PUT an Appointment), where the dosing protocol's "
+                "cadence, interval and course rules decide",
+                [where("service-type", "valueCodeableConcept")],
+            )
         if coding.get("system") == system and coding.get("code") in known:
             return f"{system}|{coding['code']}", {
                 "coding": [{"system": system, "code": coding["code"]}]

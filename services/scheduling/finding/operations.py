@@ -25,7 +25,8 @@ def hold_operation() -> Operation:
         description=(
             "Hold a proposed Appointment: stored as pending, its slots busy, until the "
             "hold-expires extension's time (setting SCHEDULING_HOLD_MINUTES); a lapsed hold "
-            "holds nothing and is cancelled by the next $hold or $book of its participants."
+            "holds nothing and is cancelled by the next $hold or $book of its participants, "
+            "or by the hold sweeper (SCHEDULING_HOLD_SWEEP_INTERVAL_S), which frees its slots."
         ),
         scope="system/Appointment.c",
         inputs=(_GIVEN,),
@@ -42,7 +43,9 @@ def book_operation() -> Operation:
         handler=book,
         description=(
             "Book a proposed Appointment, or a held one (by its id): status booked, under the "
-            "booking rules, which answer 409 when its slot or a participant went meanwhile."
+            "booking rules, which answer 409 when its slot or a participant went meanwhile. "
+            "Booking a held one updates it, so it needs system/Appointment.u as well; a hold "
+            "someone cancelled is not booked (409), one cancelled because it lapsed is."
         ),
         scope="system/Appointment.c",
         inputs=(_GIVEN,),

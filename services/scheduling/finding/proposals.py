@@ -109,6 +109,8 @@ def collect(
         rooms = _room_slots(interactions, session, search, instant(page[0]["start"]), last)
         for slot in page:
             start, end = instant(slot["start"]), instant(slot["end"])
+            if search.dose is not None and start < search.dose.window_end < end:
+                continue  # runs past the window's end: `$book` would refuse it
             who = actor_of[_schedule(slot)]
             if not (is_free(search.busy, who, start, end)):
                 continue

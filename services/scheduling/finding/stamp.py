@@ -13,18 +13,22 @@ if TYPE_CHECKING:
 
 
 def stamp_opened_by(context: WriteContext) -> dict[str, Any]:
-    """The EMDR session with `opened-by-dose` set (the client's offset never kept); as it is
-    when no dose before it opened a window."""
+    """The EMDR session with `opened-by-dose` set afresh on every write that holds time or
+    records it fulfilled (the client's offset never kept); without it when no dose opened a
+    window for it (a stale one sent back is dropped)."""
     appointment = context.resource
     assert appointment is not None
-    mine = emdr_session(context)
+    mine = emdr_session(context, fulfilled=True)
     if mine is None or mine.start is None:
         return appointment
     window = dose_window(context, mine)
-    if window is None:
-        return appointment
     base = context.interactions.settings.canonical_base
     url = opened_by_dose_url(base)
     others = [e for e in appointment.get("extension") or [] if e.get("url") != url]
+    if window is None:
+        if len(others) == len(appointment.get("extension") or []):
+            return appointment
+        changed = {k: v for k, v in appointment.items() if k != "extension"}
+        return {**changed, "extension": others} if others else changed
     stamped = opened_by_extension(base, window.dose, window.offset_hours(mine.start))
     return {**appointment, "extension": [*others, stamped]}

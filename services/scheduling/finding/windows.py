@@ -36,10 +36,18 @@ class DoseWindow:
     def holds(self, start: datetime, end: datetime) -> bool:
         return self.window_start <= start and end <= self.window_end
 
+    # When the administration began (None: only an instant was recorded, the end).
+    started: datetime | None = None
+
 
 def _ended(dose: dict[str, Any]) -> datetime | None:
     period = dose.get("effectivePeriod") or {}
     moment = period.get("end") or dose.get("effectiveDateTime")
+    return instant(moment) if isinstance(moment, str) else None
+
+
+def _started(dose: dict[str, Any]) -> datetime | None:
+    moment = (dose.get("effectivePeriod") or {}).get("start")
     return instant(moment) if isinstance(moment, str) else None
 
 
@@ -56,6 +64,7 @@ def as_window(dose: dict[str, Any], base: str) -> DoseWindow | None:
         instant(values["optimalStart"]),
         instant(values["optimalEnd"]),
         instant(values["windowEnd"]),
+        _started(dose),
     )
 
 
@@ -88,5 +97,20 @@ def window_before(
     """The window of the newest dose that ended before a session starting at `start`."""
     for window in dose_windows(interactions, session, patient):
         if window.ended <= start:
+            return window
+    return None
+
+
+def window_of_session(
+    interactions: Interactions, session: Session, patient: str, start: datetime, end: datetime
+) -> DoseWindow | None:
+    """The window of the dose that opened an EMDR session [start, end): the patient's newest
+    completed dose that ended by `start` or, for in-session EMDR (a protocol whose window opens
+    at 0 h, the EMDR inside the dosing session), was given during it: its administration began
+    before the session ended. A dose cannot overlap any other EMDR session of the patient (the
+    overlap rule allows only the in-session one), so for those this is the newest dose that
+    ended before the session."""
+    for window in dose_windows(interactions, session, patient):
+        if window.ended <= start or (window.started is not None and window.started < end):
             return window
     return None
