@@ -23,7 +23,6 @@ from tests.kafka_support import build_app, new_database, serving
 from tests.measures_support import (
     LOCAL,
     LOINC,
-    UCUM,
     bp_panel,
     known_patient,
     quantity,

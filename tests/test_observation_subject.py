@@ -165,7 +165,12 @@ async def test_without_an_owner_url_only_replicated_patients_are_known(
 
 @pytest.mark.parametrize(
     "subject",
-    [None, {"reference": "Group/g1"}, {"display": "someone"}, {"reference": "urn:uuid:8f6d8a8e-1d8e-4a57-9f0e-3a8f1c9b2d11"}],
+    [
+        None,
+        {"reference": "Group/g1"},
+        {"display": "someone"},
+        {"reference": "urn:uuid:8f6d8a8e-1d8e-4a57-9f0e-3a8f1c9b2d11"},
+    ],
 )
 async def test_the_subject_must_be_a_patient_reference(outcomes: httpx.AsyncClient, subject):
     known_patient(outcomes)
