@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from tests.auth_support import StaffBearer, staff_headers
+from tests.auth_support import StaffBearer, principal, staff_headers, token_for
 from tests.conftest import BACKENDS, SERVICES, make_settings
 from tests.factories import FHIR_JSON, patient
 from tests.fhir_asserts import assert_outcome
@@ -161,6 +161,28 @@ async def test_without_an_owner_url_only_replicated_patients_are_known(
         )
         known_patient(outcomes, "p1")
         assert (await _post(outcomes, score("44261-6", 12, subject="p1"))).status_code == 201
+
+
+async def test_a_practice_caller_gets_the_lookup_too_and_the_same_403_for_others(pair: Pair):
+    def of(practice: str) -> dict:
+        return patient(managingOrganization={"reference": f"Organization/{practice}"})
+
+    mine = (await pair.intake.post("/Patient", json=of("a"), headers=FHIR_JSON)).json()["id"]
+    other = (await pair.intake.post("/Patient", json=of("b"), headers=FHIR_JSON)).json()["id"]
+    as_a = {
+        **FHIR_JSON,
+        "Authorization": f"Bearer {token_for(principal(practice='Organization/a'))}",
+    }
+
+    async def post(subject: str) -> httpx.Response:
+        body = score("44261-6", 12, subject=subject)
+        return await pair.outcomes.post("/Observation", json=body, headers=as_a)
+
+    assert (await post(mine)).status_code == 201
+    # Another practice's patient, fetched or not known anywhere: the same 403.
+    assert_outcome(await post(other), 403, "forbidden")
+    assert_outcome(await post("nobody"), 403, "forbidden")
+    assert pair.calls.paths == [f"/fhir/Patient/{i}" for i in (mine, other, "nobody")]
 
 
 @pytest.mark.parametrize(

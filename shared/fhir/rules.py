@@ -66,9 +66,19 @@ class MissingReplica(FHIRError):
     """A write refused because a replicated resource it needs (`res_type`/`res_id`) is not
     current here: its event may not have arrived yet. The request is run again once after the
     resource has been fetched from its owner (FHIRContext.write); when the owner has no such
-    resource, or no owner URL is configured, this 422 is the answer."""
+    resource, or no owner URL is configured, this error (422 unless said otherwise) is the
+    answer."""
 
-    def __init__(self, res_type: str, res_id: str, diagnostics: str, expression: list[str]):
-        super().__init__(422, diagnostics, code="invalid", expression=expression)
+    def __init__(
+        self,
+        res_type: str,
+        res_id: str,
+        diagnostics: str,
+        expression: list[str] | None = None,
+        *,
+        status: int = 422,
+        code: str = "invalid",
+    ):
+        super().__init__(status, diagnostics, code=code, expression=expression)
         self.res_type = res_type
         self.res_id = res_id
