@@ -23,9 +23,8 @@ from pathlib import Path
 import httpx
 from fastapi import FastAPI
 
-from bench.load import bulk_create, load
-from services.outcomes.app import OutcomesSettings, create_app, registry
-from shared.db.engine import Database
+from bench.load import load, replicate_patients
+from services.outcomes.app import OutcomesSettings, create_app
 from tests.auth_support import auth_settings, mint
 
 OBSERVATIONS = int(os.environ.get("BENCH_AUTH_OBSERVATIONS", "100000"))
@@ -43,18 +42,11 @@ def _practice(patient: int) -> str:
 
 def _patients(url: str) -> None:
     """The replicated Patients, each managed by one of the practices."""
-    database = Database(url)
-    definition = registry().resources["Patient"]
-    batch = [
-        (
-            f"pat-{n:05d}",
-            {"resourceType": "Patient", "managingOrganization": {"reference": _practice(n)}},
-        )
-        for n in range(PATIENTS)
-    ]
-    with database.write() as session:
-        bulk_create(session, definition, batch)
-    database.dispose()
+    replicate_patients(
+        url,
+        PATIENTS,
+        lambda n: {"resourceType": "Patient", "managingOrganization": {"reference": _practice(n)}},
+    )
 
 
 def _app(url: str, **settings: object) -> FastAPI:

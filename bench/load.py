@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
-from bench.data import Key, key_of, stored_observations
+from bench.data import Key, key_of, patient_ref, stored_observations
 from services.outcomes.app import registry
 from shared.db.engine import Database
 from shared.db.migrate import upgrade
@@ -148,6 +148,22 @@ def load(
         _check_same_tables(reference, {k: v - reference.get(k, 0) for k, v in counts.items()})
         _analyse(database)
         return keys, time.monotonic() - started
+    finally:
+        database.dispose()
+
+
+def replicate_patients(
+    url: str, patients: int, content: Callable[[int], dict[str, Any]] | None = None
+) -> None:
+    """The Observations' subjects in outcomes' Patient replica, as intake's events would put
+    them there: outcomes takes an Observation only of a patient it knows."""
+    database = Database(url)
+    definition = registry().resources["Patient"]
+    make = content or (lambda _n: {"resourceType": "Patient"})
+    batch = [(patient_ref(n).removeprefix("Patient/"), make(n)) for n in range(patients)]
+    try:
+        with database.write() as session:
+            bulk_create(session, definition, batch)
     finally:
         database.dispose()
 

@@ -30,7 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bench.data import Key, observation, search_date
 from bench.driver import Phase, Request, drive
-from bench.load import load
+from bench.load import load, replicate_patients
 from bench.report import Backend, Results, write
 from bench.servers import baseline_server, outcomes_service
 from tooling.postgres import PostgresCluster
@@ -269,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
             keys, backend.load_seconds = load(
                 urls[name], name, args.observations, patients=patients
             )
+            # The patients the creates name, known to outcomes as intake's events would make them.
+            replicate_patients(urls[name], patients)
             results.backends.append(backend)
         if "postgres" in args.backends and args.pg_workers > 1:
             # Creates only, on the database loaded above: how a service scales with cores.

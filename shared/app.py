@@ -80,6 +80,8 @@ def create_service_app(settings: ServiceSettings, registry: Registry) -> FastAPI
     """A FastAPI app serving the registry's resource types as FHIR R4."""
     context = build_context(settings, registry)
     events = EventRuntime(settings, registry, context.database, context.store, context.interactions)
+    # A write refused for a replica whose event has not arrived asks the owner once.
+    context.fetch_replica = events.fetch_replica
     context.database.after_commit.append(
         lambda info: events.relay.wake() if info.get(EVENTS_WRITTEN) else None
     )

@@ -18,6 +18,7 @@ from tests.conftest import BACKENDS, SERVICES, make_settings
 from tests.factories import FHIR_JSON, observation, patient
 from tests.fhir_asserts import assert_outcome
 from tests.kafka_support import eventually, serving
+from tests.measures_support import known_patient
 
 pytestmark = BACKENDS
 USER = "Practitioner/dr-audit"
@@ -125,6 +126,7 @@ async def test_each_interaction_is_recorded_with_who_what_outcome_and_patient(cl
 async def test_a_read_of_another_type_names_its_patient(database_url: str):
     app = _app("outcomes", database_url)
     async with _client(app) as client:
+        known_patient(client, "pt-9")
         with acting_as(principal(client_id=CLIENT)):
             created = await client.post("/Observation", json=observation(patient_id="pt-9"))
             oid = created.json()["id"]
@@ -357,6 +359,7 @@ async def test_a_search_names_the_patients_whose_data_it_returned(database_url: 
     app = _app("outcomes", database_url)
     async with _client(app) as client:
         for pid in ("pt-1", "pt-2"):
+            known_patient(client, pid)
             assert (await client.post("/Observation", json=observation(patient_id=pid))).is_success
         assert (await client.get("/Observation", params={"status": "final"})).status_code == 200
         search = _only(await _events(client, app, subtype="search-type"))

@@ -9,12 +9,14 @@ import json
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import select
 
 from shared.db.models import OutboxRow
 from tests.conftest import BACKENDS
 from tests.factories import FHIR_JSON, appointment, medication_administration, observation
 from tests.fhir_asserts import assert_outcome
+from tests.measures_support import known_patient
 from tests.outbox_rows import RESOURCE_EVENTS
 
 pytestmark = BACKENDS
@@ -50,6 +52,13 @@ def _patch(url: str, operations: list[dict[str, Any]], **request: str) -> dict:
         "data": base64.b64encode(json.dumps(operations).encode()).decode(),
     }
     return {"resource": binary, "request": {"method": "PATCH", "url": url, **request}}
+
+
+@pytest.fixture
+def outcomes(outcomes: httpx.AsyncClient) -> httpx.AsyncClient:
+    """Outcomes knowing the patient of these Observations (pt-1), as intake's event would."""
+    known_patient(outcomes, "pt-1")
+    return outcomes
 
 
 def _request(method: str, url: str) -> dict:
@@ -93,13 +102,15 @@ async def _total(client: httpx.AsyncClient, path: str, **params: str) -> int:
 
 
 async def _stored_counts(client: httpx.AsyncClient) -> tuple[int, int]:
-    """(current resources, history rows) of the service, all types."""
-    found = 0
+    """(current resources, history rows) of the types written here (not the replicated
+    Patient the Observations need)."""
+    found = versions = 0
     for res_type in ("Observation", "Appointment", "MedicationAdministration"):
         response = await client.get(f"/{res_type}", params={"_summary": "count"})
         if response.status_code == 200:
             found += response.json()["total"]
-    return found, await _total(client, "/_history")
+            versions += await _total(client, f"/{res_type}/_history")
+    return found, versions
 
 
 def _outbox_subjects(client: httpx.AsyncClient) -> list[tuple[str, str]]:

@@ -6,16 +6,25 @@ import asyncio
 import json
 
 import httpx
+import pytest
 from sqlalchemy import select
 
 from shared.db.models import OutboxRow
 from tests.conftest import BACKENDS
 from tests.factories import FHIR_JSON, observation, patient
+from tests.measures_support import known_patient
 from tests.outbox_rows import RESOURCE_EVENTS
 
 pytestmark = BACKENDS
 
 PATCH_JSON = {"Content-Type": "application/json-patch+json"}
+
+
+@pytest.fixture
+def outcomes(outcomes: httpx.AsyncClient) -> httpx.AsyncClient:
+    """Outcomes knowing the patient of these Observations (p1), as intake's event would."""
+    known_patient(outcomes, "p1")
+    return outcomes
 
 
 async def _create(client: httpx.AsyncClient, body: dict) -> dict:

@@ -27,7 +27,9 @@ from shared.events.envelope import parse_event, with_sequence
 from shared.fhir import exact_json
 from shared.fhir.number_keys import from_key, order_key
 from tests.conftest import BACKENDS
-from tests.factories import FHIR_JSON, observation, patient
+from tests.factories import FHIR_JSON, patient
+from tests.factories import observation as _observation
+from tests.measures_support import known_patient
 from tests.outbox_rows import RESOURCE_EVENTS
 from tests.search_helpers import include_ids, match_ids
 from tooling.postgres import PostgresCluster
@@ -35,6 +37,22 @@ from tooling.postgres import PostgresCluster
 # As sent; a double would turn them into 1.5, 0.1, 100.0, 100.0, -0.0 and 1.2345678901234568e26.
 SENT = ["1.50", "0.1000", "100", "1.0e2", "-0.0", "123456789012345678901234567.890"]
 _VALUE = re.compile(r'"value":(-?[0-9][0-9.eE+\-]*)')
+
+
+# A code outcomes does not check (not in its measures file): these Observations carry decimals
+# no measure would take (1e26, -1.55), and are about keeping their text, not about scores.
+UNCHECKED = "2339-0"
+
+
+def observation(**extra: Any) -> dict[str, Any]:
+    return _observation(code=UNCHECKED, **extra)
+
+
+@pytest.fixture
+def outcomes(outcomes: httpx.AsyncClient) -> httpx.AsyncClient:
+    """Outcomes knowing the patient of these Observations (p1), as intake's event would."""
+    known_patient(outcomes, "p1")
+    return outcomes
 
 
 def _raw(resource: dict[str, Any], texts: dict[str, str]) -> bytes:

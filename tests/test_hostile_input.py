@@ -6,11 +6,20 @@ import base64
 import json
 
 import httpx
+import pytest
 
 from tests.conftest import BACKENDS
 from tests.factories import FHIR_JSON, observation, patient
+from tests.measures_support import known_patient
 
 pytestmark = BACKENDS
+
+
+@pytest.fixture
+def outcomes(outcomes: httpx.AsyncClient) -> httpx.AsyncClient:
+    """Outcomes knowing the patient of these Observations (p1), as intake's event would."""
+    known_patient(outcomes, "p1")
+    return outcomes
 
 
 async def test_self_copying_json_patch_stops_at_the_size_limit(outcomes: httpx.AsyncClient):
@@ -84,8 +93,9 @@ async def test_control_characters_are_422_and_odd_references_are_stored(
     response = await outcomes.post("/Observation", json=nul, headers=FHIR_JSON)
     assert response.status_code == 422
     assert response.json()["issue"][0]["expression"] == ["Observation.code.coding[0].code"]
+    # Not the subject: that must be a Patient outcomes knows.
     odd = observation(
-        subject={"reference": "A" + "b" * 70 + "/1"},
+        performer=[{"reference": "A" + "b" * 70 + "/1"}],
         derivedFrom=[{"reference": "1", "type": "http://x/" + "a" * 80}],
     )
     assert (await outcomes.post("/Observation", json=odd, headers=FHIR_JSON)).status_code == 201

@@ -10,15 +10,24 @@ import pytest
 from tests.conftest import BACKENDS
 from tests.factories import FHIR_JSON, observation
 from tests.fhir_asserts import assert_outcome
+from tests.measures_support import known_patient
 
 PATCH_JSON = {"Content-Type": "application/json-patch+json"}
 PATIENT = {"resourceType": "Patient", "id": "p", "gender": "female"}
 EXT = {"url": "http://example.org/a", "valueString": "x"}
 
 
+@pytest.fixture
+def outcomes(outcomes: httpx.AsyncClient) -> httpx.AsyncClient:
+    """Outcomes knowing the subject of these Observations (p1), as intake's event would."""
+    known_patient(outcomes, "p1")
+    return outcomes
+
+
 def _with_patient(**extra: Any) -> dict[str, Any]:
-    """A valid Observation whose subject is a contained Patient."""
-    return observation(**{"subject": {"reference": "#p"}, "contained": [PATIENT], **extra})
+    """A valid Observation whose performer is a contained Patient (its subject is a patient
+    outcomes knows: a contained one would not be)."""
+    return observation(**{"performer": [{"reference": "#p"}], "contained": [PATIENT], **extra})
 
 
 BROKEN = {
@@ -123,13 +132,13 @@ async def test_contained_without_id_and_unknown_modifier_extensions_are_refused(
 async def test_update_patch_and_bundle_entries_are_checked_too(outcomes: httpx.AsyncClient):
     created = (await outcomes.post("/Observation", json=_with_patient(), headers=FHIR_JSON)).json()
     url = f"/Observation/{created['id']}"
-    dangling = {**created, "subject": {"reference": "#other"}}
+    dangling = {**created, "performer": [{"reference": "#other"}]}
     response = await outcomes.put(url, json=dangling, headers=FHIR_JSON)
     assert_outcome(response, 422, "invariant")
     # The contained Patient is now referenced by nothing: both invariants are named.
     keys = {item["diagnostics"].split(":")[0] for item in response.json()["issue"]}
     assert keys == {"ref-1", "dom-3"}
-    unreferenced = [{"op": "remove", "path": "/subject"}]
+    unreferenced = [{"op": "remove", "path": "/performer"}]
     response = await outcomes.patch(url, json=unreferenced, headers=PATCH_JSON)
     assert assert_outcome(response, 422, "invariant")["expression"] == ["Observation.contained[0]"]
     transaction = {

@@ -15,14 +15,15 @@ from shared.auth.principal import Principal
 from shared.events.replica import ReplicaWriter
 from shared.fhir.catalogue import resource
 from shared.fhir.registry import Registry, ResourceDef
-from tests.auth_support import principal, token_for
-from tests.conftest import BACKENDS, make_settings
+from tests.auth_support import StaffBearer, principal, token_for
+from tests.conftest import BACKENDS, SERVICES, make_settings
 from tests.factories import FHIR_JSON, appointment, observation, patient
 from tests.fhir_asserts import assert_outcome
-from tests.kafka_support import serving
+from tests.kafka_support import new_database, serving
 from tests.search_helpers import create, include_ids, match_ids
 
 pytestmark = BACKENDS
+__all__ = ["new_database"]
 
 A = principal(practice="Organization/a")
 B = principal(practice="Organization/b")
@@ -169,8 +170,13 @@ async def test_include_revinclude_and_everything(outcomes: httpx.AsyncClient):
     assert (await bundle_of(EVERYONE, outcomes, "/Patient/pa/$everything"))["total"] == 6
 
 
-async def test_observation_writes(outcomes: httpx.AsyncClient):
+async def test_observation_writes(outcomes: httpx.AsyncClient, new_database: Callable[[str], str]):
     s = await seed(outcomes)
+    # A patient outcomes does not hold is looked up at intake first: here an intake that does
+    # not know "nobody" either, so the answer stays the 403 of another practice's patient.
+    owner = SERVICES["intake"][1](make_settings("intake", new_database("intake")))
+    events = outcomes._transport.app.state.events  # type: ignore[attr-defined]
+    events.http_transport, events.peer_auth = httpx.ASGITransport(app=owner), StaffBearer()
 
     async def send(method: str, url: str, body: Any, **headers: str) -> httpx.Response:
         return await as_(

@@ -8,6 +8,7 @@ import pytest
 
 from shared.fhir.bindings import REQUIRED_BINDINGS
 from tests.factories import FHIR_JSON, appointment, medication_administration, observation, patient
+from tests.measures_support import known_patient
 
 BAD = "not-a-code"
 
@@ -51,7 +52,8 @@ CASES: dict[tuple[str, str], tuple[str, dict[str, Any], str]] = {
     ),
     ("Quantity", "comparator"): (
         "outcomes",
-        observation(valueQuantity={"value": 1, "comparator": BAD}),
+        # A code outcomes does not check: a PHQ-9 would need its {score} unit as well.
+        observation(code="2339-0", valueQuantity={"value": 1, "comparator": BAD}),
         "Observation.valueQuantity.comparator",
     ),
     ("TimingRepeat", "durationUnit"): (
@@ -116,6 +118,8 @@ async def test_a_code_outside_a_required_binding_is_422_naming_the_element(
 ):
     service, resource, path = CASES[binding]
     async with service_client(service) as client:
+        if service == "outcomes":
+            known_patient(client, "p1")  # as intake's event would: Observations need it
         bad = await client.post(
             f"/{resource['resourceType']}", json=_clean(resource), headers=FHIR_JSON
         )

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from tests.conftest import BACKENDS
 from tests.factories import FHIR_JSON, appointment, medication_administration, observation, patient
+from tests.factories import observation as make_observation
+from tests.measures_support import known_patient
 from tests.search_helpers import bad, create, found
 
 pytestmark = BACKENDS
@@ -285,6 +288,14 @@ async def test_medication_administration_parameters(scheduling: httpx.AsyncClien
 
 
 # ---- Observation ----------------------------------------------------------------------------
+@pytest.fixture
+def outcomes(outcomes: httpx.AsyncClient) -> httpx.AsyncClient:
+    """Outcomes knowing the patients of these Observations, as intake's events would."""
+    for patient_id in ("p1", "p2", "p3"):
+        known_patient(outcomes, patient_id)
+    return outcomes
+
+
 async def test_observation_token_reference_and_date(outcomes: httpx.AsyncClient):
     a = await create(outcomes, observation("p1", "44261-6", 12, "2026-03-01T10:00:00Z"))
     b = await create(outcomes, observation("p1", "89204-2", 30, "2026-01-15T08:30:00+02:00"))
@@ -296,8 +307,9 @@ async def test_observation_token_reference_and_date(outcomes: httpx.AsyncClient)
             "category": [{"coding": [{"system": "urn:cat", "code": "therapy"}]}],
         },
     )
-    group = {**observation("g1"), "subject": {"reference": "Group/g1"}}
-    g = await create(outcomes, group)
+    # Outcomes takes Observations of known patients only: subjects of other types are
+    # searched on MedicationAdministration above.
+    g = await create(outcomes, observation("p3"))
 
     async def obs(params: object) -> list[str]:
         return await found(outcomes, "/Observation", params)
@@ -306,8 +318,8 @@ async def test_observation_token_reference_and_date(outcomes: httpx.AsyncClient)
     assert await obs({"subject": "Patient/p2"}) == [c]
     assert await obs({"subject": "http://testserver/fhir/Patient/p2"}) == [c]
     assert await obs({"subject:Patient": "p1"}) == sorted([a, b])
-    assert await obs({"subject": "Group/g1"}) == [g]
-    assert await obs({"patient": "g1"}) == []
+    assert await obs({"subject": "Patient/p3"}) == [g]
+    assert await obs({"subject": "Group/p3"}) == []
     assert await obs({"code": f"{LOINC}|44261-6"}) == sorted([a, c, g])
     assert await obs({"code": "89204-2"}) == [b]
     assert await obs({"code": f"{LOINC}|"}) == sorted([a, b, c, g])
@@ -338,6 +350,10 @@ async def test_observation_token_reference_and_date(outcomes: httpx.AsyncClient)
 async def test_observation_value_quantity(outcomes: httpx.AsyncClient):
     def quantity(value: float, code: str = "mg", system: str = UCUM) -> dict:
         return {"value": value, "unit": code, "system": system, "code": code}
+
+    def observation(**extra: object) -> dict:
+        # A code outcomes does not check: mg is no unit of any measure it knows.
+        return make_observation(code="2339-0", **extra)
 
     small = await create(outcomes, observation(valueQuantity=quantity(5.4)))
     near = await create(outcomes, observation(valueQuantity=quantity(5.44)))

@@ -6,15 +6,24 @@ from collections.abc import Callable
 from urllib.parse import parse_qsl, urlsplit
 
 import httpx
+import pytest
 
 from shared.events.replica import ReplicaWriter
 from tests.conftest import BACKENDS
 from tests.factories import FHIR_JSON, appointment, medication_administration, observation, patient
+from tests.measures_support import known_patient
 from tests.search_helpers import bad, create, found, include_ids, link, match_ids, search
 
 pytestmark = BACKENDS
 
 BASE = "http://testserver/fhir"
+
+
+@pytest.fixture
+def outcomes(outcomes: httpx.AsyncClient) -> httpx.AsyncClient:
+    """Outcomes knowing the patient of these Observations (p1), as intake's event would."""
+    known_patient(outcomes, "p1")
+    return outcomes
 
 
 def query_of(url: str) -> list[tuple[str, str]]:
@@ -222,7 +231,10 @@ async def test_sort_orders(intake: httpx.AsyncClient, outcomes: httpx.AsyncClien
     c = await create(intake, patient("Clark", "Ann"))
 
     async def patients(sort: str) -> list[str]:
-        return match_ids(await search(intake, "/Patient", {"_sort": sort}))
+        # These four only: the test's services share one database, where outcomes' replica
+        # holds the Observations' patient too.
+        ids = ",".join((a1, a2, b, c))
+        return match_ids(await search(intake, "/Patient", {"_sort": sort, "_id": ids}))
 
     assert await patients("given") == [c, a1, a2, b]
     assert await patients("-family,given") == [c, b, a1, a2]
@@ -306,9 +318,9 @@ async def test_include_and_revinclude_has_member(outcomes: httpx.AsyncClient):
         [("_id", f"{panel},{m1}"), ("_include", "Observation:has-member")],
     )
     assert sorted(match_ids(both)) == sorted([panel, m1]) and include_ids(both) == [m2]
-    # Patients live in another service: asking for them is fine, they are just absent.
+    # The subject is a Patient of outcomes' replica (an Observation needs a known patient).
     subject = await search(outcomes, "/Observation", {"_id": m1, "_include": "Observation:subject"})
-    assert match_ids(subject) == [m1] and include_ids(subject) == []
+    assert match_ids(subject) == [m1] and include_ids(subject) == ["p1"]
 
 
 async def test_include_iterate_follows_nested_panels(outcomes: httpx.AsyncClient):

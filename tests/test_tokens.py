@@ -203,7 +203,10 @@ def test_practice_claims_fail_closed():
 
 async def test_includes_need_the_scope_of_what_they_add(outcomes: httpx.AsyncClient):
     from tests.factories import observation
+    from tests.measures_support import known_patient
 
+    # The patient is in outcomes' replica: the untyped include below has one to leave out.
+    known_patient(outcomes, "p1")
     assert (await outcomes.post("/Observation", json=observation(patient_id="p1"))).is_success
     only_patients = _as(mint(scope="system/Patient.rs"))
     refused = await outcomes.get(

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from services.outcomes.observations.code_system import measure_code_system
+from services.outcomes.observations.measures import outcome_measures
+from services.outcomes.observations.rule import check_measures
+from services.outcomes.observations.subject import known_subject
 from shared.app import create_service_app
 from shared.fhir.catalogue import audit_events, resource
 from shared.fhir.everything import everything_operation
+from shared.fhir.publication import publish_at_start
 from shared.fhir.registry import Registry
 from shared.settings import ServiceSettings, settings_class
 
@@ -16,8 +21,13 @@ OutcomesSettings = settings_class(SERVICE, 8003)
 
 def registry() -> Registry:
     """The resource types the outcomes service serves."""
+    # A malformed measures file stops the start here, naming the part at fault.
+    outcome_measures()
     registry = Registry(SERVICE)
-    registry.add(resource("Observation", owner=SERVICE))
+    # The measure first (no I/O), then the subject: a missing patient is looked up at intake.
+    registry.add(resource("Observation", owner=SERVICE, rules=(check_measures, known_subject)))
+    # Published by the service (the local measure codes), read-only to clients.
+    registry.add(resource("CodeSystem", owner=SERVICE, api_writable=False))
     # Read-only replicas, kept current from intake's and scheduling's events.
     registry.add(resource("Patient", owner="intake", operations=(everything_operation(),)))
     registry.add(resource("EpisodeOfCare", owner="intake"))
@@ -32,4 +42,6 @@ def registry() -> Registry:
 
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     """Build the outcomes service; nothing is created before this is called."""
-    return create_service_app(settings or OutcomesSettings(), registry())
+    app = create_service_app(settings or OutcomesSettings(), registry())
+    publish_at_start(app, lambda s: [measure_code_system(s.canonical_base)])
+    return app

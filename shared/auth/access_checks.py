@@ -15,6 +15,7 @@ from shared.fhir.catalogue import PATIENT_COMPARTMENT, PRACTICE_PARAMS
 from shared.fhir.errors import FHIRError, not_found
 from shared.fhir.indexing import index_rows
 from shared.fhir.registry import ResourceDef
+from shared.fhir.rules import MissingReplica
 
 
 def _linked_ids(definition: ResourceDef, resource: dict[str, Any]) -> set[str]:
@@ -94,6 +95,21 @@ def require_visible(session: Session, definition: ResourceDef, res_id: str) -> N
     raise not_found(f"{res_type}/{res_id} is not known")
 
 
+def _first_unreplicated(session: Session, ids: set[str]) -> str | None:
+    """The first of a resource's patient ids this service holds no current Patient for (None
+    when it holds them all). Where Patient is not a replica, the owner lookup finds nothing."""
+    held = set(
+        session.execute(
+            select(ResourceRow.res_id).where(
+                ResourceRow.res_type == "Patient",
+                ResourceRow.res_id.in_(sorted(ids)),
+                ResourceRow.deleted.is_(False),
+            )
+        ).scalars()
+    )
+    return next((i for i in sorted(ids) if i not in held), None)
+
+
 def check_write(
     session: Session,
     definition: ResourceDef,
@@ -128,4 +144,10 @@ def check_write(
         allowed = bool(ids) and _all_visible_patients(session, ids, practices)
         what = "reference only patients of the caller's practices"
     if not allowed:
-        raise FHIRError(403, f"A {res_type} written by this client must {what}", code="forbidden")
+        message = f"A {res_type} written by this client must {what}"
+        missing = None if res_type == "Patient" else _first_unreplicated(session, ids)
+        if missing is not None:
+            # Perhaps a patient whose event has not arrived: the write runs again once it has
+            # been fetched from its owner, and the answer is this same 403 if it still fails.
+            raise MissingReplica("Patient", missing, message, status=403, code="forbidden")
+        raise FHIRError(403, message, code="forbidden")

@@ -25,6 +25,7 @@ from shared.events.relay import OutboxRelay
 from shared.events.replica import ReplicaWriter
 from shared.fhir import exact_json
 from shared.fhir.dates import utcnow
+from shared.fhir.errors import FHIRError
 from shared.fhir.interactions import Interactions
 from shared.fhir.registry import Registry
 from shared.fhir.store import ResourceStore
@@ -142,6 +143,53 @@ class EventRuntime:
         ):
             raise ValueError(f"{url} did not return {event.subject} at the event's version")
         return event.with_data(data)
+
+    async def fetch_replica(self, res_type: str, res_id: str) -> bool:
+        """Read one replicated resource at its owner and store that version in the replica:
+        True when it is there now. False when the owner has none (404, 410) or no owner URL
+        is configured; a 503 (FHIRError) when the owner cannot answer. Used when a write needs
+        a resource whose event has not arrived yet (rules.MissingReplica); works with or
+        without a broker."""
+        definition = self.registry.get(res_type)
+        if definition is None or definition.owner == self.registry.service:
+            return False
+        if definition.owner not in self.settings.peer_urls:
+            return False
+        url = f"{self.owner_base(res_type)}/{res_type}/{res_id}"
+        try:
+            async with self.http_client(timeout=5) as client:
+                response = await client.get(url)
+        except httpx.HTTPError as exc:
+            log.warning("lookup of %s/%s at %s failed: %s", res_type, res_id, definition.owner, exc)
+            raise _owner_unavailable(definition.owner, res_type, res_id) from None
+        if response.status_code in (404, 410):
+            return False
+        if response.status_code != 200:
+            log.warning(
+                "lookup of %s/%s at %s answered %d",
+                res_type,
+                res_id,
+                definition.owner,
+                response.status_code,
+            )
+            raise _owner_unavailable(definition.owner, res_type, res_id)
+        data = exact_json.loads(response.content)
+        meta = data.get("meta") if isinstance(data, dict) else None
+        version = meta.get("versionId") if isinstance(meta, dict) else None
+        if (
+            data.get("resourceType") != res_type
+            or data.get("id") != res_id
+            or not isinstance(version, str)
+            or not version.isdigit()
+        ):
+            raise _owner_unavailable(definition.owner, res_type, res_id)
+
+        def apply() -> None:
+            with self.database.write() as session:
+                self.writer.put_version(session, res_type, res_id, int(version), data)
+
+        await asyncio.to_thread(apply)
+        return True
 
     # ---- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -318,3 +366,13 @@ class EventRuntime:
             },
             "consumer": consumer,
         }
+
+
+def _owner_unavailable(owner: str, res_type: str, res_id: str) -> FHIRError:
+    return FHIRError(
+        503,
+        f"{res_type}/{res_id} is not known here yet and {owner}, its owner, could not be asked; "
+        "retry",
+        code="transient",
+        headers={"Retry-After": "5"},
+    )

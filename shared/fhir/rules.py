@@ -60,3 +60,25 @@ rule has passed: returns the resource to store, `context.resource` itself or a c
 (never changed in place). A changed copy is validated again, so what is stored stays valid
 FHIR R4; an enricher may refuse the write by raising a FHIRError, as a rule does. Access was
 checked on the client's content: an enricher leaves the subject and patient references be."""
+
+
+class MissingReplica(FHIRError):
+    """A write refused because a replicated resource it needs (`res_type`/`res_id`) is not
+    current here: its event may not have arrived yet. The request is run again once after the
+    resource has been fetched from its owner (FHIRContext.write); when the owner has no such
+    resource, or no owner URL is configured, this error (422 unless said otherwise) is the
+    answer."""
+
+    def __init__(
+        self,
+        res_type: str,
+        res_id: str,
+        diagnostics: str,
+        expression: list[str] | None = None,
+        *,
+        status: int = 422,
+        code: str = "invalid",
+    ):
+        super().__init__(status, diagnostics, code=code, expression=expression)
+        self.res_type = res_type
+        self.res_id = res_id

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -15,6 +15,7 @@ from shared.db.engine import CLIENT_GONE, Database, QueryGuard
 from shared.fhir.http import base_url
 from shared.fhir.interactions import Interactions
 from shared.fhir.registry import Registry
+from shared.fhir.rules import MissingReplica
 from shared.fhir.store import ResourceStore
 from shared.fhir.transaction_bundles import BundleProcessor
 from shared.settings import ServiceSettings
@@ -31,6 +32,9 @@ class FHIRContext:
     interactions: Interactions
     bundles: BundleProcessor
     version: str
+    # Fetches a replicated resource from its owner into the replica: True when it did (the
+    # event runtime's fetch_replica; None: writes needing a missing replica are refused).
+    fetch_replica: Callable[[str, str], Awaitable[bool]] | None = None
 
     def base(self, request: Request) -> str:
         """The absolute FHIR base as this request's client sees it."""
@@ -43,7 +47,23 @@ class FHIRContext:
             with self.database.write() as session:
                 return fn(session, *args, **kwargs)
 
-        return await run_in_threadpool(work)
+        return await self.with_replicas(run_in_threadpool, work)
+
+    async def with_replicas(self, run: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+        """`await run(*args)`; a write refused for a missing replica (MissingReplica) runs
+        again once that resource has been fetched from its owner, each resource fetched at
+        most once. Fetched outside the unit of work: a slow owner holds no transaction."""
+        fetched: set[tuple[str, str]] = set()
+        while True:
+            try:
+                return await run(*args)
+            except MissingReplica as missing:
+                wanted = (missing.res_type, missing.res_id)
+                if self.fetch_replica is None or wanted in fetched:
+                    raise
+                fetched.add(wanted)
+                if not await self.fetch_replica(*wanted):
+                    raise
 
     async def read(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run `fn(session, ...)` in a read-only session."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 from fastapi import Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
@@ -29,13 +31,19 @@ async def bundle(request: Request, ctx: Ctx) -> Response:
     """POST [base]: a transaction or batch Bundle."""
     check_accept(request)
     body = await read_json(request, ctx.settings.max_body_bytes)
-    response = await run_in_threadpool(
-        ctx.bundles.process,
-        body,
+    base, return_pref, handling = (
         ctx.base(request),
         prefer(request.headers, "return"),
         strict(request),
     )
+
+    async def process() -> dict:
+        # Each attempt gets its own copy: processing may change the entries it is given.
+        entries = copy.deepcopy(body)
+        return await run_in_threadpool(ctx.bundles.process, entries, base, return_pref, handling)
+
+    # A transaction refused for a missing replica runs again once it has been fetched.
+    response = await ctx.with_replicas(process)
     return fhir_response(response)
 
 

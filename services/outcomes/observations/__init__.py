@@ -1,0 +1,1 @@
+"""Observations at outcomes: the measures file, its CodeSystem, and the write rules."""
