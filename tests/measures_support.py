@@ -7,6 +7,7 @@ from typing import Any
 import httpx
 
 from tests.factories import patient
+from tests.holds_support import blood_pressure
 from tests.replicas import replicate
 
 LOINC = "http://loinc.org"
@@ -52,22 +53,5 @@ def vital(code: str, value: Any, unit: str, *, subject: str = "p1", **extra: Any
 
 
 def bp_panel(systolic: Any = 120, diastolic: Any = 80, *, subject: str = "p1", **extra: Any):
-    """A blood pressure panel with its two components."""
-    return {
-        "resourceType": "Observation",
-        "status": "final",
-        "code": {"coding": [{"system": LOINC, "code": "85354-9"}]},
-        "subject": {"reference": f"Patient/{subject}"},
-        "effectiveDateTime": "2026-03-01T10:00:00Z",
-        "component": [
-            {
-                "code": {"coding": [{"system": LOINC, "code": "8480-6"}]},
-                "valueQuantity": quantity(systolic, "mm[Hg]"),
-            },
-            {
-                "code": {"coding": [{"system": LOINC, "code": "8462-4"}]},
-                "valueQuantity": quantity(diastolic, "mm[Hg]"),
-            },
-        ],
-        **extra,
-    }
+    """A blood pressure panel with its two components (holds_support's, at a fixed time)."""
+    return {**blood_pressure(subject, systolic, diastolic, "2026-03-01T10:00:00Z"), **extra}

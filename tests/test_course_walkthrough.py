@@ -36,7 +36,7 @@ from tests.course_support import (
     window_values,
 )
 from tests.finding_support import HOLD_EXPIRES, OPENED_BY, given, opened
-from tests.kafka_support import eventually, running
+from tests.kafka_support import eventually, programme
 from tests.test_walkthrough import CLINICIAN
 from tests.test_walkthrough import _walk as intake_walkthrough
 from tooling.broker import Broker
@@ -150,16 +150,8 @@ def test_the_readme_block_sends_every_course_file_in_order():
 async def test_the_course_walkthrough(
     kafka_broker: Broker, topic_prefix: str, new_database: Callable[[str], str]
 ):
-    settings = {
-        "kafka_bootstrap_servers": kafka_broker.bootstrap,
-        "topic_prefix": topic_prefix,
-        "resync_on_start": False,
-    }
-    async with (
-        running("intake", new_database("intake"), **settings) as intake,
-        running("scheduling", new_database("scheduling"), **settings) as scheduling,
-        running("outcomes", new_database("outcomes"), **settings) as outcomes,
-    ):
+    services = programme(kafka_broker, topic_prefix, new_database)
+    async with services as (intake, scheduling, outcomes):
         pid, episode = await intake_walkthrough(intake.client)
         zone = clinic_zone(scheduling.client)
         shell = Shell(zone, first_monday(datetime.now(zone).date()))

@@ -8,20 +8,18 @@ import contextlib
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-import orjson
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 
-from services.scheduling.booking.session import HOLDING
+from services.scheduling.finding.busy_index import held_appointments
 from shared.auth.access_checks import require_visible
-from shared.db.models import DateIndex, ReferenceIndex, ResourceRow, TokenIndex
+from shared.db.models import ReferenceIndex, ResourceRow
 from shared.fhir.errors import FHIRError
 from shared.fhir.references import parse_reference
 
 if TYPE_CHECKING:
     from shared.fhir.rules import WriteContext
 
-_RESOURCES = ResourceRow.__table__
-_DATES, _REFERENCES, _TOKENS = DateIndex.__table__, ReferenceIndex.__table__, TokenIndex.__table__
+_RESOURCES, _REFERENCES = ResourceRow.__table__, ReferenceIndex.__table__
 
 
 def role_practitioner(context: WriteContext, role_id: str) -> str | None:
@@ -71,39 +69,9 @@ def names_for(context: WriteContext, booked: str) -> list[str]:
 
 
 def held_before(context: WriteContext, actors: list[str], until: datetime) -> list[dict[str, Any]]:
-    """Every booked, pending, arrived or checked-in Appointment naming any of `actors` that
-    starts before `until`, whoever's practice it is in (a rule's own look-up, not shown to
-    the caller as such)."""
-    by_type: dict[str, list[str]] = {}
-    for actor in actors:
-        res_type, res_id = parse_reference(actor)
-        if res_type and res_id:
-            by_type.setdefault(res_type, []).append(res_id)
-    if not by_type:
-        return []
-    actor, status, start = _REFERENCES.alias(), _TOKENS.alias(), _DATES.alias()
-    named = [
-        and_(actor.c.target_type == t, actor.c.target_id.in_(ids)) for t, ids in by_type.items()
-    ]
-    query = (
-        select(_RESOURCES.c.content)
-        .distinct()
-        .select_from(actor)
-        .join(_RESOURCES, _RESOURCES.c.pk == actor.c.resource_pk)
-        .join(status, and_(status.c.resource_pk == actor.c.resource_pk, status.c.param == "status"))
-        .join(start, and_(start.c.resource_pk == actor.c.resource_pk, start.c.param == "date"))
-        .where(
-            actor.c.res_type == "Appointment",
-            actor.c.param == "actor",
-            or_(*named),
-            status.c.res_type == "Appointment",
-            status.c.code.in_(HOLDING),
-            start.c.res_type == "Appointment",
-            start.c.low < until,
-            _RESOURCES.c.deleted.is_(False),
-        )
-    )
-    return [orjson.loads(content) for content in context.session.execute(query).scalars()]
+    """Every Appointment holding time naming any of `actors` that starts before `until`,
+    whoever's practice it is in (a rule's own look-up, not shown to the caller as such)."""
+    return held_appointments(context.session, actors, None, until)
 
 
 def caller_sees(context: WriteContext, res_type: str, res_id: str) -> bool:

@@ -26,15 +26,18 @@ _DATES, _REFERENCES, _TOKENS = DateIndex.__table__, ReferenceIndex.__table__, To
 
 
 def held_appointments(
-    session: Session, actors: list[str], since: datetime, until: datetime
+    session: Session, actors: list[str], since: datetime | None, until: datetime
 ) -> list[dict[str, Any]]:
-    """The booked, pending or arrived Appointments naming any of `actors` ("Type/id") that
-    start in [since, until)."""
+    """The Appointments holding time (booked, pending, checked-in, arrived) naming any of
+    `actors` ("Type/id") that start in [since, until) (since None: any time before `until`),
+    whoever's practice they are in: the caller's practice limits do not apply here."""
     by_type: dict[str, list[str]] = defaultdict(list)
     for actor in actors:
         res_type, res_id = parse_reference(actor)
         if res_type and res_id:
             by_type[res_type].append(res_id)
+    if not by_type:
+        return []
     actor, status, start = _REFERENCES.alias(), _TOKENS.alias(), _DATES.alias()
     named = [
         and_(actor.c.target_type == t, actor.c.target_id.in_(ids)) for t, ids in by_type.items()
@@ -53,9 +56,10 @@ def held_appointments(
             status.c.res_type == "Appointment",
             status.c.code.in_(HOLDING),
             start.c.res_type == "Appointment",
-            start.c.low >= since,
             start.c.low < until,
             _RESOURCES.c.deleted.is_(False),
         )
     )
+    if since is not None:
+        query = query.where(start.c.low >= since)
     return [orjson.loads(content) for content in session.execute(query).scalars()]
