@@ -8,15 +8,17 @@ from services.outcomes.observations.code_system import measure_code_system
 from services.outcomes.observations.measures import outcome_measures
 from services.outcomes.observations.rule import check_measures
 from services.outcomes.observations.subject import known_subject
+from services.outcomes.settings import OutcomesSettings
+from services.outcomes.web.routes import install_pages
 from shared.app import create_service_app
 from shared.fhir.catalogue import audit_events, resource
 from shared.fhir.everything import everything_operation
 from shared.fhir.publication import publish_at_start
 from shared.fhir.registry import Registry
-from shared.settings import ServiceSettings, settings_class
+from shared.settings import ServiceSettings
 
 SERVICE = "outcomes"
-OutcomesSettings = settings_class(SERVICE, 8003)
+__all__ = ["OutcomesSettings", "create_app", "registry"]
 
 
 def registry() -> Registry:
@@ -42,6 +44,12 @@ def registry() -> Registry:
 
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     """Build the outcomes service; nothing is created before this is called."""
-    app = create_service_app(settings or OutcomesSettings(), registry())
+    if not isinstance(settings, OutcomesSettings):
+        # Shared settings (or none) gain outcomes' own, from OUTCOMES_* or the defaults.
+        given = settings.model_dump(exclude={"service_name", "port"}) if settings else {}
+        settings = OutcomesSettings(**given)
+    app = create_service_app(settings, registry())
     publish_at_start(app, lambda s: [measure_code_system(s.canonical_base)])
+    # The clinician pages (/app/), signed in at the issuer, reading this app's own API.
+    install_pages(app, settings)
     return app
