@@ -3,6 +3,7 @@ charts they show. Every page reads the API as the signed-in clinician."""
 
 from __future__ import annotations
 
+import math
 import re
 import secrets
 import time
@@ -82,9 +83,10 @@ def install_pages(app: FastAPI, settings: OutcomesSettings) -> None:
     instruments = Instruments(settings.canonical_base)
     router = APIRouter(prefix="/app", include_in_schema=False)
 
-    def render(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
+    def render(request: Request, template: str, status: int = 200, /, **context: Any
+               ) -> HTMLResponse:  # fmt: skip
         session = sessions.get(request.cookies.get(COOKIE))
-        html = _templates.get_template(name).render(session=session, **context)
+        html = _templates.get_template(template).render(session=session, **context)
         return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
 
     def problem(request: Request, status: int, message: str) -> HTMLResponse:
@@ -279,7 +281,7 @@ def install_pages(app: FastAPI, settings: OutcomesSettings) -> None:
         )
         sessions.add(session)
         response = RedirectResponse(pending.next_path, status_code=303)
-        cookie(response, COOKIE, session.id, max_age=int(lasts))
+        cookie(response, COOKIE, session.id, max_age=math.ceil(lasts))
         response.delete_cookie(LOGIN_COOKIE, path=COOKIE_PATH, secure=True, httponly=True)
         return response
 

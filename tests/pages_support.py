@@ -1,0 +1,68 @@
+"""The clinician pages against a real dev issuer: an outcomes app signed in through the issuer's
+login form, and a small patient record in practice A."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from tests.factories import patient
+from tests.issuer_support import AUDIENCES, Issuer, sign_in_at, token_from
+from tests.measures_support import LOINC, score
+from tests.replicas import replicate
+from tooling.dev_issuer import WEB_CLIENT, client_secret_file, web_redirect_uri
+from tooling.dev_issuer.state import add_redirect_uri
+
+PRACTICE_A, PRACTICE_B = "practice-a", "practice-b"
+PATIENT = "pa1"
+NAME = "Maria Jansen"
+# PHQ-9 18 -> 12 -> 7 (-61 %: response, mild) and GAD-7 14 -> 6 (-57 %, mild).
+SCORES = (
+    ("44261-6", 18, "2026-01-10T10:00:00Z"),
+    ("70274-6", 14, "2026-01-10T10:05:00Z"),
+    ("44261-6", 12, "2026-02-01T10:00:00Z"),
+    ("44261-6", 7, "2026-03-01T10:00:00Z"),
+    ("70274-6", 6, "2026-03-01T10:05:00Z"),
+)
+
+
+def pages_settings(issuer: Issuer, base_url: str) -> dict[str, Any]:
+    """Outcomes settings trusting the dev issuer and signing clinicians in there."""
+    add_redirect_uri(issuer.directory, web_redirect_uri(base_url))
+    return {
+        "auth_issuer": issuer.url,
+        "auth_jwks": "",
+        "auth_audience": AUDIENCES[0],
+        "web_client_id": WEB_CLIENT,
+        "web_client_secret_file": str(client_secret_file(issuer.directory, WEB_CLIENT)),
+        "web_base_url": base_url,
+    }
+
+
+async def seed(app: Any, issuer: Issuer) -> None:
+    """Patients of practices A and B, and practice A's patient's scores."""
+    family, given = NAME.split()[1], NAME.split()[0]
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://seed/fhir") as client:
+        people = ((PATIENT, PRACTICE_A, family, given), ("pb1", PRACTICE_B, "Smit", "Joost"))
+        for pid, org, *name in people:
+            body = patient(*name, managingOrganization={"reference": f"Organization/{org}"})
+            replicate(client, "Patient", pid, body)
+        headers = {"Authorization": f"Bearer {token_from(issuer, 'system/*.cruds')}"}
+        for code, value, when in SCORES:
+            body = score(code, value, system=LOINC, subject=PATIENT, effectiveDateTime=when)
+            response = await client.post("/Observation", json=body, headers=headers)
+            assert response.status_code == 201, response.text
+
+
+def follow_sign_in(
+    pages: httpx.Client | httpx.AsyncClient, issuer: Issuer, login: httpx.Response, user: str
+) -> str:
+    """From the pages' redirect to the issuer, sign in at its form; the callback path."""
+    assert login.status_code == 303, login.text[:300]
+    back = sign_in_at(issuer.url, login.headers["location"], user)
+    assert back.status_code == 303, back.text[:300]
+    parts = urlsplit(back.headers["location"])
+    return f"{parts.path}?{parts.query}"
