@@ -9,6 +9,7 @@ from services.outcomes.observations.measures import outcome_measures
 from services.outcomes.observations.rule import check_measures
 from services.outcomes.observations.subject import known_subject
 from services.outcomes.settings import OutcomesSettings
+from services.outcomes.timeline.projections import timeline_projections
 from services.outcomes.web.routes import install_pages
 from shared.app import create_service_app
 from shared.fhir.catalogue import audit_events, resource
@@ -18,11 +19,13 @@ from shared.fhir.registry import Registry
 from shared.settings import ServiceSettings
 
 SERVICE = "outcomes"
+DEFAULT_CANONICAL_BASE = ServiceSettings.model_fields["canonical_base"].default
 __all__ = ["OutcomesSettings", "create_app", "registry"]
 
 
-def registry() -> Registry:
-    """The resource types the outcomes service serves."""
+def registry(canonical_base: str = DEFAULT_CANONICAL_BASE) -> Registry:
+    """The resource types the outcomes service serves, and the timeline tables kept with them
+    (their local codes and extensions live under `canonical_base`)."""
     # A malformed measures file stops the start here, naming the part at fault.
     outcome_measures()
     registry = Registry(SERVICE)
@@ -38,6 +41,8 @@ def registry() -> Registry:
     registry.add(resource("Questionnaire", owner="intake"))  # item codes and answer scores
     registry.add(resource("Appointment", owner="scheduling"))
     registry.add(resource("MedicationAdministration", owner="scheduling"))
+    registry.add(resource("Encounter", owner="scheduling"))  # the session a score was taken in
+    registry.project(*timeline_projections(canonical_base))
     registry.add(audit_events(SERVICE))
     return registry
 
@@ -48,7 +53,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         # Shared settings (or none) gain outcomes' own, from OUTCOMES_* or the defaults.
         given = settings.model_dump(exclude={"service_name", "port"}) if settings else {}
         settings = OutcomesSettings(**given)
-    app = create_service_app(settings, registry())
+    app = create_service_app(settings, registry(settings.canonical_base))
     publish_at_start(app, lambda s: [measure_code_system(s.canonical_base)])
     # The clinician pages (/app/), signed in at the issuer, reading this app's own API.
     install_pages(app, settings)
