@@ -41,18 +41,31 @@ def pages_settings(issuer: Issuer, base_url: str) -> dict[str, Any]:
     }
 
 
-async def seed(app: Any, issuer: Issuer) -> None:
-    """Patients of practices A and B, and practice A's patient's scores."""
+def seed_patients(app: Any) -> None:
+    """Patients of practices A and B in the replica, as intake's events would put them."""
     family, given = NAME.split()[1], NAME.split()[0]
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app))  # names the app only
+    people = ((PATIENT, PRACTICE_A, family, given), ("pb1", PRACTICE_B, "Smit", "Joost"))
+    for pid, org, *name in people:
+        body = patient(*name, managingOrganization={"reference": f"Organization/{org}"})
+        replicate(client, "Patient", pid, body)
+
+
+def score_bodies() -> list[dict[str, Any]]:
+    """Practice A's patient's scores, as Observations to POST."""
+    return [
+        score(code, value, system=LOINC, subject=PATIENT, effectiveDateTime=when)
+        for code, value, when in SCORES
+    ]
+
+
+async def seed(app: Any, issuer: Issuer) -> None:
+    """Patients of practices A and B, and practice A's patient's scores through the API."""
+    seed_patients(app)
+    headers = {"Authorization": f"Bearer {token_from(issuer, 'system/*.cruds')}"}
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://seed/fhir") as client:
-        people = ((PATIENT, PRACTICE_A, family, given), ("pb1", PRACTICE_B, "Smit", "Joost"))
-        for pid, org, *name in people:
-            body = patient(*name, managingOrganization={"reference": f"Organization/{org}"})
-            replicate(client, "Patient", pid, body)
-        headers = {"Authorization": f"Bearer {token_from(issuer, 'system/*.cruds')}"}
-        for code, value, when in SCORES:
-            body = score(code, value, system=LOINC, subject=PATIENT, effectiveDateTime=when)
+        for body in score_bodies():
             response = await client.post("/Observation", json=body, headers=headers)
             assert response.status_code == 201, response.text
 

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlencode
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 import jwt
 from fastapi import FastAPI, Request
@@ -25,11 +25,10 @@ from tooling.dev_issuer.state import Client, ClientRegistry, DevUser, KeyRing, U
 IDENTITY_SCOPES = ("openid", "fhirUser", "profile")
 _PAGE_HEADERS = {
     "Cache-Control": "no-store",
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
-    "form-action 'self'; frame-ancestors 'none'",
     "Referrer-Policy": "no-referrer",
     "X-Content-Type-Options": "nosniff",
 }
+_CSP = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; form-action 'self'"
 _templates = Environment(
     loader=FileSystemLoader(Path(__file__).resolve().parent / "templates"),
     autoescape=select_autoescape(default=True),
@@ -38,9 +37,13 @@ _templates = Environment(
 CodeGrant = Callable[[dict[str, str], str | None], dict[str, Any]]
 
 
-def _page(name: str, status: int = 200, **context: Any) -> HTMLResponse:
+def _page(name: str, status: int = 200, *, back_to: str = "", **context: Any) -> HTMLResponse:
+    # The login form's answer redirects to the client: browsers apply form-action to it.
+    origin = "{0.scheme}://{0.netloc}".format(urlsplit(back_to)) if back_to else ""
+    csp = f"{_CSP} {origin}".rstrip()
     html = _templates.get_template(name).render(**context)
-    return HTMLResponse(html, status_code=status, headers=_PAGE_HEADERS)
+    headers = {**_PAGE_HEADERS, "Content-Security-Policy": csp}
+    return HTMLResponse(html, status_code=status, headers=headers)
 
 
 def _redirect(uri: str, **params: str | None) -> RedirectResponse:
@@ -140,7 +143,13 @@ def install_authorization(
             params["code_challenge"],
         )
         key = sign_ins.pending(pending)
-        return _page("login.html", request_id=key, client=client.client_id, users=users.all())
+        return _page(
+            "login.html",
+            back_to=redirect_uri,
+            request_id=key,
+            client=client.client_id,
+            users=users.all(),
+        )
 
     @app.post("/authorize", response_model=None)
     async def sign_in(request: Request) -> Response:
@@ -159,6 +168,7 @@ def install_authorization(
         if user is None or not user.password_matches(form.get("password", "")):
             return _page(
                 "login.html",
+                back_to=pending.redirect_uri,
                 request_id=key,
                 client=pending.client_id,
                 users=users.all(),
