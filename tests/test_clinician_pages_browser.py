@@ -131,6 +131,9 @@ def test_a_clinician_signs_in_in_chromium_and_sees_the_patient(
                 width = page.eval_on_selector("#trajectory", "img => img.naturalWidth")
                 assert width > 0, "the trajectory chart did not load"
             page.reload()  # the page alone, without the sign-in's redirects
+            page.wait_for_function(
+                "performance.getEntriesByName('first-contentful-paint').length > 0"
+            )
             paint = page.evaluate(
                 "performance.getEntriesByName('first-contentful-paint')[0]?.startTime ?? null"
             )

@@ -150,9 +150,15 @@ def install_pages(app: FastAPI, settings: OutcomesSettings) -> None:
         served = _operations(request.app)
 
         async def build(api: FHIRApi) -> Response:
-            report = None
+            report, refusal = None, ""
             if "programme-report" in served:
-                report = await api.json("/$programme-report")
+                try:
+                    report = await api.json("/$programme-report")
+                except ApiRefused as refused:
+                    if refused.status != 403:
+                        raise
+                    # The patient list may still be theirs to see.
+                    refusal = "Your sign-in does not allow the programme report."
             search = {"_count": "50", "_sort": "family", **({"name": name} if name else {})}
             bundle = await api.json("/Patient", search)
             patients = [
@@ -165,6 +171,7 @@ def install_pages(app: FastAPI, settings: OutcomesSettings) -> None:
                 "programme.html",
                 rows=programme_rows(report, instruments) if report else [],
                 report=report is not None,
+                refusal=refusal,
                 adherence=percent(top_value(report, "windowAdherence")) if report else "—",
                 sessions_counted=top_value(report, "sessions") if report else None,
                 chart="programme-report" in served,
