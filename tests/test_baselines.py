@@ -4,6 +4,7 @@ instrument's missing-item rule, and keeps them in step as the response changes."
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -16,12 +17,14 @@ from services.outcomes.baselines.instruments import (
     scoring,
 )
 from services.outcomes.baselines.scoring import total
+from services.outcomes.timeline.tables import SCORES
 from shared.events.envelope import ResourceEvent
 from tests.conftest import BACKENDS
 from tests.factories import patient
 from tests.kafka_support import build_app, new_database, serving
 from tests.replanning_support import replica_event
 from tests.screening_support import BASE, URL, Scores, screening
+from tests.timeline_support import rows
 
 __all__ = ["new_database"]
 
@@ -97,9 +100,16 @@ async def test_phq9_and_pcl5_totals_derived_from_a_screening(outcomes: httpx.Asy
     pcl5 = await _one(outcomes, PCL5)
     assert (pcl5["valueInteger"], pcl5["status"]) == (40, "final")
     assert pcl5["method"]["coding"][0]["code"] == "item-sum"
-    # The derived totals are what a search of the patient's scores finds.
+    # The derived totals are what a search of the patient's scores finds, and the timeline's.
     found = await outcomes.get("/Observation", params={"patient": "Patient/p1"})
     assert found.json()["total"] == 2
+    scores = {row["measure"]: row for row in rows(outcomes, SCORES)}
+    assert {key: row["value"] for key, row in scores.items()} == {
+        "phq9-total": 13.0,
+        "pcl5-total": 40.0,
+    }
+    assert scores["phq9-total"]["derived"] is True
+    assert scores["phq9-total"]["effective"] == datetime(2026, 3, 1, 10, 0)
 
 
 @BACKENDS
@@ -176,9 +186,10 @@ async def test_a_withdrawn_response_takes_its_totals_with_it(outcomes: httpx.Asy
     _send(outcomes, "QuestionnaireResponse", "qr1", 2, body)
     for code in (PHQ9, PCL5):
         assert (await _one(outcomes, code))["status"] == "entered-in-error"
-    # Nothing left of them in a search of standing scores.
+    # Nothing left of them in a search of standing scores, nor in the timeline.
     found = await outcomes.get("/Observation", params={"status": "final,amended"})
     assert found.json()["total"] == 0
+    assert rows(outcomes, SCORES) == []
 
 
 @BACKENDS
