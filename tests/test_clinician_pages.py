@@ -4,18 +4,24 @@ session behind its cookie, and the API's scopes and practice isolation applied t
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from services.outcomes.app import create_app
+from services.outcomes.web.oidc import OIDCClient, SignInError
 from tests.conftest import make_settings
 from tests.issuer_support import Issuer, running_issuer, sign_in_at
 from tests.pages_support import NAME, PATIENT, follow_sign_in, pages_settings, seed
+from tooling.dev_issuer import WEB_CLIENT
+from tooling.dev_issuer.state import KeyRing, add_dev_user
 
 BASE = "https://pages.test"
 
@@ -193,3 +199,61 @@ async def test_a_wrong_password_at_the_issuer_creates_no_session(app: Any, issue
         answer = await asyncio.to_thread(sign_in_at, issuer.url, url, "psychiatrist-a", "nope")
         assert answer.status_code == 200 and "location" not in answer.headers
         assert (await pages.get("/app/")).status_code == 303
+
+
+async def test_a_clinician_whose_scopes_do_not_cover_patients_gets_a_403_page(
+    app: Any, issuer: Issuer
+):
+    add_dev_user(
+        issuer.directory,
+        "scheduler-a",
+        name="Eva Visser",
+        role="Scheduler",
+        fhir_user="Practitioner/dev-scheduler-a",
+        practices=["Organization/practice-a"],
+        scope="user/Appointment.rs",
+    )
+    async with browser(app) as pages:
+        await signed_in(pages, issuer, "scheduler-a", path=f"/app/patients/{PATIENT}")
+        page = await pages.get(f"/app/patients/{PATIENT}")
+    assert page.status_code == 403 and "does not allow" in page.text
+    assert NAME not in page.text
+
+
+def _id_token(issuer: Issuer, **claims: Any) -> str:
+    kid, key = KeyRing(issuer.directory / "keys.json").signing_key()
+    now = int(time.time())
+    body = {
+        "iss": issuer.url,
+        "sub": "psychiatrist-a",
+        "aud": WEB_CLIENT,
+        "iat": now,
+        "exp": now + 300,
+        "nonce": "n-1",
+        **claims,
+    }
+    return jwt.encode({k: v for k, v in body.items() if v is not None}, key, "RS256", {"kid": kid})
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [{"nonce": "n-2"}, {"nonce": None}, {"aud": "another-client"}, {"iss": "https://evil.test"},
+     {"exp": 1}, {"azp": "another-client"}],
+    ids=["other nonce", "no nonce", "other audience", "other issuer", "expired", "other azp"],
+)  # fmt: skip
+async def test_the_id_token_must_be_for_this_client_and_sign_in(
+    issuer: Issuer, database_url: str, claims: dict[str, Any]
+):
+    settings = make_settings("outcomes", database_url, **pages_settings(issuer, BASE))
+    client = OIDCClient(settings)  # type: ignore[arg-type]
+    assert (await client.identity(_id_token(issuer), "n-1"))["sub"] == "psychiatrist-a"
+    with pytest.raises(SignInError):
+        await client.identity(_id_token(issuer, **claims), "n-1")
+    forged = jwt.encode(
+        jwt.decode(_id_token(issuer), options={"verify_signature": False}),
+        rsa.generate_private_key(public_exponent=65537, key_size=2048),
+        "RS256",
+        {"kid": jwt.get_unverified_header(_id_token(issuer))["kid"]},
+    )
+    with pytest.raises(SignInError):
+        await client.identity(forged, "n-1")

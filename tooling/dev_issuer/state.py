@@ -156,20 +156,43 @@ def _password_hash(password: str, salt: bytes) -> str:
     return f"pbkdf2-sha256${salt.hex()}${digest.hex()}"
 
 
-def write_dev_users(directory: Path, password: str = DEV_PASSWORD) -> None:
-    """The dev users' file: each with its name, role, fhirUser, practices and scopes."""
-    users = {
-        username: {
-            "name": name,
-            "role": role,
-            "fhirUser": fhir_user,
-            "practices": practices,
-            "scope": scope,
-            "password": _password_hash(password, secrets.token_bytes(16)),
-        }
-        for username, name, role, fhir_user, practices, scope in DEV_USERS
+def add_dev_user(
+    directory: Path,
+    username: str,
+    *,
+    name: str,
+    role: str,
+    fhir_user: str,
+    practices: list[str],
+    scope: str,
+    password: str = DEV_PASSWORD,
+) -> None:
+    """Add (or replace) one dev user; a running issuer reloads the file."""
+    path = directory / USERS_FILE
+    users = _read_json(path) if path.exists() else {}
+    users[username] = {
+        "name": name,
+        "role": role,
+        "fhirUser": fhir_user,
+        "practices": practices,
+        "scope": scope,
+        "password": _password_hash(password, secrets.token_bytes(16)),
     }
-    _write_json(directory / USERS_FILE, users)
+    _write_json(path, users)
+
+
+def write_dev_users(directory: Path) -> None:
+    """The dev users' file: each with its name, role, fhirUser, practices and scopes."""
+    for username, name, role, fhir_user, practices, scope in DEV_USERS:
+        add_dev_user(
+            directory,
+            username,
+            name=name,
+            role=role,
+            fhir_user=fhir_user,
+            practices=practices,
+            scope=scope,
+        )
 
 
 def init_state(directory: Path) -> None:
