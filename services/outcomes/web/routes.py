@@ -60,11 +60,12 @@ _templates = Environment(
 
 
 def _operations(app: FastAPI) -> set[str]:
-    """The operations this service serves (`Patient/$outcomes`, `$programme-report`, ...)."""
+    """The names of the operations this service serves (`outcomes`, `programme-report`...):
+    a page shows what the API can answer."""
     registry = app.state.fhir.registry
     found = {op.name for op in registry.operations}
-    patient = registry.get("Patient")
-    found |= {f"Patient/{op.name}" for op in (patient.operations if patient else ())}
+    for definition in registry.resources.values():
+        found |= {op.name for op in definition.operations}
     return found
 
 
@@ -194,7 +195,7 @@ def install_pages(app: FastAPI, settings: OutcomesSettings) -> None:
 
         async def build(api: FHIRApi) -> Response:
             patient = await api.json(f"/Patient/{patient_id}")
-            if "Patient/outcomes" in served:
+            if "outcomes" in served:
                 outcomes = await api.json(f"/Patient/{patient_id}/$outcomes")
             else:
                 search = {"subject": f"Patient/{patient_id}", "_sort": "-date", "_count": "1000"}
@@ -209,7 +210,7 @@ def install_pages(app: FastAPI, settings: OutcomesSettings) -> None:
                 birth_date=patient.get("birthDate"),
                 rows=rows,
                 headline=response_headline(rows),
-                chart="Patient/outcomes" in served,
+                chart="outcomes" in served,
             )
 
         return await reading(request, session, build)
