@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -31,6 +33,8 @@ class ServiceSettings(BaseSettings):
     # Run alembic upgrade at start; a Kubernetes Job can do it instead and switch this off.
     migrate_on_start: bool = True
     log_level: str = "info"
+    # `json`: one object per line (for the cluster's log pipeline); `text` for a terminal.
+    log_format: Literal["json", "text"] = "json"
     # uvicorn worker processes, to use several cores (with PostgreSQL: SQLite has one writer).
     # The relay's leader lock keeps one publisher; migrate with `migrate` first, not on start.
     workers: int = Field(default=1, ge=1)
