@@ -136,16 +136,24 @@ def _draw_rates(ax: Axes, rows: list[Row], positions: list[int]) -> None:
             ax.annotate(
                 f"response {plain(100 * rate, 0)} %" + _bracket(low, high, 100, " %"),
                 (100 * (right if room_right else left), y + 0.14),
-                xytext=(6 if room_right else -6, 0), textcoords="offset points", va="center",
-                ha="left" if room_right else "right", fontsize=8, color=BLUE,
-            )  # fmt: skip
+                xytext=(6 if room_right else -6, 0),
+                textcoords="offset points",
+                va="center",
+                ha="left" if room_right else "right",
+                fontsize=8,
+                color=BLUE,
+            )
         if row.remission is not None:
             ax.plot([100 * row.remission], [y - 0.16], marker="D", ms=6, color=ORANGE, lw=0)
             ax.annotate(
                 f"remission {plain(100 * row.remission, 0)} %",
                 (100 * row.remission, y - 0.16),
-                xytext=(7, 0), textcoords="offset points", va="center", fontsize=8, color="#9a6a00",
-            )  # fmt: skip
+                xytext=(7, 0),
+                textcoords="offset points",
+                va="center",
+                fontsize=8,
+                color="#9a6a00",
+            )
         if row.response is None and row.remission is None:
             ax.text(1, y, "no response or remission rule", va="center", fontsize=8, color=GREY)
 
@@ -163,29 +171,52 @@ def _draw_effects(ax: Axes, rows: list[Row], positions: list[int]) -> None:
     for row, y in zip(rows, positions, strict=True):
         if row.g is None:
             ax.text(
-                0.02, y, row.note or "g not reported", transform=ax.get_yaxis_transform(),
-                va="center", fontsize=8, color=GREY, wrap=True,
-            )  # fmt: skip
+                0.02,
+                y,
+                row.note or "g not reported",
+                transform=ax.get_yaxis_transform(),
+                va="center",
+                fontsize=8,
+                color=GREY,
+                wrap=True,
+            )
             continue
         g, low, high = row.g
         _interval(ax, y, g, low, high, VERMILLION, "s")
         anchor = low if low is not None else g
         ax.annotate(
             f"g = {plain(g, 2)}" + _bracket(low, high, 1, "", digits=2),
-            (anchor, y), xytext=(0, 9), textcoords="offset points", ha="left", fontsize=8,
-            color=VERMILLION, bbox={"fc": "white", "ec": "none", "alpha": 0.85, "pad": 1},
-        )  # fmt: skip
+            (anchor, y),
+            xytext=(0, 9),
+            textcoords="offset points",
+            ha="left",
+            fontsize=8,
+            color=VERMILLION,
+            bbox={"fc": "white", "ec": "none", "alpha": 0.85, "pad": 1},
+        )
 
 
 def _interval(
-    ax: Axes, y: float, point: float, low: float | None, high: float | None, colour: str,
-    marker: str, scale: float = 1,
-) -> None:  # fmt: skip
+    ax: Axes,
+    y: float,
+    point: float,
+    low: float | None,
+    high: float | None,
+    colour: str,
+    marker: str,
+    scale: float = 1,
+) -> None:
     if low is not None and high is not None:
         ax.errorbar(
-            [point], [y], xerr=[[point - scale * low], [scale * high - point]], fmt=marker,
-            color=colour, ms=6, capsize=4, lw=1.6,
-        )  # fmt: skip
+            [point],
+            [y],
+            xerr=[[point - scale * low], [scale * high - point]],
+            fmt=marker,
+            color=colour,
+            ms=6,
+            capsize=4,
+            lw=1.6,
+        )
     else:
         ax.plot([point], [y], marker=marker, ms=6, color=colour, lw=0)
 

@@ -168,9 +168,15 @@ def _draw(patient: str, series: list[Series], doses: list[Dose], sessions: list[
         axes[0].set_yticks([])
         _shade_doses(axes[0], doses)
         axes[0].text(
-            0.5, 0.5, "No scores yet", transform=axes[0].transAxes, ha="center", va="center",
-            fontsize=14, color=GREY,
-        )  # fmt: skip
+            0.5,
+            0.5,
+            "No scores yet",
+            transform=axes[0].transAxes,
+            ha="center",
+            va="center",
+            fontsize=14,
+            color=GREY,
+        )
     for item, ax in zip(series, axes, strict=False):
         _draw_series(ax, item, doses)
     for ax in axes[:-1]:
@@ -302,17 +308,29 @@ def _draw_bands(ax: Axes, measure: Measure | None) -> None:
     for band, colour in zip(measure.bands, colours, strict=False):
         ax.axhspan(band.min - 0.5, band.max + 0.5, color=colour, lw=0, zorder=0)
         ax.text(
-            1.006, (band.min + band.max) / 2, band.display, transform=ax.get_yaxis_transform(),
-            ha="left", va="center", fontsize=7.5, color="#8a5a2b", clip_on=False,
-        )  # fmt: skip
+            1.006,
+            (band.min + band.max) / 2,
+            band.display,
+            transform=ax.get_yaxis_transform(),
+            ha="left",
+            va="center",
+            fontsize=7.5,
+            color="#8a5a2b",
+            clip_on=False,
+        )
     probable = measure.extra.get("probablePtsdFrom")
     if isinstance(probable, dict) and isinstance(probable.get("low"), int | float):
         ax.axhline(probable["low"], color="#8a5a2b", lw=0.9, ls=":", zorder=1)
         ax.text(
-            1.006, probable["low"], f"probable PTSD\nfrom {probable['low']}",
-            transform=ax.get_yaxis_transform(), ha="left", va="center", fontsize=7.5,
+            1.006,
+            probable["low"],
+            f"probable PTSD\nfrom {probable['low']}",
+            transform=ax.get_yaxis_transform(),
+            ha="left",
+            va="center",
+            fontsize=7.5,
             color="#8a5a2b",
-        )  # fmt: skip
+        )
 
 
 def _summary(item: Series) -> str:

@@ -80,13 +80,24 @@ def _draw(bins: list[Bin], comparison: dict[str, Any]) -> Figure:
     )
     _panel(pcl5, bins, best, "pcl5", "PCL-5 change, dose to after the session", "PCL-5 points")
     pcl5.text(
-        0.99, 0.02, "below 0: symptoms fell", transform=pcl5.transAxes, ha="right", fontsize=7.5,
+        0.99,
+        0.02,
+        "below 0: symptoms fell",
+        transform=pcl5.transAxes,
+        ha="right",
+        fontsize=7.5,
         color=GREY,
-    )  # fmt: skip
+    )
     suds.text(
-        0.99, 0.98, "above 0: distress fell", transform=suds.transAxes, ha="right", va="top",
-        fontsize=7.5, color=GREY,
-    )  # fmt: skip
+        0.99,
+        0.98,
+        "above 0: distress fell",
+        transform=suds.transAxes,
+        ha="right",
+        va="top",
+        fontsize=7.5,
+        color=GREY,
+    )
     figure.supxlabel(_caption(comparison), x=0.01, ha="left", fontsize=9, color="#333333")
     return figure
 
@@ -110,15 +121,26 @@ def _panel(ax: Axes, bins: list[Bin], best: str | None, which: str, title: str, 
         hue = VERMILLION if item.label == best else colour
         if low is not None and high is not None:
             ax.errorbar(
-                [x], [mean], yerr=[[mean - low], [high - mean]], fmt="o", color=hue, ms=7,
-                capsize=5, lw=1.8,
-            )  # fmt: skip
+                [x],
+                [mean],
+                yerr=[[mean - low], [high - mean]],
+                fmt="o",
+                color=hue,
+                ms=7,
+                capsize=5,
+                lw=1.8,
+            )
         else:
             ax.plot([x], [mean], marker="o", ms=7, color=hue, lw=0)
         ax.annotate(
-            f"{plain(mean)}\nn = {n}", (x, mean), xytext=(9, 0), textcoords="offset points",
-            va="center", fontsize=7.5, color=hue,
-        )  # fmt: skip
+            f"{plain(mean)}\nn = {n}",
+            (x, mean),
+            xytext=(9, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize=7.5,
+            color=hue,
+        )
 
 
 def _caption(comparison: dict[str, Any]) -> str:
