@@ -207,8 +207,8 @@ def programme_report(*, empty: bool = False) -> dict[str, Any]:
     }
 
 
-def window_evidence(*, sessions: bool = True) -> dict[str, Any]:
-    """`$window-evidence` over the five default bins, with a comparison that cannot tell."""
+def window_evidence(*, sessions: bool = True, best: str | None = None) -> dict[str, Any]:
+    """`$window-evidence` over the five default bins; the comparison names `best` or cannot tell."""
     bins = [
         ("0-2 h", 0, 2, 4, (2.5, 0.8, 4.2, 4), (-3, -9, 3, 3)),
         ("2-24 h", 2, 24, 12, (3.1, 2.2, 4.0, 12), (-5.5, -8, -3, 11)),
@@ -240,8 +240,11 @@ def window_evidence(*, sessions: bool = True) -> dict[str, Any]:
     comparison = parameter(
         "comparison",
         method="linear mixed model, random intercept per patient",
-        conclusion="The data cannot tell the bins apart yet.",
-        moreSessionsNeeded=40,
+        best=best,
+        conclusion=f"Sessions {best} after the dose reduced SUDS most."
+        if best
+        else "The data cannot tell the bins apart yet.",
     )
-    comparison["part"][-1] = {"name": "moreSessionsNeeded", "valueInteger": 40}
+    if not best:
+        comparison["part"].append({"name": "moreSessionsNeeded", "valueInteger": 40})
     return {"resourceType": "Parameters", "parameter": [*found, comparison]}

@@ -156,6 +156,13 @@ def test_odd_parts_are_left_out_rather_than_failing() -> None:
     assert "bdi" in svg_texts(trajectory(data, "svg"))
 
 
+def test_the_best_bin_is_marked_only_when_the_evidence_names_one() -> None:
+    assert "best" not in svg_texts(render_window(window_evidence(), "svg")).split()
+    shown = svg_texts(render_window(window_evidence(best="24-72 h"), "svg"))
+    assert shown.split().count("best") == 2  # in each panel
+    assert "Sessions 24-72 h after the dose reduced SUDS most." in shown
+
+
 def test_unknown_format_is_refused() -> None:
     with pytest.raises(ValueError, match="png or svg"):
         trajectory(patient_outcomes(), "gif")

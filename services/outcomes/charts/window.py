@@ -133,7 +133,7 @@ def _panel(ax: Axes, bins: list[Bin], best: str | None, which: str, title: str, 
         else:
             ax.plot([x], [mean], marker="o", ms=7, color=hue, lw=0)
         ax.annotate(
-            f"{plain(mean)}\nn = {n}",
+            f"{plain(mean)}\nn = {n}" + ("\nbest" if item.label == best else ""),
             (x, mean),
             xytext=(9, 0),
             textcoords="offset points",
