@@ -107,7 +107,7 @@ def _draw(rows: list[Row], footer: str) -> Figure:
     figure.suptitle(TITLE, x=0.01, ha="left", fontsize=13, fontweight="bold")
     rates, effects = figure.subplots(1, 2, sharey=True, width_ratios=[1.15, 1])
     labels = [
-        f"{row.name}\nn = {row.n}" + (f",  {row.change}" if row.change else "") for row in rows
+        f"{row.name}\nn = {row.n}" + (f", mean {row.change}" if row.change else "") for row in rows
     ]
     positions = list(range(len(rows)))[::-1]
     _draw_rates(rates, rows, positions)
@@ -129,17 +129,14 @@ def _draw_rates(ax: Axes, rows: list[Row], positions: list[int]) -> None:
         if row.response is not None:
             rate, low, high = row.response
             _interval(ax, y + 0.14, 100 * rate, low, high, BLUE, "o", scale=100)
-            # Beside the interval, on the side with room for the words.
-            right = high if high is not None else rate
-            left = low if low is not None else rate
-            room_right = right < 0.68
+            # Above the point, leaning inwards near either end so the words stay on the axes.
             ax.annotate(
                 f"response {plain(100 * rate, 0)} %" + _bracket(low, high, 100, " %"),
-                (100 * (right if room_right else left), y + 0.14),
-                xytext=(6 if room_right else -6, 0),
+                (100 * rate, y + 0.14),
+                xytext=(0, 6),
                 textcoords="offset points",
-                va="center",
-                ha="left" if room_right else "right",
+                va="bottom",
+                ha="left" if rate < 0.3 else "right" if rate > 0.7 else "center",
                 fontsize=8,
                 color=BLUE,
             )
