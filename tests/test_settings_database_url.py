@@ -7,7 +7,6 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from shared.db.engine import Database
-
 from shared.settings import settings_class
 
 # As CloudNativePG writes key `uri` of its `<cluster>-app` Secret (password percent-encoded).
