@@ -828,6 +828,17 @@ def test_compose_is_consistent() -> None:
     assert not problems, problems
 
 
+def test_compose_topics_have_the_kubernetes_partition_count() -> None:
+    services = compose()["services"]
+    counts = {
+        str(services[name]["environment"][f"{name.upper()}_TOPIC_PARTITIONS"]) for name in SERVICES
+    }
+    counts.add(str(services["kafka"]["environment"]["KAFKA_NUM_PARTITIONS"]))
+    configmaps = {name_of(cm): cm for cm in of_kind(k8s_docs(), "ConfigMap")}
+    counts |= {configmaps[f"{n}-config"]["data"][f"{n.upper()}_TOPIC_PARTITIONS"] for n in SERVICES}
+    assert counts == {"6"}, counts
+
+
 def test_compose_has_backing_services_and_app_ports() -> None:
     services = compose()["services"]
     assert str(services["postgres"]["image"]).startswith("postgres:15")
