@@ -29,6 +29,7 @@ from services.outcomes.web.sessions import (
 from services.outcomes.web.views import (
     Instruments,
     ScoreRow,
+    course_rows,
     patient_name,
     percent,
     programme_rows,
@@ -210,6 +211,7 @@ def install_pages(app: FastAPI, settings: OutcomesSettings) -> None:
                 birth_date=patient.get("birthDate"),
                 rows=rows,
                 headline=response_headline(rows),
+                course=course_rows(outcomes),
                 chart="outcomes" in served,
             )
 

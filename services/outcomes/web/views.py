@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from services.outcomes.observations.code_system import measure_system
@@ -48,7 +48,7 @@ def number(value: Any, digits: int = 1) -> str:
     if value is None:
         return "—"
     try:
-        quantized = Decimal(str(value)).quantize(Decimal(1).scaleb(-digits))
+        quantized = Decimal(str(value)).quantize(Decimal(1).scaleb(-digits), ROUND_HALF_UP)
     except InvalidOperation:
         return "—"
     text = f"{quantized:,.{digits}f}" if digits else f"{quantized:,.0f}"
@@ -210,3 +210,39 @@ def programme_rows(report: dict[str, Any], instruments: Instruments) -> list[Pro
             )
         )
     return rows
+
+
+@dataclass(frozen=True)
+class CourseRow:
+    """A dose or an EMDR session of the patient's course, as the timeline lists it."""
+
+    kind: str
+    day: str
+    detail: str
+
+
+def course_rows(outcomes: dict[str, Any]) -> list[CourseRow]:
+    """Doses and EMDR sessions from `$outcomes`' events (scores are in the table and chart)."""
+    rows = []
+    for event in parameters(outcomes, "event"):
+        when = event.get("time")
+        if event.get("type") == "dose":
+            start, end = event.get("optimalStart"), event.get("optimalEnd")
+            detail = f"optimal window {_moment(start)} to {_moment(end)}" if start and end else ""
+            rows.append(CourseRow("Dose", _moment(when), detail))
+        elif event.get("type") == "emdr-session":
+            offset = event.get("offsetHours")
+            detail = f"{number(offset, 0)} h after the dose" if offset is not None else ""
+            rows.append(CourseRow("EMDR session", _moment(when), detail))
+    return rows
+
+
+def _moment(value: Any) -> str:
+    """An instant as a clinician reads it (12 Mar 2026 14:30, UTC)."""
+    if not value:
+        return ""
+    try:
+        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return str(value)
+    return moment.strftime("%-d %b %Y %H:%M") if "T" in str(value) else day(value)
