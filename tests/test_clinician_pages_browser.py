@@ -103,7 +103,7 @@ def test_a_clinician_signs_in_in_chromium_and_sees_the_patient(
     served = {op.name for op in registry.operations}
     for definition in registry.resources.values():
         served |= {op.name for op in definition.operations}
-    # The trajectory chart comes with `Patient/$outcomes` (its own branch).
+    # Where `Patient/$outcomes` is served, its trajectory chart must be on the page and drawn.
     has_chart = "outcomes" in served
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(

@@ -37,6 +37,7 @@ from services.outcomes.web.views import (
     score_rows,
     top_value,
 )
+from shared.fhir.operations import Operation
 
 HERE = Path(__file__).resolve().parent
 _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
@@ -60,14 +61,20 @@ _templates = Environment(
 )
 
 
-def _operations(app: FastAPI) -> set[str]:
-    """The names of the operations this service serves (`outcomes`, `programme-report`...):
-    a page shows what the API can answer."""
+def _operations(app: FastAPI) -> dict[str, Operation]:
+    """The operations this service serves by name (`outcomes`, `programme-report`...): a page
+    shows what the API can answer."""
     registry = app.state.fhir.registry
-    found = {op.name for op in registry.operations}
+    found = {op.name: op for op in registry.operations}
     for definition in registry.resources.values():
-        found |= {op.name for op in definition.operations}
+        found |= {op.name: op for op in definition.operations}
     return found
+
+
+def _draws(operations: dict[str, Operation], name: str) -> bool:
+    """Whether an operation is served and answers `Accept: image/svg+xml` with its chart."""
+    op = operations.get(name)
+    return op is not None and _FORMATS["svg"] in op.renderers
 
 
 def _safe_next(path: str | None) -> str:
@@ -176,8 +183,8 @@ def install_pages(app: FastAPI, settings: OutcomesSettings) -> None:
                 refusal=refusal,
                 adherence=percent(top_value(report, "windowAdherence")) if report else "—",
                 sessions_counted=top_value(report, "sessions") if report else None,
-                chart="programme-report" in served,
-                evidence_chart="window-evidence" in served,
+                chart=_draws(served, "programme-report"),
+                evidence_chart=_draws(served, "window-evidence"),
                 patients=patients,
                 total=bundle.get("total"),
                 name=name,
@@ -212,7 +219,7 @@ def install_pages(app: FastAPI, settings: OutcomesSettings) -> None:
                 rows=rows,
                 headline=response_headline(rows),
                 course=course_rows(outcomes),
-                chart="outcomes" in served,
+                chart=_draws(served, "outcomes"),
             )
 
         return await reading(request, session, build)
