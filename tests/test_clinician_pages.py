@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from services.outcomes.app import create_app
 from services.outcomes.web.oidc import OIDCClient, SignInError
-from tests.conftest import make_settings
+from tests.conftest import BACKENDS, make_settings
 from tests.issuer_support import Issuer, running_issuer, sign_in_at
 from tests.pages_support import NAME, PATIENT, follow_sign_in, pages_settings, seed
 from tooling.dev_issuer import WEB_CLIENT
@@ -108,6 +108,7 @@ async def test_without_a_session_pages_redirect_to_sign_in_and_charts_are_refuse
         assert (await pages.get("/app/")).status_code == 303
 
 
+@BACKENDS
 async def test_a_practice_b_clinician_cannot_see_a_practice_a_patient(app: Any, issuer: Issuer):
     async with browser(app) as pages:
         await signed_in(pages, issuer, "psychiatrist-b")
