@@ -8,6 +8,7 @@ from services.outcomes.observations.code_system import measure_code_system
 from services.outcomes.observations.measures import outcome_measures
 from services.outcomes.observations.rule import check_measures
 from services.outcomes.observations.subject import known_subject
+from services.outcomes.summary.operation import outcomes_operation
 from services.outcomes.timeline.projections import timeline_projections
 from shared.app import create_service_app
 from shared.fhir.catalogue import audit_events, resource
@@ -32,7 +33,8 @@ def registry(canonical_base: str = DEFAULT_CANONICAL_BASE) -> Registry:
     # Published by the service (the local measure codes), read-only to clients.
     registry.add(resource("CodeSystem", owner=SERVICE, api_writable=False))
     # Read-only replicas, kept current from intake's and scheduling's events.
-    registry.add(resource("Patient", owner="intake", operations=(everything_operation(),)))
+    patient_operations = (everything_operation(), outcomes_operation(canonical_base))
+    registry.add(resource("Patient", owner="intake", operations=patient_operations))
     registry.add(resource("EpisodeOfCare", owner="intake"))
     registry.add(resource("Consent", owner="intake"))
     registry.add(resource("QuestionnaireResponse", owner="intake"))  # screenings
