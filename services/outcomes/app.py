@@ -8,6 +8,8 @@ from services.outcomes.observations.code_system import measure_code_system
 from services.outcomes.observations.measures import outcome_measures
 from services.outcomes.observations.rule import check_measures
 from services.outcomes.observations.subject import known_subject
+from services.outcomes.research.export import research_export_router
+from services.outcomes.settings import OutcomesSettings
 from services.outcomes.summary.operation import outcomes_operation
 from services.outcomes.timeline.projections import timeline_projections
 from shared.app import create_service_app
@@ -15,10 +17,9 @@ from shared.fhir.catalogue import audit_events, resource
 from shared.fhir.everything import everything_operation
 from shared.fhir.publication import publish_at_start
 from shared.fhir.registry import Registry
-from shared.settings import ServiceSettings, settings_class
+from shared.settings import ServiceSettings
 
 SERVICE = "outcomes"
-OutcomesSettings = settings_class(SERVICE, 8003)
 DEFAULT_CANONICAL_BASE = ServiceSettings.model_fields["canonical_base"].default
 
 
@@ -49,7 +50,11 @@ def registry(canonical_base: str = DEFAULT_CANONICAL_BASE) -> Registry:
 
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     """Build the outcomes service; nothing is created before this is called."""
-    settings = settings or OutcomesSettings()
+    if not isinstance(settings, OutcomesSettings):
+        # Shared settings (or none) gain outcomes' own, from OUTCOMES_* or the defaults.
+        given = settings.model_dump(exclude={"service_name", "port"}) if settings else {}
+        settings = OutcomesSettings(**given)
     app = create_service_app(settings, registry(settings.canonical_base))
     publish_at_start(app, lambda s: [measure_code_system(s.canonical_base)])
+    app.include_router(research_export_router(app.state.fhir, settings))
     return app
