@@ -9,9 +9,12 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
+from pydantic import ValidationError
 
 from services.outcomes.research.export import COLUMNS
 from services.outcomes.research.study_id import study_id
+from services.outcomes.settings import OutcomesSettings
 from tests.auth_support import bearer
 from tests.conftest import BACKENDS
 from tests.factories import patient
@@ -173,6 +176,8 @@ async def test_practices_scopes_formats_and_the_missing_key(
             "/$research-export", params={"patient": ALPHA}, headers=CSV_ACCEPT
         )
         assert_outcome(response, 400, "invalid")
+    with pytest.raises(ValidationError, match="at least 32 characters"):
+        OutcomesSettings(research_key="guessable")
     async with service_client("outcomes") as unkeyed:
         response = await unkeyed.get("/$research-export", headers=CSV_ACCEPT)
         assert_outcome(response, 422, "not-supported")
