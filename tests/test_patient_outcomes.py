@@ -53,6 +53,7 @@ async def test_a_course_summarised_from_baseline_before_the_first_dose(outcomes)
         "valueReference": {"reference": "Patient/p1"},
     }
     found = measures_of(summary)
+    assert list(found) == ["44261-6", "101698-9"]  # the measures file's order
     assert found["44261-6"] == {
         "instrument": {
             "system": "http://loinc.org",
@@ -140,6 +141,7 @@ async def test_events_in_time_order_with_windows_and_offsets(outcomes):
     dosed(outcomes, p, "d1", DOSE_1, window=WINDOW)
     emdr(outcomes, p, "a1", "2026-03-03T10:30:00Z", "d1", 24.5)
     emdr(outcomes, p, "a2", "2026-03-04T10:30:00Z", "d1", 48.5, status="cancelled")
+    emdr(outcomes, p, "a3", "2026-03-05T10:30:00Z", "d1", 72.5, status="pending")  # a hold
     suds = await scored(outcomes, p, "suds", 8, "2026-03-03T10:35:00Z")
     await scored(outcomes, p, "suds", 2, "2026-03-03T11:25:00Z")
     baseline = await scored(outcomes, p, "phq9", 19, DOSE_1)
@@ -151,7 +153,7 @@ async def test_events_in_time_order_with_windows_and_offsets(outcomes):
         ("emdr-session", "2026-03-03T10:30:00Z"),
         ("score", "2026-03-03T10:35:00Z"),
         ("score", "2026-03-03T11:25:00Z"),
-    ]  # the cancelled session is not on the timeline
+    ]  # neither the cancelled session nor the hold is on the timeline
     assert events[0]["reference"] == {"reference": f"Observation/{baseline}"}
     assert events[1] == {
         "type": "dose",

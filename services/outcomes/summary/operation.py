@@ -47,8 +47,10 @@ def patient_outcomes(session: Any, patient_id: str, canonical_base: str) -> dict
     """The Parameters of one patient's outcomes, from the timeline tables."""
     measures = outcome_measures().measures
     timeline = patient_timeline(session, patient_id)
+    # In the measures file's order (PHQ-9 first), each measure's scores in time order.
+    rank = {key: index for index, key in enumerate(measures)}
     known = [s for s in timeline.scores if s.measure in measures]
-    by_measure = sorted(known, key=lambda s: (s.measure, s.effective, s.obs_id))
+    by_measure = sorted(known, key=lambda s: (rank[s.measure], s.effective, s.obs_id))
     parameters: list[dict[str, Any]] = [
         {"name": "patient", "valueReference": {"reference": f"Patient/{patient_id}"}}
     ]

@@ -10,8 +10,9 @@ from sqlalchemy.orm import Session
 
 from services.outcomes.timeline.tables import DOSES, SCORES, SESSIONS
 
-# EMDR sessions that did not (and will not) take place are not part of the timeline.
-_NOT_HELD = ("cancelled", "noshow", "entered-in-error")
+# EMDR sessions booked or held; holds (pending), proposals and sessions that did not take
+# place (cancelled, noshow, entered-in-error) are not part of the timeline.
+_ON_TIMELINE = ("booked", "arrived", "checked-in", "fulfilled")
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ def patient_timeline(session: Session, patient_id: str) -> Timeline:
         .where(
             SESSIONS.c.patient_id == patient_id,
             SESSIONS.c.start.is_not(None),
-            SESSIONS.c.status.not_in(_NOT_HELD),
+            SESSIONS.c.status.in_(_ON_TIMELINE),
         )
         .order_by(SESSIONS.c.start, SESSIONS.c.appointment_id)
     ).all()
