@@ -8,7 +8,7 @@ from typing import Any
 from services.outcomes.observations.code_system import measure_system
 from services.outcomes.observations.measures import LOCAL, Measure
 from services.outcomes.summary.change import MeasureSummary, number
-from services.outcomes.summary.timeline import Timeline
+from services.outcomes.summary.timeline import Dose, EmdrSession, Score, Timeline
 
 # At one instant, a score comes first: a score taken at the dose's start is its baseline.
 _ORDER = {"score": 0, "dose": 1, "emdr-session": 2}
@@ -28,8 +28,12 @@ def instrument(measure: Measure, canonical_base: str) -> dict[str, str]:
     return {"system": system, "code": code, "display": measure.display}
 
 
-def _reference(res_type: str, res_id: str) -> dict[str, str]:
+def _ref(res_type: str, res_id: str) -> dict[str, str]:
     return {"reference": f"{res_type}/{res_id}"}
+
+
+def _part(name: str, key: str, value: Any) -> dict[str, Any]:
+    return {"name": name, key: value}
 
 
 def measure_parameter(summary: MeasureSummary, canonical_base: str) -> dict[str, Any]:
@@ -58,62 +62,61 @@ def measure_parameter(summary: MeasureSummary, canonical_base: str) -> dict[str,
     return {"name": "measure", "part": parts}
 
 
+def _dose_parts(dose: Dose) -> list[dict[str, Any]]:
+    parts = [_part("reference", "valueReference", _ref("MedicationAdministration", dose.dose_id))]
+    for name, moment in (
+        ("windowStart", dose.window_start),
+        ("optimalStart", dose.optimal_start),
+        ("optimalEnd", dose.optimal_end),
+        ("windowEnd", dose.window_end),
+    ):
+        if moment is not None:
+            parts.append(_part(name, "valueDateTime", date_time(moment)))
+    return parts
+
+
+def _session_parts(emdr: EmdrSession) -> list[dict[str, Any]]:
+    parts = [_part("reference", "valueReference", _ref("Appointment", emdr.appointment_id))]
+    if emdr.offset_hours is not None:
+        parts.append(_part("offsetHours", "valueDecimal", number(round(emdr.offset_hours, 2))))
+    if emdr.dose_id is not None:
+        parts.append(
+            _part("dose", "valueReference", _ref("MedicationAdministration", emdr.dose_id))
+        )
+    return parts
+
+
+def _score_parts(score: Score, measure: Measure, canonical_base: str) -> list[dict[str, Any]]:
+    return [
+        _part("reference", "valueReference", _ref("Observation", score.obs_id)),
+        _part("instrument", "valueCoding", instrument(measure, canonical_base)),
+        _part("value", "valueDecimal", number(score.value)),
+    ]
+
+
 def event_parameters(
     timeline: Timeline, measures: dict[str, Measure], canonical_base: str
 ) -> list[dict[str, Any]]:
     """One `event` parameter per dose, EMDR session and score, in time order."""
-    events: list[tuple[datetime, int, str, list[dict[str, Any]]]] = []
+    events: list[tuple[datetime, int, str, str, list[dict[str, Any]]]] = []
     for dose in timeline.doses:
-        parts = [
-            {
-                "name": "reference",
-                "valueReference": _reference("MedicationAdministration", dose.dose_id),
-            }
-        ]
-        for name, moment in (
-            ("windowStart", dose.window_start),
-            ("optimalStart", dose.optimal_start),
-            ("optimalEnd", dose.optimal_end),
-            ("windowEnd", dose.window_end),
-        ):
-            if moment is not None:
-                parts.append({"name": name, "valueDateTime": date_time(moment)})
-        events.append((dose.start, _ORDER["dose"], dose.dose_id, parts))
+        events.append((dose.start, _ORDER["dose"], dose.dose_id, "dose", _dose_parts(dose)))
     for emdr in timeline.sessions:
-        parts = [
-            {"name": "reference", "valueReference": _reference("Appointment", emdr.appointment_id)}
-        ]
-        if emdr.offset_hours is not None:
-            parts.append(
-                {"name": "offsetHours", "valueDecimal": number(round(emdr.offset_hours, 2))}
-            )
-        if emdr.dose_id is not None:
-            parts.append(
-                {
-                    "name": "dose",
-                    "valueReference": _reference("MedicationAdministration", emdr.dose_id),
-                }
-            )
-        events.append((emdr.start, _ORDER["emdr-session"], emdr.appointment_id, parts))
+        key = (emdr.start, _ORDER["emdr-session"], emdr.appointment_id)
+        events.append((*key, "emdr-session", _session_parts(emdr)))
     for score in timeline.scores:
-        parts = [
-            {"name": "reference", "valueReference": _reference("Observation", score.obs_id)},
-            {
-                "name": "instrument",
-                "valueCoding": instrument(measures[score.measure], canonical_base),
-            },
-            {"name": "value", "valueDecimal": number(score.value)},
-        ]
-        events.append((score.effective, _ORDER["score"], score.obs_id, parts))
-    kinds = {rank: kind for kind, rank in _ORDER.items()}
+        measure = measures.get(score.measure)
+        if measure is not None:  # a measure since removed from the file is not reported
+            key = (score.effective, _ORDER["score"], score.obs_id)
+            events.append((*key, "score", _score_parts(score, measure, canonical_base)))
     return [
         {
             "name": "event",
             "part": [
-                {"name": "type", "valueCode": kinds[rank]},
-                {"name": "time", "valueDateTime": date_time(moment)},
+                _part("type", "valueCode", kind),
+                _part("time", "valueDateTime", date_time(moment)),
                 *parts,
             ],
         }
-        for moment, rank, _id, parts in sorted(events, key=lambda e: e[:3])
+        for moment, _rank, _id, kind, parts in sorted(events, key=lambda e: e[:3])
     ]
