@@ -204,3 +204,18 @@ async def test_the_export_is_audited_with_the_patients_it_gave_out(
 
 def _is_patient(entity: dict[str, Any]) -> bool:
     return entity.get("role", {}).get("code") == "1"
+
+
+async def test_the_capability_statement_names_the_export_and_the_summary(outcomes):
+    statement = (await outcomes.get("/metadata")).json()
+    (rest,) = statement["rest"]
+    assert "research-export" in [op["name"] for op in rest["operation"]]
+    (patient_type,) = [r for r in rest["resource"] if r["type"] == "Patient"]
+    assert "outcomes" in [op["name"] for op in patient_type["operation"]]
+    definition = (await outcomes.get("/OperationDefinition/research-export")).json()
+    assert definition["system"] is True
+    assert [(p["name"], p["type"]) for p in definition["parameter"]] == [("return", "Binary")]
+    (scope,) = definition["extension"]
+    assert scope["valueString"] == "system/Observation.rs"
+    outcomes_definition = (await outcomes.get("/OperationDefinition/Patient-outcomes")).json()
+    assert outcomes_definition["instance"] is True

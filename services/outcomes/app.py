@@ -8,7 +8,7 @@ from services.outcomes.observations.code_system import measure_code_system
 from services.outcomes.observations.measures import outcome_measures
 from services.outcomes.observations.rule import check_measures
 from services.outcomes.observations.subject import known_subject
-from services.outcomes.research.export import research_export_router
+from services.outcomes.research.export import research_export_definition, research_export_router
 from services.outcomes.settings import OutcomesSettings
 from services.outcomes.summary.operation import outcomes_operation
 from services.outcomes.timeline.projections import timeline_projections
@@ -44,6 +44,7 @@ def registry(canonical_base: str = DEFAULT_CANONICAL_BASE) -> Registry:
     registry.add(resource("MedicationAdministration", owner="scheduling"))
     registry.add(resource("Encounter", owner="scheduling"))  # the session a score was taken in
     registry.project(*timeline_projections(canonical_base))
+    registry.operations.append(research_export_definition())  # its route: create_app
     registry.add(audit_events(SERVICE))
     return registry
 

@@ -24,6 +24,7 @@ from shared.auth.needs import Need, needs
 from shared.db.engine import Database
 from shared.fhir.dates import utcnow
 from shared.fhir.errors import FHIRError, bad_request
+from shared.fhir.operations import Operation, OperationCall, OperationParam, OperationResult
 from shared.fhir.rest.context import FHIRContext
 
 SCOPE = "system/Observation.rs"
@@ -34,6 +35,31 @@ CSV = "text/csv"
 BATCH = 100
 _ACCEPTED = {CSV, "text/*", "*/*"}
 _SECONDS_PER_DAY = 86_400
+
+
+def research_export_definition() -> Operation:
+    """`$research-export` as the CapabilityStatement and its OperationDefinition state it.
+
+    No methods: the declared operations' routes answer FHIR JSON, and this one streams CSV,
+    so its route is research_export_router's (the Binary it returns is sent as its content).
+    """
+    return Operation(
+        name="research-export",
+        levels=frozenset({"system"}),
+        handler=_served_by_its_own_route,
+        description=(
+            "Scores of the patients with an active research Consent, de-identified, as CSV "
+            f"({', '.join(COLUMNS)}): study ids are keyed hashes, times are days from the "
+            "first dose."
+        ),
+        methods=frozenset(),
+        scope=SCOPE,
+        outputs=(OperationParam("return", "Binary", min=1, documentation="text/csv"),),
+    )
+
+
+def _served_by_its_own_route(_call: OperationCall) -> OperationResult:
+    raise NotImplementedError("$research-export is served by research_export_router")
 
 
 def research_export_router(context: FHIRContext, settings: OutcomesSettings) -> APIRouter:
