@@ -3,6 +3,8 @@ the timeline) and the patient's outcomes as a Bundle (`$everything`), through HT
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
+
 import httpx
 
 from tests.auth_support import bearer
@@ -14,6 +16,7 @@ from tests.outcomes_support import deleted, dosed, emdr, events_of, measures_of,
 from tests.replicas import replicate
 
 pytestmark = BACKENDS
+SVG_TEXT = "{http://www.w3.org/2000/svg}text"
 PRACTICE_A = {"managingOrganization": {"reference": "Organization/a"}}
 DOSE_1, DOSE_2 = "2026-03-02T10:00:00Z", "2026-03-09T10:00:00Z"
 WINDOW = {
@@ -226,3 +229,18 @@ async def test_the_patients_outcomes_as_a_bundle_are_their_everything(outcomes):
     other_practice = bearer(practice="Organization/b")
     response = await outcomes.get(f"/Patient/{p}/$everything", headers=other_practice)
     assert_outcome(response, 404, "not-found")
+
+
+async def test_the_summary_drawn_as_the_patients_trajectory(outcomes):
+    p = enrolled(outcomes, "p1")
+    await scored(outcomes, p, "phq9", 18, "2026-02-20T09:00:00Z")
+    await scored(outcomes, p, "phq9", 9, "2026-03-20T09:00:00Z")
+    dosed(outcomes, p, "d1", DOSE_1, window=WINDOW)
+    emdr(outcomes, p, "a1", "2026-03-03T10:30:00Z", "d1", 24.5)
+    response = await outcomes.get(f"/Patient/{p}/$outcomes", headers={"Accept": "image/svg+xml"})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("image/svg+xml")
+    shown = " ".join("".join(t.itertext()) for t in ET.fromstring(response.content).iter(SVG_TEXT))
+    assert "Patient/p1: outcomes over time" in shown and "PHQ-9 total score" in shown
+    response = await outcomes.get(f"/Patient/{p}/$outcomes", params={"_format": "png"})
+    assert response.content.startswith(b"\x89PNG")

@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from services.outcomes.baselines import REACTIONS as BASELINE_REACTIONS
 from services.outcomes.baselines.instruments import method_code_system, scoring
+from services.outcomes.charts.negotiation import outcome_renderers
 from services.outcomes.observations.code_system import measure_code_system
 from services.outcomes.observations.measures import outcome_measures
 from services.outcomes.observations.rule import check_measures
@@ -37,7 +38,11 @@ def registry(canonical_base: str = DEFAULT_CANONICAL_BASE) -> Registry:
     # Published by the service (the local measure codes), read-only to clients.
     registry.add(resource("CodeSystem", owner=SERVICE, api_writable=False))
     # Read-only replicas, kept current from intake's and scheduling's events.
-    patient_operations = (everything_operation(), outcomes_operation(canonical_base))
+    charts = outcome_renderers(outcome_measures())
+    patient_operations = (
+        everything_operation(),
+        outcomes_operation(canonical_base, charts["outcomes"]),
+    )
     registry.add(resource("Patient", owner="intake", operations=patient_operations))
     registry.add(resource("EpisodeOfCare", owner="intake"))
     registry.add(resource("Consent", owner="intake"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from itertools import groupby
 from typing import Any
 
@@ -11,15 +12,23 @@ from services.outcomes.summary.parameters import event_parameters, measure_param
 from services.outcomes.summary.timeline import patient_timeline
 from shared.auth.needs import check_letters
 from shared.auth.principal import current_principal
-from shared.fhir.operations import Operation, OperationCall, OperationParam, OperationResult
+from shared.fhir.operations import (
+    Operation,
+    OperationCall,
+    OperationParam,
+    OperationResult,
+    Renderer,
+)
 
 # Scores are Observations; the timeline also hands out doses and EMDR sessions.
 SCOPE = "system/Observation.rs"
 _ALSO_READ = ("Patient", "MedicationAdministration", "Appointment")
 
 
-def outcomes_operation(canonical_base: str) -> Operation:
-    """The instance-level `$outcomes` on the Patient replica."""
+def outcomes_operation(
+    canonical_base: str, renderers: Mapping[str, Renderer] | None = None
+) -> Operation:
+    """The instance-level `$outcomes` on the Patient replica (`renderers`: its charts)."""
 
     def handler(call: OperationCall) -> OperationResult:
         for res_type in _ALSO_READ:
@@ -40,6 +49,7 @@ def outcomes_operation(canonical_base: str) -> Operation:
         ),
         scope=SCOPE,
         outputs=(OperationParam("return", "Parameters", min=1, documentation="The summary"),),
+        renderers=renderers or {},
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from services.outcomes.observations.code_system import measure_system
@@ -28,6 +29,13 @@ def instrument(measure: Measure, canonical_base: str) -> dict[str, str]:
     return {"system": system, "code": code, "display": measure.display}
 
 
+def plain(value: Decimal | float) -> int | float:
+    """A decimal as the JSON number it reads as (18, 2.5, -41.7): an int when whole, else the
+    float whose shortest text is the decimal's (renderers read the body as plain numbers)."""
+    exact = value if isinstance(value, Decimal) else number(value)
+    return int(exact) if exact == exact.to_integral_value() else float(exact)
+
+
 def _ref(res_type: str, res_id: str) -> dict[str, str]:
     return {"reference": f"{res_type}/{res_id}"}
 
@@ -40,16 +48,17 @@ def measure_parameter(summary: MeasureSummary, canonical_base: str) -> dict[str,
     """One `measure` parameter: the parts that apply to this instrument and patient."""
     parts: list[dict[str, Any]] = [
         {"name": "instrument", "valueCoding": instrument(summary.measure, canonical_base)},
-        {"name": "baseline", "valueDecimal": number(summary.baseline.value)},
+        {"name": "baseline", "valueDecimal": plain(summary.baseline.value)},
         {"name": "baselineTime", "valueDateTime": date_time(summary.baseline.effective)},
     ]
     if summary.latest is not None:
-        parts.append({"name": "latest", "valueDecimal": number(summary.latest.value)})
+        parts.append({"name": "latest", "valueDecimal": plain(summary.latest.value)})
         parts.append({"name": "latestTime", "valueDateTime": date_time(summary.latest.effective)})
     if summary.change is not None:
-        parts.append({"name": "change", "valueDecimal": summary.change})
+        parts.append({"name": "change", "valueDecimal": plain(summary.change)})
     if summary.percent_change is not None:
-        parts.append({"name": "percentChange", "valueDecimal": summary.percent_change})
+        # Always with its decimal, as the percentage is rounded to one.
+        parts.append({"name": "percentChange", "valueDecimal": float(summary.percent_change)})
     if summary.severity_band is not None:
         parts.append({"name": "severityBand", "valueCode": summary.severity_band.code})
     for name, flag in (
@@ -78,7 +87,7 @@ def _dose_parts(dose: Dose) -> list[dict[str, Any]]:
 def _session_parts(emdr: EmdrSession) -> list[dict[str, Any]]:
     parts = [_part("reference", "valueReference", _ref("Appointment", emdr.appointment_id))]
     if emdr.offset_hours is not None:
-        parts.append(_part("offsetHours", "valueDecimal", number(round(emdr.offset_hours, 2))))
+        parts.append(_part("offsetHours", "valueDecimal", plain(round(emdr.offset_hours, 2))))
     if emdr.dose_id is not None:
         parts.append(
             _part("dose", "valueReference", _ref("MedicationAdministration", emdr.dose_id))
@@ -90,7 +99,7 @@ def _score_parts(score: Score, measure: Measure, canonical_base: str) -> list[di
     return [
         _part("reference", "valueReference", _ref("Observation", score.obs_id)),
         _part("instrument", "valueCoding", instrument(measure, canonical_base)),
-        _part("value", "valueDecimal", number(score.value)),
+        _part("value", "valueDecimal", plain(score.value)),
     ]
 
 
