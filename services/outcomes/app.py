@@ -6,11 +6,14 @@ from fastapi import FastAPI
 
 from services.outcomes.baselines import REACTIONS as BASELINE_REACTIONS
 from services.outcomes.baselines.instruments import method_code_system, scoring
+from services.outcomes.charts.negotiation import outcome_renderers
 from services.outcomes.observations.code_system import measure_code_system
 from services.outcomes.observations.measures import outcome_measures
 from services.outcomes.observations.rule import check_measures
 from services.outcomes.observations.subject import known_subject
+from services.outcomes.research.export import research_export_definition, research_export_router
 from services.outcomes.settings import OutcomesSettings
+from services.outcomes.summary.operation import outcomes_operation
 from services.outcomes.timeline.projections import timeline_projections
 from services.outcomes.web.routes import install_pages
 from shared.app import create_service_app
@@ -37,7 +40,12 @@ def registry(canonical_base: str = DEFAULT_CANONICAL_BASE) -> Registry:
     # Published by the service (the local measure codes), read-only to clients.
     registry.add(resource("CodeSystem", owner=SERVICE, api_writable=False))
     # Read-only replicas, kept current from intake's and scheduling's events.
-    registry.add(resource("Patient", owner="intake", operations=(everything_operation(),)))
+    charts = outcome_renderers(outcome_measures())
+    patient_operations = (
+        everything_operation(),
+        outcomes_operation(canonical_base, charts["outcomes"]),
+    )
+    registry.add(resource("Patient", owner="intake", operations=patient_operations))
     registry.add(resource("EpisodeOfCare", owner="intake"))
     registry.add(resource("Consent", owner="intake"))
     registry.add(resource("QuestionnaireResponse", owner="intake"))  # screenings
@@ -46,6 +54,7 @@ def registry(canonical_base: str = DEFAULT_CANONICAL_BASE) -> Registry:
     registry.add(resource("MedicationAdministration", owner="scheduling"))
     registry.add(resource("Encounter", owner="scheduling"))  # the session a score was taken in
     registry.project(*timeline_projections(canonical_base))
+    registry.operations.append(research_export_definition())  # its route: create_app
     # The baseline PHQ-9 and PCL-5 totals follow intake's screening responses (baselines/).
     for event_type, reaction in BASELINE_REACTIONS:
         registry.react(event_type, reaction)
@@ -66,4 +75,5 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     )
     # The clinician pages (/app/), signed in at the issuer, reading this app's own API.
     install_pages(app, settings)
+    app.include_router(research_export_router(app.state.fhir, settings))
     return app

@@ -1,18 +1,26 @@
-"""Outcomes' settings: the shared ones plus the clinician pages' sign-in."""
+"""Outcomes' settings: the shared ones, the research export's key and the clinician pages'
+sign-in."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator
 
 from shared.settings import settings_class
 
 _OutcomesBase = settings_class("outcomes", 8003)
+# A study id is only as private as its key: a short one could be guessed from the patient ids.
+RESEARCH_KEY_MIN_LENGTH = 32
 
 
 class OutcomesSettings(_OutcomesBase):  # type: ignore[misc,valid-type]
     """`OUTCOMES_*` settings."""
+
+    # OUTCOMES_RESEARCH_KEY: the secret the research export's study ids are keyed with (an
+    # HMAC of the patient id). Unset: `$research-export` says it is not configured. Keep it
+    # for as long as one study lasts: a new key gives every patient a new study id.
+    research_key: SecretStr | None = None
 
     # The clinician pages (/app/) sign clinicians in at AUTH_ISSUER with OpenID Connect
     # (code + PKCE) as this confidential client; empty: the pages say sign-in is not set up.
@@ -40,3 +48,13 @@ class OutcomesSettings(_OutcomesBase):  # type: ignore[misc,valid-type]
     def web_base(self) -> str:
         """The public base URL of the pages, without a trailing slash."""
         return (self.web_base_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @field_validator("research_key")
+    @classmethod
+    def _long_enough(cls, key: SecretStr | None) -> SecretStr | None:
+        if key is not None and len(key.get_secret_value()) < RESEARCH_KEY_MIN_LENGTH:
+            raise ValueError(
+                f"the research key must be at least {RESEARCH_KEY_MIN_LENGTH} characters "
+                "(e.g. `openssl rand -hex 32`)"
+            )
+        return key

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import matplotlib
@@ -101,8 +102,9 @@ def parts(parameter: dict[str, Any]) -> dict[str, Any]:
 
 
 def number(item: Any) -> float | None:
-    """A valueDecimal or valueInteger as a float (None when absent or not a number)."""
-    if isinstance(item, bool) or not isinstance(item, int | float | str):
+    """A valueDecimal or valueInteger as a float (None when absent or not a number); a
+    Decimal too, as operations built in-process and exact JSON parsing give them."""
+    if isinstance(item, bool) or not isinstance(item, int | float | str | Decimal):
         return None
     try:
         return float(item)
