@@ -258,3 +258,20 @@ async def test_the_id_token_must_be_for_this_client_and_sign_in(
     )
     with pytest.raises(SignInError):
         await client.identity(forged, "n-1")
+
+
+async def test_the_charts_come_through_the_api_as_the_clinician(app: Any, issuer: Issuer):
+    async with browser(app) as pages:
+        await signed_in(pages, issuer, "psychiatrist-a")
+        svg = await pages.get(f"/app/charts/patients/{PATIENT}")
+        assert svg.status_code == 200 and svg.headers["content-type"] == "image/svg+xml"
+        assert svg.content.lstrip().startswith(b"<?xml") and b"<svg" in svg.content
+        assert svg.headers["content-security-policy"].startswith("default-src 'none'")
+        assert svg.headers["x-content-type-options"] == "nosniff"
+        png = await pages.get(f"/app/charts/patients/{PATIENT}?format=png")
+        assert png.headers["content-type"] == "image/png" and png.content[:4] == b"\x89PNG"
+        assert (await pages.get(f"/app/charts/patients/{PATIENT}?format=gif")).status_code == 400
+    async with browser(app) as pages:
+        await signed_in(pages, issuer, "psychiatrist-b")
+        refused = await pages.get(f"/app/charts/patients/{PATIENT}")
+        assert refused.status_code == 404 and b"<svg" not in refused.content

@@ -17,7 +17,6 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from services.outcomes.settings import OutcomesSettings
 from services.outcomes.web.api import ApiRefused, FHIRApi
-from services.outcomes.web.from_observations import outcomes_from_observations
 from services.outcomes.web.oidc import OIDCClient, PendingLogin, PendingLogins, SignInError
 from services.outcomes.web.sessions import (
     COOKIE,
@@ -203,12 +202,7 @@ def install_pages(app: FastAPI, settings: OutcomesSettings) -> None:
 
         async def build(api: FHIRApi) -> Response:
             patient = await api.json(f"/Patient/{patient_id}")
-            if "outcomes" in served:
-                outcomes = await api.json(f"/Patient/{patient_id}/$outcomes")
-            else:
-                search = {"subject": f"Patient/{patient_id}", "_sort": "-date", "_count": "1000"}
-                found = await api.json("/Observation", search)
-                outcomes = outcomes_from_observations(found, instruments)
+            outcomes = await api.json(f"/Patient/{patient_id}/$outcomes")
             rows: list[ScoreRow] = score_rows(outcomes, instruments)
             return render(
                 request,
