@@ -3,6 +3,7 @@ login form, and a small patient record in practice A."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -11,6 +12,7 @@ import httpx
 from tests.factories import patient
 from tests.issuer_support import AUDIENCES, Issuer, sign_in_at, token_from
 from tests.measures_support import LOINC, score
+from tests.outcomes_support import dosed, emdr
 from tests.replicas import replicate
 from tooling.dev_issuer import WEB_CLIENT, client_secret_file, web_redirect_uri
 from tooling.dev_issuer.state import add_redirect_uri
@@ -41,14 +43,32 @@ def pages_settings(issuer: Issuer, base_url: str) -> dict[str, Any]:
     }
 
 
+# Two doses, each with its plasticity window, and an EMDR session a day after each.
+COURSE = (
+    ("d1", "2026-01-12T10:00:00Z", "e1", "2026-01-13T12:00:00Z", 26),
+    ("d2", "2026-01-26T10:00:00Z", "e2", "2026-01-28T10:00:00Z", 48),
+)
+
+
+def _window(start: str) -> dict[str, str]:
+    begins = datetime.fromisoformat(start)
+    at = {"windowStart": 2, "optimalStart": 24, "optimalEnd": 72, "windowEnd": 168}
+    return {name: (begins + timedelta(hours=h)).isoformat().replace("+00:00", "Z")
+            for name, h in at.items()}  # fmt: skip
+
+
 def seed_patients(app: Any) -> None:
-    """Patients of practices A and B in the replica, as intake's events would put them."""
+    """Patients of practices A and B in the replica, as intake's events would put them, and
+    practice A's patient's doses and EMDR sessions, as scheduling's would."""
     family, given = NAME.split()[1], NAME.split()[0]
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app))  # names the app only
     people = ((PATIENT, PRACTICE_A, family, given), ("pb1", PRACTICE_B, "Smit", "Joost"))
     for pid, org, *name in people:
         body = patient(*name, managingOrganization={"reference": f"Organization/{org}"})
         replicate(client, "Patient", pid, body)
+    for dose_id, start, session_id, session_start, offset in COURSE:
+        dosed(client, PATIENT, dose_id, start, window=_window(start))
+        emdr(client, PATIENT, session_id, session_start, dose_id, offset, status="fulfilled")
 
 
 def score_bodies() -> list[dict[str, Any]]:

@@ -128,6 +128,8 @@ def test_a_clinician_signs_in_in_chromium_and_sees_the_patient(
             assert page.inner_text('tr[data-measure="gad7-total"] td.latest').startswith("6")
             figure = page.inner_text("#response")
             assert "\u221261 %" in figure and "response" in figure
+            course = page.inner_text("#course")
+            assert "12 Jan 2026 10:00" in course and "26 h after the dose" in course
             if has_chart:
                 page.wait_for_function("document.querySelector('#trajectory').complete")
                 width = page.eval_on_selector("#trajectory", "img => img.naturalWidth")
