@@ -5,9 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from starlette.datastructures import QueryParams
+
+from services.outcomes.web.filters import ProgrammeFilters
 from services.outcomes.web.routes import _templates
 from services.outcomes.web.views import (
     Instruments,
+    adherence,
     course_rows,
     programme_rows,
     response_headline,
@@ -158,3 +162,51 @@ def test_the_programme_table_shows_means_effect_sizes_and_rates_with_intervals()
     assert phq9.hedges_g == "\u22121.23 (\u22121.65 to \u22120.82)"
     assert phq9.response_rate == "55 % (40 % to 69 %)" and phq9.remission_rate == "30 %"
     assert (pcl5.hedges_g, pcl5.note) == ("—", "g needs at least 3 patients")
+
+
+def test_the_programme_filters_become_the_operation_inputs_and_malformed_ones_are_dropped():
+    query = QueryParams(
+        "since=2026-01-01&until=2026-06-30&protocol=ketamine-iv&route=47625008"
+        "&practice=Organization/practice-a&name=x"
+    )
+    filters = ProgrammeFilters.read(query)
+    assert filters.operation_inputs() == [
+        ("period", "ge2026-01-01"),
+        ("period", "le2026-06-30"),
+        ("protocol", "ketamine-iv"),
+        ("route", "47625008"),
+        ("practice", "Organization/practice-a"),
+    ]
+    assert "since=2026-01-01" in filters.page_query() and "name" not in filters.page_query()
+    odd = ProgrammeFilters.read(QueryParams("since=yesterday&protocol=a%20b&route=<x>"))
+    assert odd.operation_inputs() == [] and not odd.any
+
+
+def test_the_programme_page_shows_adherence_notes_and_keeps_the_filters_on_its_charts():
+    report = {
+        **REPORT,
+        "parameter": [
+            *REPORT["parameter"],
+            {"name": "patients", "valueInteger": 42},
+            {"name": "windowAdherenceLow", "valueDecimal": 0.7452},
+            {"name": "windowAdherenceHigh", "valueDecimal": 0.8655},
+        ],
+    }
+    assert adherence(report) == "81 % (75 % to 87 %)"
+    filters = ProgrammeFilters.read(QueryParams("protocol=ketamine-iv"))
+    html = _templates.get_template("programme.html").render(
+        session=None,
+        rows=programme_rows(report, instruments),
+        report=True,
+        adherence=adherence(report),
+        sessions_counted=160,
+        patients_counted=42,
+        notes=["No remission threshold is defined for the PCL-5 total score"],
+        chart=True,
+        evidence_chart=True,
+        patients=[],
+        filters=filters,
+    )
+    assert "42 patients counted" in html and "81 % (75 % to 87 %)" in html
+    assert 'src="/app/charts/programme?format=svg&amp;protocol=ketamine-iv"' in html
+    assert 'value="ketamine-iv"' in html and "No remission threshold" in html

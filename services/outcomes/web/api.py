@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from services.outcomes.web.sessions import WebSession
 
 FHIR_JSON = "application/fhir+json"
+Params = dict[str, str] | list[tuple[str, str]] | None
 
 
 class ApiRefused(Exception):
@@ -41,12 +42,12 @@ class FHIRApi:
     async def __aexit__(self, *_: object) -> None:
         await self.http.aclose()
 
-    async def raw(self, path: str, params: dict[str, str] | None = None, *, accept: str
+    async def raw(self, path: str, params: Params = None, *, accept: str
                   ) -> httpx.Response:  # fmt: skip
         """The API's answer, whatever its status (charts pass images through)."""
         return await self.http.get(path, params=params, headers={"Accept": accept})
 
-    async def json(self, path: str, params: dict[str, str] | None = None) -> dict[str, Any]:
+    async def json(self, path: str, params: Params = None) -> dict[str, Any]:
         """The resource the API returns; ApiRefused for any error status."""
         response = await self.raw(path, params, accept=FHIR_JSON)
         if response.status_code >= 400:

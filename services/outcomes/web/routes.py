@@ -17,6 +17,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from services.outcomes.settings import OutcomesSettings
 from services.outcomes.web.api import ApiRefused, FHIRApi
+from services.outcomes.web.filters import ProgrammeFilters
 from services.outcomes.web.oidc import OIDCClient, PendingLogin, PendingLogins, SignInError
 from services.outcomes.web.sessions import (
     COOKIE,
@@ -28,13 +29,14 @@ from services.outcomes.web.sessions import (
 from services.outcomes.web.views import (
     Instruments,
     ScoreRow,
+    adherence,
     course_rows,
     patient_name,
-    percent,
     programme_rows,
     response_headline,
     score_rows,
     top_value,
+    top_values,
 )
 from shared.fhir.operations import Operation
 
@@ -155,18 +157,23 @@ def install_pages(app: FastAPI, settings: OutcomesSettings) -> None:
         if session is None:
             return to_login(request)
         name = request.query_params.get("name", "").strip()[:100]
+        filters = ProgrammeFilters.read(request.query_params)
         served = _operations(request.app)
 
         async def build(api: FHIRApi) -> Response:
             report, refusal = None, ""
             if "programme-report" in served:
                 try:
-                    report = await api.json("/$programme-report")
+                    report = await api.json("/$programme-report", filters.operation_inputs())
                 except ApiRefused as refused:
-                    if refused.status != 403:
+                    if refused.status not in (400, 403):
                         raise
                     # The patient list may still be theirs to see.
-                    refusal = "Your sign-in does not allow the programme report."
+                    refusal = (
+                        "Your sign-in does not allow the programme report."
+                        if refused.status == 403
+                        else f"The filters cannot be applied: {refused.message}"
+                    )
             search = {"_count": "50", "_sort": "family", **({"name": name} if name else {})}
             bundle = await api.json("/Patient", search)
             patients = [
@@ -180,8 +187,11 @@ def install_pages(app: FastAPI, settings: OutcomesSettings) -> None:
                 rows=programme_rows(report, instruments) if report else [],
                 report=report is not None,
                 refusal=refusal,
-                adherence=percent(top_value(report, "windowAdherence")) if report else "—",
+                adherence=adherence(report) if report else "—",
                 sessions_counted=top_value(report, "sessions") if report else None,
+                patients_counted=top_value(report, "patients") if report else None,
+                notes=top_values(report, "note") if report else [],
+                filters=filters,
                 chart=_draws(served, "programme-report"),
                 evidence_chart=_draws(served, "window-evidence"),
                 patients=patients,
@@ -218,7 +228,9 @@ def install_pages(app: FastAPI, settings: OutcomesSettings) -> None:
 
         return await reading(request, session, build)
 
-    async def chart(request: Request, path: str, fmt: str) -> Response:
+    async def chart(
+        request: Request, path: str, fmt: str, inputs: list[tuple[str, str]] | None = None
+    ) -> Response:
         session = sessions.get(request.cookies.get(COOKIE))
         if session is None:
             return Response("Sign in first", status_code=401, media_type="text/plain")
@@ -227,7 +239,7 @@ def install_pages(app: FastAPI, settings: OutcomesSettings) -> None:
             return Response("format must be svg or png", status_code=400, media_type="text/plain")
         client = request.client.host if request.client else None
         async with FHIRApi(request.app, session, client) as api:
-            answer = await api.raw(path, accept=media)
+            answer = await api.raw(path, inputs, accept=media)
         kind = answer.headers.get("content-type", "").split(";")[0]
         if answer.status_code != 200 or kind != media:
             status = answer.status_code if answer.status_code >= 400 else 502
@@ -242,11 +254,13 @@ def install_pages(app: FastAPI, settings: OutcomesSettings) -> None:
 
     @router.get("/charts/programme", response_model=None)
     async def programme_chart(request: Request, format: str = "svg") -> Response:
-        return await chart(request, "/$programme-report", format)
+        filters = ProgrammeFilters.read(request.query_params).operation_inputs()
+        return await chart(request, "/$programme-report", format, filters)
 
     @router.get("/charts/window-evidence", response_model=None)
     async def evidence_chart(request: Request, format: str = "svg") -> Response:
-        return await chart(request, "/$window-evidence", format)
+        filters = ProgrammeFilters.read(request.query_params).operation_inputs()
+        return await chart(request, "/$window-evidence", format, filters)
 
     @router.get("/login", response_model=None)
     async def login(request: Request) -> Response:

@@ -43,6 +43,19 @@ def top_value(resource: dict[str, Any], name: str) -> Any:
     return next((_value(p) for p in resource.get("parameter", []) if p.get("name") == name), None)
 
 
+def top_values(resource: dict[str, Any], name: str) -> list[Any]:
+    """Every value of a repeated top-level parameter (notes)."""
+    params = resource.get("parameter", [])
+    return [_value(p) for p in params if p.get("name") == name and _value(p) is not None]
+
+
+def adherence(report: dict[str, Any]) -> str:
+    """The share of EMDR sessions inside the optimal window, with its interval when given."""
+    value = top_value(report, "windowAdherence")
+    low, high = top_value(report, "windowAdherenceLow"), top_value(report, "windowAdherenceHigh")
+    return _interval(value, low, high, percent)
+
+
 def number(value: Any, digits: int = 1) -> str:
     """A number as the tables show it, or an em dash."""
     if value is None:
