@@ -153,6 +153,10 @@ def test_a_clinician_signs_in_in_chromium_and_sees_the_patient(
             page.goto(f"{server.url}/app/")
             assert NAME in page.inner_text("ul.patients")
             assert "Smit" not in page.inner_text("main")  # practice B's patient
+            # The programme's charts, where the report and the evidence render them, drawn.
+            page.wait_for_load_state("load")
+            widths = page.eval_on_selector_all("main img", "imgs => imgs.map(i => i.naturalWidth)")
+            assert all(width > 0 for width in widths), widths
             shot = tmp_path / "programme-page.png"
             page.screenshot(path=str(shot), full_page=True)
             keep(shot)
