@@ -8,6 +8,7 @@ from services.outcomes.observations.code_system import measure_code_system
 from services.outcomes.observations.measures import outcome_measures
 from services.outcomes.observations.rule import check_measures
 from services.outcomes.observations.subject import known_subject
+from services.outcomes.timeline.projections import timeline_projections
 from shared.app import create_service_app
 from shared.fhir.catalogue import audit_events, resource
 from shared.fhir.everything import everything_operation
@@ -17,10 +18,12 @@ from shared.settings import ServiceSettings, settings_class
 
 SERVICE = "outcomes"
 OutcomesSettings = settings_class(SERVICE, 8003)
+DEFAULT_CANONICAL_BASE = ServiceSettings.model_fields["canonical_base"].default
 
 
-def registry() -> Registry:
-    """The resource types the outcomes service serves."""
+def registry(canonical_base: str = DEFAULT_CANONICAL_BASE) -> Registry:
+    """The resource types the outcomes service serves, and the timeline tables kept with them
+    (their local codes and extensions live under `canonical_base`)."""
     # A malformed measures file stops the start here, naming the part at fault.
     outcome_measures()
     registry = Registry(SERVICE)
@@ -36,12 +39,15 @@ def registry() -> Registry:
     registry.add(resource("Questionnaire", owner="intake"))  # item codes and answer scores
     registry.add(resource("Appointment", owner="scheduling"))
     registry.add(resource("MedicationAdministration", owner="scheduling"))
+    registry.add(resource("Encounter", owner="scheduling"))  # the session a score was taken in
+    registry.project(*timeline_projections(canonical_base))
     registry.add(audit_events(SERVICE))
     return registry
 
 
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     """Build the outcomes service; nothing is created before this is called."""
-    app = create_service_app(settings or OutcomesSettings(), registry())
+    settings = settings or OutcomesSettings()
+    app = create_service_app(settings, registry(settings.canonical_base))
     publish_at_start(app, lambda s: [measure_code_system(s.canonical_base)])
     return app

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:
     from shared.events.reactions import Reaction
     from shared.fhir.operations import Operation
+    from shared.fhir.projections import Projection
     from shared.fhir.rules import Enricher, WriteRule
 
 ParamType = Literal["token", "string", "date", "reference", "quantity", "number", "uri"]
@@ -64,6 +65,8 @@ class Registry:
     operations: list[Operation] = field(default_factory=list)
     # Event type (e.g. `fhir.Patient.deleted`) -> what this service does when one arrives.
     reactions: dict[str, list[Reaction]] = field(default_factory=dict)
+    # Resource type -> the tables kept in step with it (shared/fhir/projections.py).
+    projections: dict[str, list[Projection]] = field(default_factory=dict)
 
     def add(self, definition: ResourceDef) -> None:
         self.resources[definition.type] = definition
@@ -71,6 +74,11 @@ class Registry:
     def react(self, event_type: str, reaction: Reaction) -> None:
         """Run `reaction` for every event of `event_type` from a replicated type."""
         self.reactions.setdefault(event_type, []).append(reaction)
+
+    def project(self, *projections: Projection) -> None:
+        """Keep each projection's table in step with its resource type."""
+        for projection in projections:
+            self.projections.setdefault(projection.res_type, []).append(projection)
 
     def get(self, resource_type: str) -> ResourceDef | None:
         return self.resources.get(resource_type)

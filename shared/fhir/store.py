@@ -303,6 +303,7 @@ class ResourceStore:
         finally:
             del session.info[_PENDING]
         self.rows.insert(session.connection(), _RESOURCES, current, rows)
+        self._project(session, res_type, res_id, resource)
         # After the batch: a hook may create resources itself, which gathers its own rows.
         self._hook(session, stored)
         return stored
@@ -344,6 +345,7 @@ class ResourceStore:
         self._write_version(session, stored, content)
         self.clear_index(session, row.pk)
         self.write_index(session, row.pk, res_type, resource)
+        self._project(session, res_type, res_id, resource)
         self._notify(session, stored)
         self._hook(session, stored)
         return stored, was_deleted
@@ -361,6 +363,7 @@ class ResourceStore:
         stored = Stored(res_type, res_id, version_id, now, True, None, "DELETE")
         self._write_version(session, stored, None)
         self.clear_index(session, row.pk)
+        self._project(session, res_type, res_id, None)
         self._notify(session, stored)
         self._hook(session, stored)
         return stored
@@ -506,6 +509,7 @@ class ResourceStore:
             )
         if resource is not None:
             self.write_index(session, pk, res_type, resource)
+        self._project(session, res_type, res_id, resource)
         return True
 
     def newest_change(self, session: Session, res_type: str) -> datetime | None:
@@ -534,6 +538,14 @@ class ResourceStore:
             session.execute(delete(table).where(table.resource_pk.in_(pks)))
         session.execute(delete(ResourceRow).where(ResourceRow.res_type == res_type))
         session.execute(delete(VersionRow).where(VersionRow.res_type == res_type))
+        for projection in self.registry.projections.get(res_type, ()):
+            projection.clear(session)
+
+    def _project(
+        self, session: Session, res_type: str, res_id: str, resource: dict[str, Any] | None
+    ) -> None:
+        for projection in self.registry.projections.get(res_type, ()):
+            projection.apply(session, res_id, resource)
 
     def _notify(self, session: Session, stored: Stored) -> None:
         if self.outbox is not None:
