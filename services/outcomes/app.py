@@ -8,16 +8,19 @@ from services.outcomes.observations.code_system import measure_code_system
 from services.outcomes.observations.measures import outcome_measures
 from services.outcomes.observations.rule import check_measures
 from services.outcomes.observations.subject import known_subject
+from services.outcomes.programme.evidence import window_evidence_operation
+from services.outcomes.programme.report import programme_report_operation
+from services.outcomes.settings import OutcomesSettings
 from services.outcomes.timeline.projections import timeline_projections
 from shared.app import create_service_app
 from shared.fhir.catalogue import audit_events, resource
 from shared.fhir.everything import everything_operation
 from shared.fhir.publication import publish_at_start
 from shared.fhir.registry import Registry
-from shared.settings import ServiceSettings, settings_class
+from shared.settings import ServiceSettings
 
 SERVICE = "outcomes"
-OutcomesSettings = settings_class(SERVICE, 8003)
+__all__ = ["OutcomesSettings", "create_app", "registry"]
 DEFAULT_CANONICAL_BASE = ServiceSettings.model_fields["canonical_base"].default
 
 
@@ -42,6 +45,8 @@ def registry(canonical_base: str = DEFAULT_CANONICAL_BASE) -> Registry:
     registry.add(resource("Encounter", owner="scheduling"))  # the session a score was taken in
     registry.project(*timeline_projections(canonical_base))
     registry.add(audit_events(SERVICE))
+    # The programme's figures, over the timeline tables.
+    registry.operations += [programme_report_operation(), window_evidence_operation()]
     return registry
 
 
