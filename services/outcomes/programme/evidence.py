@@ -28,16 +28,17 @@ OUTCOMES = {
 }
 
 
-def _estimate(prefix: str, values: list[float]) -> list[dict[str, Any]]:
-    """`<prefix>`, `<prefix>Low`, `<prefix>High` (the mean alone from one value), `<prefix>N`."""
+def _estimate(prefix: str, count: str, values: list[float]) -> list[dict[str, Any]]:
+    """`<prefix>` with `<prefix>Low` and `<prefix>High` (the mean alone from one value), then
+    `count`: how many sessions it is over."""
     found = mean_interval(moments(values))
-    parts = integer(f"{prefix}N", len(values))
+    parts: list[dict[str, Any]] = []
     if isinstance(found, Estimate):
         parts += decimal(prefix, found.value) + decimal(f"{prefix}Low", found.low)
         parts += decimal(f"{prefix}High", found.high)
     elif values:
         parts += decimal(prefix, moments(values).mean)
-    return parts
+    return parts + integer(count, len(values))
 
 
 def _bin(offset_bin: OffsetBin, rows: list[SessionRow]) -> dict[str, Any]:
@@ -45,7 +46,7 @@ def _bin(offset_bin: OffsetBin, rows: list[SessionRow]) -> dict[str, Any]:
     pcl5 = [r.pcl5_change for r in rows if r.pcl5_change is not None]
     parts = string("label", offset_bin.label) + decimal("fromHours", offset_bin.from_hours)
     parts += decimal("toHours", offset_bin.to_hours) + integer("sessions", len(rows))
-    parts += _estimate("sudsReduction", suds) + _estimate("pcl5Change", pcl5)
+    parts += _estimate("sudsReduction", "sudsN", suds) + _estimate("pcl5Change", "pcl5N", pcl5)
     return {"name": "bin", "part": parts}
 
 
