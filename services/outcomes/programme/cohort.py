@@ -38,8 +38,11 @@ def cohort_filters(inputs: dict[str, list[Any]]) -> CohortFilters:
     """Check the filter inputs; 400 naming the parameter at fault."""
     period = []
     for text in inputs.get("period", []):
-        prefix, rest = _PERIOD.match(text).groups()  # type: ignore[union-attr]
+        match = _PERIOD.fullmatch(text)
         try:
+            if match is None:
+                raise DateFormatError(text)
+            prefix, rest = match.groups()
             low, high = date_range(rest)
         except DateFormatError:
             raise bad_request(
