@@ -11,13 +11,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import CTE, ColumnElement, and_, case, false, func, literal_column, select
-from sqlalchemy.orm import Session
+from sqlalchemy import (
+    CTE,
+    ColumnElement,
+    ScalarSelect,
+    and_,
+    case,
+    func,
+    literal,
+    literal_column,
+    select,
+    true,
+    union_all,
+)
+from sqlalchemy.orm import Session, aliased
 
 from services.outcomes.observations.measures import Measure
 from services.outcomes.timeline.tables import SCORES
 
-# DOMAIN §5: response is a reduction of at least 50 % from baseline for these instruments.
+# The handbook: response is a reduction of at least 50 % from baseline for these instruments.
 HALVING_RESPONSE = frozenset({"phq9-total", "madrs-total"})
 
 
@@ -45,53 +57,61 @@ def response_rule(measure: Measure) -> str | None:
     return None
 
 
-def _ends(cohort: CTE, *, before: bool) -> CTE:
-    """Each patient's score per instrument nearest the first dose: the latest on or before
-    it (`before`), or the latest after it."""
-    when = (
-        SCORES.c.effective <= cohort.c.first_start
-        if before
-        else SCORES.c.effective > cohort.c.first_start
-    )
-    ranked = (
-        select(
-            SCORES.c.patient_id,
-            SCORES.c.measure,
-            SCORES.c.value,
-            func.row_number()
-            .over(
-                partition_by=(SCORES.c.patient_id, SCORES.c.measure),
-                order_by=(SCORES.c.effective.desc(), SCORES.c.obs_id.desc()),
-            )
-            .label("rank"),
+def _pairs(cohort: CTE, keys: list[str]) -> CTE:
+    """Each counted patient and instrument with the baseline and the latest score (NULL when
+    missing): two index probes per pair, however many scores each patient has."""
+    instruments = union_all(*(select(literal(key).label("measure")) for key in keys)).subquery()
+
+    def nearest(*, before: bool) -> ScalarSelect[float]:
+        scores = aliased(SCORES)
+        when = (
+            scores.c.effective <= cohort.c.first_start
+            if before
+            else scores.c.effective > cohort.c.first_start
         )
-        .join(cohort, cohort.c.patient_id == SCORES.c.patient_id)
-        .where(when)
-        .subquery()
-    )
-    name = "baselines" if before else "latest_scores"
+        return (
+            select(scores.c.value)
+            .where(
+                scores.c.measure == instruments.c.measure,
+                scores.c.patient_id == cohort.c.patient_id,
+                when,
+            )
+            .order_by(scores.c.effective.desc(), scores.c.obs_id.desc())
+            .limit(1)
+            .correlate(cohort, instruments)
+            .scalar_subquery()
+        )
+
     return (
-        select(ranked.c.patient_id, ranked.c.measure, ranked.c.value)
-        .where(ranked.c.rank == 1)
-        .cte(name)
+        select(
+            cohort.c.patient_id,
+            instruments.c.measure,
+            nearest(before=True).label("baseline"),
+            nearest(before=False).label("latest"),
+        )
+        .select_from(cohort.join(instruments, true()))
+        .cte("pairs")
+        # Computed once per pair: inlined, each use of a value would probe the index again.
+        .prefix_with("MATERIALIZED", dialect="postgresql")
     )
 
 
 def measure_sums(session: Session, cohort: CTE, measures: dict[str, Measure]) -> list[MeasureSums]:
     """Per instrument with at least one patient counted: the aggregates, in one query."""
-    base, last = _ends(cohort, before=True), _ends(cohort, before=False)
-    change = last.c.value - base.c.value
+    if not measures:
+        return []
+    pairs = _pairs(cohort, sorted(measures))
+    baseline, latest, instrument = pairs.c.baseline, pairs.c.latest, pairs.c.measure
+    change = latest - baseline
     responded: list[ColumnElement[bool]] = []
     remitted: list[ColumnElement[bool]] = []
     for key, measure in measures.items():
         if key in HALVING_RESPONSE:
-            responded.append(
-                and_(base.c.measure == key, base.c.value > 0, change <= -0.5 * base.c.value)
-            )
+            responded.append(and_(instrument == key, baseline > 0, change <= -0.5 * baseline))
         elif (points := measure.extra.get("clinicallyMeaningfulChange")) is not None:
-            responded.append(and_(base.c.measure == key, change <= -float(points)))
+            responded.append(and_(instrument == key, change <= -float(points)))
         if (below := measure.extra.get("remissionBelow")) is not None:
-            remitted.append(and_(base.c.measure == key, last.c.value < float(below)))
+            remitted.append(and_(instrument == key, latest < float(below)))
 
     def count(conditions: list[ColumnElement[bool]]) -> ColumnElement[int]:
         if not conditions:
@@ -100,23 +120,18 @@ def measure_sums(session: Session, cohort: CTE, measures: dict[str, Measure]) ->
 
     query = (
         select(
-            base.c.measure,
+            instrument,
             func.count().label("n"),
-            func.sum(base.c.value),
-            func.sum(last.c.value),
+            func.sum(baseline),
+            func.sum(latest),
             func.sum(change),
             func.sum(change * change),
             count(responded),
             count(remitted),
         )
-        .select_from(
-            base.join(
-                last, and_(last.c.patient_id == base.c.patient_id, last.c.measure == base.c.measure)
-            )
-        )
-        .where(base.c.measure.in_(list(measures)) if measures else false())
-        .group_by(base.c.measure)
-        .order_by(base.c.measure)
+        .where(baseline.is_not(None), latest.is_not(None))
+        .group_by(instrument)
+        .order_by(instrument)
     )
     return [
         MeasureSums(
