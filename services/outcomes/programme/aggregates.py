@@ -29,8 +29,17 @@ from sqlalchemy.orm import Session, aliased
 from services.outcomes.observations.measures import Measure
 from services.outcomes.timeline.tables import SCORES
 
-# The handbook: response is a reduction of at least 50 % from baseline for these instruments.
+# The handbook: response is a reduction of at least 50 % from baseline for these instruments
+# (unless measures.json gives `responseReductionPercent`).
 HALVING_RESPONSE = frozenset({"phq9-total", "madrs-total"})
+
+
+def response_percent(measure: Measure) -> float | None:
+    """The reduction from baseline, in percent, that counts as a response (None: no rule)."""
+    percent = measure.extra.get("responseReductionPercent")
+    if percent is None and measure.key in HALVING_RESPONSE:
+        percent = 50
+    return None if percent is None else float(percent)
 
 
 @dataclass(frozen=True)
@@ -49,8 +58,9 @@ class MeasureSums:
 
 def response_rule(measure: Measure) -> str | None:
     """What response means for an instrument, in words; None where it has no response rule."""
-    if measure.key in HALVING_RESPONSE:
-        return "a reduction of at least 50 % from baseline"
+    percent = response_percent(measure)
+    if percent is not None:
+        return f"a reduction of at least {percent:g} % from baseline"
     points = measure.extra.get("clinicallyMeaningfulChange")
     if points is not None:
         return f"a clinically meaningful change: a fall of at least {points} points"
@@ -106,8 +116,9 @@ def measure_sums(session: Session, cohort: CTE, measures: dict[str, Measure]) ->
     responded: list[ColumnElement[bool]] = []
     remitted: list[ColumnElement[bool]] = []
     for key, measure in measures.items():
-        if key in HALVING_RESPONSE:
-            responded.append(and_(instrument == key, baseline > 0, change <= -0.5 * baseline))
+        if (percent := response_percent(measure)) is not None:
+            share = percent / 100.0
+            responded.append(and_(instrument == key, baseline > 0, change <= -share * baseline))
         elif (points := measure.extra.get("clinicallyMeaningfulChange")) is not None:
             responded.append(and_(instrument == key, change <= -float(points)))
         if (below := measure.extra.get("remissionBelow")) is not None:
