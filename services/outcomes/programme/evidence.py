@@ -8,6 +8,7 @@ It is evidence for the clinicians who set the protocols; it never changes one.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from services.outcomes.programme.bins import OffsetBin, bin_of
@@ -19,7 +20,13 @@ from services.outcomes.statistics.estimates import Estimate
 from services.outcomes.statistics.means import mean_interval, moments
 from services.outcomes.statistics.window_model import SessionOutcome, compare_bins
 from shared.fhir.errors import bad_request
-from shared.fhir.operations import Operation, OperationCall, OperationParam, OperationResult
+from shared.fhir.operations import (
+    Operation,
+    OperationCall,
+    OperationParam,
+    OperationResult,
+    Renderer,
+)
 
 # The outcome the comparison is on: (its words, whether higher is better, the row's field).
 OUTCOMES = {
@@ -76,12 +83,13 @@ def _evidence(call: OperationCall) -> OperationResult:
     return OperationResult({"resourceType": "Parameters", "parameter": parameters})
 
 
-def window_evidence_operation() -> Operation:
+def window_evidence_operation(renderers: Mapping[str, Renderer] | None = None) -> Operation:
     """`$window-evidence` at the system level."""
     return Operation(
         name="window-evidence",
         levels=frozenset({"system"}),
         methods=frozenset({"GET"}),
+        renderers=renderers or {},
         handler=_evidence,
         prepare=setup,
         description=(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import func, select
@@ -16,7 +17,13 @@ from services.outcomes.statistics.effect_size import paired_hedges_g
 from services.outcomes.statistics.estimates import Estimate
 from services.outcomes.statistics.means import moments_from_sums
 from services.outcomes.statistics.proportions import wilson_interval
-from shared.fhir.operations import Operation, OperationCall, OperationParam, OperationResult
+from shared.fhir.operations import (
+    Operation,
+    OperationCall,
+    OperationParam,
+    OperationResult,
+    Renderer,
+)
 
 
 def _measure(sums: MeasureSums, measure: Measure, base: str) -> dict[str, Any]:
@@ -75,12 +82,13 @@ def _report(call: OperationCall) -> OperationResult:
     return OperationResult({"resourceType": "Parameters", "parameter": parameters})
 
 
-def programme_report_operation() -> Operation:
+def programme_report_operation(renderers: Mapping[str, Renderer] | None = None) -> Operation:
     """`$programme-report` at the system level."""
     return Operation(
         name="programme-report",
         levels=frozenset({"system"}),
         methods=frozenset({"GET"}),
+        renderers=renderers or {},
         handler=_report,
         prepare=setup,
         description=(
