@@ -272,3 +272,12 @@ async def test_bad_filters_are_refused_naming_the_parameter(outcomes, params, na
     response = await outcomes.get(REPORT, params=params)
     assert_outcome(response, 400, "invalid")
     assert response.json()["issue"][0]["expression"] == [name]
+
+
+async def test_the_report_and_the_evidence_draw_as_charts(outcomes):
+    await load(outcomes)
+    for url in (REPORT, "/$window-evidence"):
+        response = await outcomes.get(url, params={"_format": "svg"})
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"].startswith("image/svg+xml")
+        assert b"<svg" in response.content
