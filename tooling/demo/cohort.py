@@ -38,7 +38,7 @@ from tooling.demo.plan import (
     Together,
     Transaction,
 )
-from tooling.demo.protocols import COURSES, MIX, Course, dose_mg
+from tooling.demo.protocols import COURSES, MIX, WEEKLY, Course, dose_mg
 from tooling.demo.trajectories import (
     BINS,
     Trajectory,
@@ -292,7 +292,8 @@ class PatientBuilder:
         protocol = self.pick_protocol()
         course = COURSES[protocol]
         first = monday_on_or_after(consented + timedelta(days=rng.randint(5, 12)))
-        first += timedelta(days=rng.randrange(5 if course.days == (0, 7, 14, 21, 28, 35) else 2))
+        # Weekly courses start on any weekday; twice-weekly ones on a Monday or a Tuesday.
+        first += timedelta(days=rng.randrange(5 if course.days == WEEKLY else 2))
         days = [first + timedelta(days=d) for d in course.days]
         if rng.random() < DROPS_OUT:
             days = days[: rng.randint(2, max(2, len(days) - 2))]
