@@ -13,9 +13,11 @@ from tests import kafka_support
 from tests.auth_support import bearer
 from tests.kafka_support import Running, programme
 from tooling.broker import Broker
+from tooling.demo.cli import main
 from tooling.demo.clinic import PSYCHIATRISTS
 from tooling.demo.cohort import Settings, generate, offset_bins
-from tooling.demo.loader import Loader
+from tooling.demo.loader import Loader, LoadError
+from tooling.demo.plan import Cohort, PatientPlan, Put
 from tooling.demo.trajectories import offset_bin
 
 kafka_broker = kafka_support.kafka_broker
@@ -46,6 +48,37 @@ def test_ids_are_stable_and_unique_per_type():
     assert {key for key, n in ids.items() if n > 1} == {key for key in ids if key[0] == "CarePlan"}
     patients = [p.resource["id"] for p in puts if p.resource["resourceType"] == "Patient"]
     assert patients == [f"demo-s7-p{n:03d}" for n in range(1, 21)]
+
+
+def test_a_cohort_that_would_end_in_the_future_is_refused_before_any_request(capsys):
+    assert main(["--patients", "3", "--anchor", "2099-01-05"]) == 2
+    assert "give an earlier --anchor" in capsys.readouterr().err
+    assert main(["--patients", "0"]) == 2
+
+
+async def test_a_refused_request_stops_the_load_naming_the_patient_and_the_reason(
+    intake: httpx.AsyncClient,
+):
+    good = {"resourceType": "Patient", "id": "demo-s1-p001", "gender": "female"}
+    bad = {"resourceType": "Patient", "id": "demo-s1-p002", "gender": "sometimes"}
+    cohort = Cohort(
+        1,
+        [],
+        [
+            PatientPlan("demo-s1-p001", "clear", None, [Put("intake", good)]),
+            PatientPlan("demo-s1-p002", "clear", None, [Put("intake", bad)]),
+        ],
+    )
+    loader = Loader({"intake": intake}, concurrency=1)
+    try:
+        await loader.load(cohort)
+    except LoadError as exc:
+        message = str(exc)
+    else:
+        raise AssertionError("the load went on past a refused request")
+    assert message.startswith("Patient/demo-s1-p002: intake PUT /Patient/demo-s1-p002: 422")
+    assert "gender" in message
+    assert loader.report.patients == 1
 
 
 async def _total(client: httpx.AsyncClient, res_type: str, **params: str) -> int:
