@@ -11,7 +11,7 @@ import httpx
 
 from tests import kafka_support
 from tests.auth_support import bearer
-from tests.kafka_support import Running, programme
+from tests.kafka_support import Running, eventually, programme
 from tooling.broker import Broker
 from tooling.demo.cli import main
 from tooling.demo.clinic import PSYCHIATRISTS
@@ -108,7 +108,9 @@ async def test_the_demo_loads_a_cohort_through_the_three_services(
         assert (report.patients, report.skipped) == (6, 0)
         await _holds_what_was_sent(clients, cohort)
         await _screening_outcomes(clients["intake"].client, cohort)
-        await _sessions_and_scores(clients["scheduling"].client, clients["outcomes"].client)
+        await _sessions_and_scores(clients["scheduling"].client, clients["outcomes"].client, cohort)
+
+        await _a_patients_outcomes(clients["outcomes"].client, cohort)
 
         # A second run finds every patient loaded and writes no patient data again.
         again = await Loader(
@@ -126,7 +128,13 @@ async def _holds_what_was_sent(clients: dict[str, Running], cohort: Any) -> None
         key = (put.service, put.resource["resourceType"])
         sent.setdefault(key, set()).add(put.resource["id"])
     for (service, res_type), ids in sent.items():
-        assert await _total(clients[service].client, res_type) == len(ids), (service, res_type)
+        # Outcomes derives the PHQ-9 and PCL-5 baselines from each screening besides.
+        mine = {"derived-from:missing": "true"} if res_type == "Observation" else {}
+        found = await _total(clients[service].client, res_type, **mine)
+        assert found == len(ids), (service, res_type)
+    screened = len(cohort.patients)
+    derived = {"derived-from:missing": "false"}
+    assert await _total(clients["outcomes"].client, "Observation", **derived) == 2 * screened
 
 
 async def _screening_outcomes(intake: httpx.AsyncClient, cohort: Any) -> None:
@@ -144,7 +152,9 @@ async def _screening_outcomes(intake: httpx.AsyncClient, cohort: Any) -> None:
             assert episode["status"] == "active"
 
 
-async def _sessions_and_scores(sched: httpx.AsyncClient, out: httpx.AsyncClient) -> None:
+async def _sessions_and_scores(
+    sched: httpx.AsyncClient, out: httpx.AsyncClient, cohort: Cohort
+) -> None:
     """EMDR sessions stamped with the dose that opened them at several offsets; SUDS and VOC
     at the start and end of each, pointing at its Encounter; rating scales over time."""
     system = "https://fhir.example.org/kemdr/CodeSystem/session-type"
@@ -167,4 +177,34 @@ async def _sessions_and_scores(sched: httpx.AsyncClient, out: httpx.AsyncClient)
         assert appointment["reference"].split("/")[1] in {s["id"] for s in sessions}
     phq9 = await _all(out, "Observation", code="http://loinc.org|44261-6", _sort="date")
     per_patient = Counter(o["subject"]["reference"] for o in phq9)
-    assert per_patient and min(per_patient.values()) >= 4  # baseline, weekly, follow-ups
+    # Every screened patient has the baseline derived from screening; on a course, also the
+    # ones of the dosing sessions, the end of the course and the follow-ups.
+    for plan in cohort.patients:
+        least = 5 if plan.protocol else 1
+        assert per_patient[f"Patient/{plan.patient}"] >= least, plan.patient
+
+
+async def _a_patients_outcomes(out: httpx.AsyncClient, cohort: Cohort) -> None:
+    """Once scheduling's events are in, `$outcomes` tells a course patient's story: a PHQ-9
+    baseline and a later score, and doses, EMDR sessions and scores on the timeline."""
+    plan = next(p for p in cohort.patients if p.protocol)
+    doses = sum(1 for p in plan.puts() if p.resource["resourceType"] == "MedicationAdministration")
+
+    async def told() -> dict[str, Any] | None:
+        response = await out.get(f"/Patient/{plan.patient}/$outcomes")
+        assert response.status_code == 200, response.text
+        events = [p for p in response.json()["parameter"] if p["name"] == "event"]
+        kinds = Counter(
+            part["valueCode"] for e in events for part in e["part"] if part["name"] == "type"
+        )
+        return response.json() if kinds["dose"] == doses and kinds["emdr-session"] else None
+
+    summary = await eventually(told, timeout=30, what="the patient's doses at outcomes")
+    measures = {
+        part["valueCoding"]["code"]: {q["name"] for q in m["part"]}
+        for m in summary["parameter"]
+        if m["name"] == "measure"
+        for part in m["part"]
+        if part["name"] == "instrument"
+    }
+    assert {"baseline", "latest", "change", "response"} <= measures["44261-6"]
