@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run token test lint bench migrate clean
+.PHONY: install run token demo test lint bench migrate clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,13 @@ PRACTICE ?= *
 token: $(STAMP)
 	@$(PY) -m tooling.token --scope '$(SCOPE)' --practice '$(PRACTICE)' \
 		$(if $(filter command line,$(origin USER)),--user '$(USER)')
+
+# `make demo [PATIENTS=200] [SEED=7]` (with `make run` going): a seeded synthetic cohort loaded
+# through the three services' APIs; a second run of one seed finds it loaded.
+PATIENTS ?= 200
+SEED ?= 7
+demo: $(STAMP)
+	$(PY) -m tooling.demo --patients $(PATIENTS) --seed $(SEED)
 
 # Two workers halve the suite's time on two cores; each starts its own PostgreSQL and broker.
 test: install
