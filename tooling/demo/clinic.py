@@ -17,10 +17,12 @@ from tooling.demo.codes import (
     session_type,
 )
 
+# The dev issuer's practice users (psychiatrist-a, therapist-a: practice-a; psychiatrist-b:
+# practice-b) see these practices' patients on the clinician pages.
 PRACTICES = (
-    ("demo-north", "North Psychiatry Practice"),
-    ("demo-riverside", "Riverside Trauma Clinic"),
-    ("demo-west", "West End Mental Health"),
+    ("practice-a", "North Psychiatry Practice"),
+    ("practice-b", "Riverside Trauma Clinic"),
+    ("practice-c", "West End Mental Health"),
 )
 PSYCHIATRISTS = (("demo-dr-okafor", "Okafor", "Ada"), ("demo-dr-haddad", "Haddad", "Samir"))
 PSYCHIATRISTS += (("demo-dr-moreau", "Moreau", "Claire"),)
