@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -27,6 +27,12 @@ from shared.fhir.registry import Registry
 from shared.fhir.rest import FHIRContext, build_router
 from shared.fhir.store import ResourceStore
 from shared.fhir.transaction_bundles import BundleProcessor
+from shared.observability.metrics import (
+    RequestMetrics,
+    exposition,
+    forget_process,
+    watch_pool,
+)
 from shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -102,6 +108,8 @@ def create_service_app(settings: ServiceSettings, registry: Registry) -> FastAPI
         except TimeoutError:
             log.warning("event runtime did not stop in time; exiting without it")
         context.database.dispose()
+        # Its live gauges (pool, lag) leave the sums of the workers still running.
+        forget_process()
 
     app = FastAPI(
         title=f"{registry.service} FHIR R4 service",
@@ -120,7 +128,12 @@ def create_service_app(settings: ServiceSettings, registry: Registry) -> FastAPI
     app.add_middleware(TraceContext)
     # After TraceContext, so outside it: refused requests never reach the handlers.
     install_security(app, settings)
-    install_audit_trail(app, context)  # last: its middleware must enclose authentication
+    install_audit_trail(app, context)  # its middleware must enclose authentication
+    # Outermost: refused requests are counted too, by the route they were meant for.
+    app.add_middleware(RequestMetrics, service=registry.service, routes=lambda: app.routes)
+    watch_pool(registry.service, "write", context.database.write_engine)
+    if context.database.read_engine is not context.database.write_engine:
+        watch_pool(registry.service, "read", context.database.read_engine)
 
     app.include_router(build_router(context))
 
@@ -131,6 +144,11 @@ def create_service_app(settings: ServiceSettings, registry: Registry) -> FastAPI
             body = {"status": "stalled", "service": registry.service, "reason": events.stalled}
             return JSONResponse(body, status_code=503)
         return JSONResponse({"status": "ok", "service": registry.service})
+
+    @app.get("/metrics", tags=["ops"], summary="Prometheus metrics (cluster network only)")
+    async def metrics() -> Response:
+        body, media_type = await run_in_threadpool(exposition, registry.service, context.database)
+        return Response(body, media_type=media_type)
 
     @app.get("/readyz", tags=["ops"], summary="Readiness: the database answers")
     async def readyz() -> JSONResponse:

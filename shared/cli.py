@@ -21,6 +21,7 @@ from uvicorn.supervisors import Multiprocess
 
 from shared.db.engine import Database
 from shared.db.migrate import upgrade
+from shared.observability.metrics import clear_multiprocess_dir
 from shared.settings import ServiceSettings
 
 
@@ -105,6 +106,8 @@ def _exit_now(grace_s: float) -> None:
 def _serve_workers(settings: ServiceSettings, app_path: str, options: dict[str, Any]) -> None:
     """Serve with several uvicorn worker processes sharing one listening socket."""
     config = uvicorn.Config(app_path, factory=True, workers=settings.workers, **options)
+    # The workers' metric files of an earlier run would be summed with theirs.
+    clear_multiprocess_dir()
     bound = config.bind_socket()
     # uvicorn binds with protocol 0, so asyncio in the workers leaves Nagle's algorithm on:
     # each response then waited ~40 ms for a delayed ACK (21 creates/s with one client).

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from services.outcomes.baselines import REACTIONS as BASELINE_REACTIONS
+from services.outcomes.baselines.instruments import method_code_system, scoring
 from services.outcomes.observations.code_system import measure_code_system
 from services.outcomes.observations.measures import outcome_measures
 from services.outcomes.observations.rule import check_measures
@@ -26,6 +28,7 @@ def registry(canonical_base: str = DEFAULT_CANONICAL_BASE) -> Registry:
     (their local codes and extensions live under `canonical_base`)."""
     # A malformed measures file stops the start here, naming the part at fault.
     outcome_measures()
+    scoring()
     registry = Registry(SERVICE)
     # The measure first (no I/O), then the subject: a missing patient is looked up at intake.
     registry.add(resource("Observation", owner=SERVICE, rules=(check_measures, known_subject)))
@@ -41,6 +44,9 @@ def registry(canonical_base: str = DEFAULT_CANONICAL_BASE) -> Registry:
     registry.add(resource("MedicationAdministration", owner="scheduling"))
     registry.add(resource("Encounter", owner="scheduling"))  # the session a score was taken in
     registry.project(*timeline_projections(canonical_base))
+    # The baseline PHQ-9 and PCL-5 totals follow intake's screening responses (baselines/).
+    for event_type, reaction in BASELINE_REACTIONS:
+        registry.react(event_type, reaction)
     registry.add(audit_events(SERVICE))
     return registry
 
@@ -49,5 +55,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     """Build the outcomes service; nothing is created before this is called."""
     settings = settings or OutcomesSettings()
     app = create_service_app(settings, registry(settings.canonical_base))
-    publish_at_start(app, lambda s: [measure_code_system(s.canonical_base)])
+    publish_at_start(
+        app,
+        lambda s: [measure_code_system(s.canonical_base), method_code_system(s.canonical_base)],
+    )
     return app

@@ -38,6 +38,7 @@ from shared.fhir.dates import format_instant, utcnow
 from shared.fhir.errors import issue, operation_outcome
 from shared.fhir.rest.context import FHIRContext
 from shared.fhir.store import Stored
+from shared.observability.metrics import AUDIT_WRITES
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +180,7 @@ class WriteAuditor:
         )
         self.context.store.create(session, "AuditEvent", audit_event(access, self.service))
         session.info[AUDITED] = session.info.get(AUDITED, 0) + 1
+        AUDIT_WRITES.labels(self.service, "write").inc()
 
     @staticmethod
     def on_read(stored: Stored) -> None:

@@ -20,6 +20,7 @@ from shared.auth.audit_record import Access
 from shared.db.engine import Database
 from shared.db.models import AuditSpoolRow
 from shared.fhir.store import ResourceStore
+from shared.observability.metrics import AUDIT_WRITES
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +153,7 @@ class Drainer:
                 moved.append(row.pk)
             if moved:
                 session.connection().execute(delete(_SPOOL).where(_SPOOL.c.pk.in_(moved)))
+                AUDIT_WRITES.labels(self.service, "spool").inc(len(moved))
         return len(rows)
 
     def drain_all(self) -> int:

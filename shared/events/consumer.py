@@ -25,6 +25,7 @@ from shared.events import kafka
 from shared.events.describe import describe
 from shared.events.envelope import EnvelopeError, ResourceEvent, parse_event
 from shared.fhir.dates import format_instant, utcnow
+from shared.observability.metrics import CONSUMED, DEAD_LETTERS, LAG, RETRIES
 from shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -139,6 +140,7 @@ class ConsumerRunner:
         # What this runner committed, to notice a broker that lost its offsets.
         self._committed: dict[TopicPartition, int] = {}
         self._last_check = 0.0
+        self._lag_labels: set[tuple[str, str]] = set()
 
     @property
     def _timeout(self) -> float:
@@ -195,6 +197,7 @@ class ConsumerRunner:
                 applied = await run_in_threadpool(self.apply, message.topic, prepared)
                 if applied:
                     self.status.processed += 1
+                    CONSUMED.labels(self.settings.service_name, message.topic).inc()
                 else:
                     self.status.duplicates += 1
                 return True
@@ -203,6 +206,7 @@ class ConsumerRunner:
                 if attempt >= self.settings.consumer_max_attempts:
                     await self._dead_letter(dlq, message, f"{type(exc).__name__}: {exc}", attempt)
                     return True
+                RETRIES.labels(self.settings.service_name, message.topic).inc()
                 log.info("%s: attempt %d failed (%s); retrying", self.name, attempt, exc)
                 self.status.retries += 1
                 delay = min(self.settings.consumer_backoff_seconds * 2 ** (attempt - 1), 10.0)
@@ -227,6 +231,7 @@ class ConsumerRunner:
         topic = f"{message.topic}.dlq"
         await dlq.send_and_wait(topic, key=message.key, value=message.value, headers=headers)
         self.status.dead_lettered += 1
+        DEAD_LETTERS.labels(self.settings.service_name, message.topic).inc()
         self.status.dlq[topic] = self.status.dlq.get(topic, 0) + 1
         log.warning(
             "%s: message at %s[%s]:%s dead-lettered: %s",
@@ -364,6 +369,7 @@ class ConsumerRunner:
                 )
 
     async def _update_lag(self, consumer: AIOKafkaConsumer) -> None:
+        service = self.settings.service_name
         lag: dict[str, int] = {}
         for partition in consumer.assignment():
             highwater = consumer.highwater(partition)
@@ -371,7 +377,13 @@ class ConsumerRunner:
                 continue
             position = await consumer.position(partition)
             lag[f"{partition.topic}[{partition.partition}]"] = max(highwater - position, 0)
-        # Partitions this runner no longer holds drop out.
+            LAG.labels(service, partition.topic, str(partition.partition)).set(
+                max(highwater - position, 0)
+            )
+        # Partitions this runner no longer holds drop out (another process reports them).
+        for gone in self._lag_labels - {(p.topic, str(p.partition)) for p in consumer.assignment()}:
+            LAG.labels(service, *gone).set(0)
+        self._lag_labels = {(p.topic, str(p.partition)) for p in consumer.assignment()}
         self.status.lag = lag
 
     def stop(self) -> None:

@@ -17,6 +17,7 @@ from shared.events import kafka
 from shared.events.describe import describe
 from shared.events.envelope import with_sequence
 from shared.fhir.dates import utcnow
+from shared.observability.metrics import RELAY_ERRORS, RELAY_PUBLISHED
 from shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -225,6 +226,7 @@ class OutboxRelay:
             await run_in_threadpool(self._mark_sent, [row.pk for row in rows])
             total += len(rows)
             self.status.published += len(rows)
+            RELAY_PUBLISHED.labels(self.settings.service_name).inc(len(rows))
 
     async def _pause(self, seconds: float) -> None:
         """Sleep, but wake at once when stopped."""
@@ -280,6 +282,7 @@ class OutboxRelay:
     def _failed(self, exc: BaseException) -> None:
         self.status.connected = False
         self.status.failures += 1
+        RELAY_ERRORS.labels(self.settings.service_name).inc()
         self.status.last_error = describe(exc)
 
     def stop(self) -> None:
