@@ -187,10 +187,10 @@ def measure_backend(
             result.report = measure_report(client, args.reports)
             print(f"  {LABELS[result.name]}: patient summaries...", file=sys.stderr)
             result.summary, result.search = measure_patients(client, args.patients, args.summaries)
-        print(f"  {LABELS[result.name]}: clinician page...", file=sys.stderr)
-        result.paint = first_paint(server, patient_id(0))
     finally:
         server.stop()
+    print(f"  {LABELS[result.name]}: clinician page...", file=sys.stderr)
+    result.paint = first_paint(url, args.patients)
     if dsn is not None and pg_log is not None:
         _explain_misses(result, url, dsn, pg_log)
 
