@@ -51,6 +51,9 @@ def slow_plans(log: Path, offset: int) -> list[str]:
     out = []
     for _, lines in plans:
         if len(lines) > MAX_LINES:
-            lines = [*lines[:MAX_LINES], f"    ... ({len(lines) - MAX_LINES} more lines)"]
+            # The JIT summary closes a plan: its compile time is often the surprise.
+            jit = [n for n, line in enumerate(lines) if line.strip() == "JIT:"]
+            tail = lines[jit[0] :][:6] if jit and jit[0] >= MAX_LINES else []
+            lines = [*lines[:MAX_LINES], f"    ... ({len(lines) - MAX_LINES} more lines)", *tail]
         out.append("\n".join(lines))
     return out
