@@ -410,7 +410,13 @@ def main(argv: list[str] | None = None) -> int:
                 )
             measure_backend(result, url, args, pg_log)
             results.append(result)
-        text = markdown(results, args, _header(args, pg_version))
+        load1, load5, _ = os.getloadavg()
+        header = _header(args, pg_version)
+        header.append(
+            f"- Load average at the end: {load1:.1f} / {load5:.1f} (above 2, the cores are "
+            "shared and every figure, the baselines too, is slower than on a quiet machine)"
+        )
+        text = markdown(results, args, header)
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "outcomes.md").write_text(text)
         (args.out / "outcomes.json").write_text(
