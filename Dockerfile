@@ -33,13 +33,16 @@ FROM ${PYTHON_IMAGE} AS runtime
 # HEALTHCHECK_PORT is read only by the HEALTHCHECK below (the default command
 # runs intake on 8001); docker-compose.yml defines its own healthcheck per
 # service and Kubernetes ignores HEALTHCHECK in favour of its probes.
+# matplotlib (outcomes' charts) keeps its font cache in MPLCONFIGDIR: the home
+# directory is read-only; /tmp is the writable tmpfs of compose and deploy/k8s/.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     INTAKE_HOST=0.0.0.0 \
     SCHEDULING_HOST=0.0.0.0 \
     OUTCOMES_HOST=0.0.0.0 \
-    HEALTHCHECK_PORT=8001
+    HEALTHCHECK_PORT=8001 \
+    MPLCONFIGDIR=/tmp/matplotlib
 
 # Fixed numeric UID/GID so Kubernetes can verify runAsNonRoot.
 RUN groupadd --system --gid 10001 app \

@@ -33,6 +33,7 @@ from shared.observability.metrics import (
     forget_process,
     watch_pool,
 )
+from shared.observability.tracing import install_tracing, shutdown_tracing
 from shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,7 @@ def create_service_app(settings: ServiceSettings, registry: Registry) -> FastAPI
         context.database.dispose()
         # Its live gauges (pool, lag) leave the sums of the workers still running.
         forget_process()
+        shutdown_tracing()
 
     app = FastAPI(
         title=f"{registry.service} FHIR R4 service",
@@ -134,6 +136,8 @@ def create_service_app(settings: ServiceSettings, registry: Registry) -> FastAPI
     watch_pool(registry.service, "write", context.database.write_engine)
     if context.database.read_engine is not context.database.write_engine:
         watch_pool(registry.service, "read", context.database.read_engine)
+    engines = {context.database.write_engine, context.database.read_engine}
+    install_tracing(app, registry.service, list(engines))
 
     app.include_router(build_router(context))
 

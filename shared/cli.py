@@ -21,6 +21,7 @@ from uvicorn.supervisors import Multiprocess
 
 from shared.db.engine import Database
 from shared.db.migrate import upgrade
+from shared.observability.logs import configure_logging
 from shared.observability.metrics import clear_multiprocess_dir
 from shared.settings import ServiceSettings
 
@@ -42,9 +43,7 @@ def main(
     )
     args = parser.parse_args(argv)
     settings = settings_factory()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.service_name, settings.log_level, settings.log_format)
     if args.command == "migrate":
         database = Database(settings.resolved_database_url())
         try:
@@ -60,6 +59,9 @@ def main(
         "port": settings.port,
         "log_level": settings.log_level,
         "proxy_headers": False,
+        # Our logging (JSON lines, configured above) for uvicorn's loggers too.
+        "log_config": None,
+        "access_log": False,
         # Half the grace period for requests in flight; the rest for the shutdown itself.
         "timeout_graceful_shutdown": settings.shutdown_grace_s / 2,
     }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -31,6 +33,8 @@ class ServiceSettings(BaseSettings):
     # Run alembic upgrade at start; a Kubernetes Job can do it instead and switch this off.
     migrate_on_start: bool = True
     log_level: str = "info"
+    # `json`: one object per line (for the cluster's log pipeline); `text` for a terminal.
+    log_format: Literal["json", "text"] = "json"
     # uvicorn worker processes, to use several cores (with PostgreSQL: SQLite has one writer).
     # The relay's leader lock keeps one publisher; migrate with `migrate` first, not on start.
     workers: int = Field(default=1, ge=1)
@@ -123,8 +127,20 @@ class ServiceSettings(BaseSettings):
     def resolved_database_url(self) -> str:
         """The SQLAlchemy URL to use: the configured one or the embedded SQLite file."""
         if self.database_url:
-            return self.database_url
+            return with_psycopg_driver(self.database_url)
         return f"sqlite:///{self.data_dir}/{self.service_name}.db"
+
+
+def with_psycopg_driver(url: str) -> str:
+    """A libpq-style `postgresql://` (or `postgres://`) URL as SQLAlchemy's psycopg 3 URL.
+
+    Operators hand out plain libpq URIs (CloudNativePG's `<cluster>-app` Secret, key `uri`);
+    SQLAlchemy reads a bare `postgresql://` as psycopg2, which is not installed.
+    """
+    scheme, separator, rest = url.partition("://")
+    if separator and scheme.lower() in ("postgresql", "postgres"):
+        return f"postgresql+psycopg://{rest}"
+    return url
 
 
 def settings_class(name: str, port: int) -> type[ServiceSettings]:

@@ -1,9 +1,12 @@
 """Offline checks of the deployment files: Dockerfile, docker-compose.yml, deploy/k8s/.
 
-Nothing here needs Docker or a cluster: the files are parsed with PyYAML and
-cross-checked against each other and against the repository layout. Each
-checker returns a list of problems, so the self-tests at the end can feed it
-broken input and prove that it really fails.
+Nothing here needs Docker or a cluster: the kustomize overlays are rendered with
+kustomize (tests/k8s_render.py), the files parsed with PyYAML and cross-checked
+against each other and against the repository layout; docker-compose.yml is
+validated against the Compose specification's schema. Each checker returns a
+list of problems, so the self-tests at the end can feed it broken input and
+prove that it really fails. tests/test_k8s_overlays.py checks what only the
+production overlay has (Strimzi, CloudNativePG, NetworkPolicies, ...).
 """
 
 from __future__ import annotations
@@ -16,20 +19,37 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 import yaml
 
+from tests.k8s_render import OPERATOR_SECRETS, OVERLAYS, render
+
 ROOT = Path(__file__).resolve().parents[1]
 K8S_DIR = ROOT / "deploy" / "k8s"
-KUSTOMIZATION = K8S_DIR / "kustomization.yaml"
-SECRET_EXAMPLE = K8S_DIR / "secret.example.yaml"
+# The directories holding kustomizations (the CRDs in deploy/k8s/crds are test data).
+KUSTOMIZE_DIRS = [K8S_DIR / "base", *(K8S_DIR / "overlays" / o for o in OVERLAYS)]
+SECRET_EXAMPLE = K8S_DIR / "overlays" / "dev" / "secret.example.yaml"
 COMPOSE_FILE = ROOT / "docker-compose.yml"
+COMPOSE_SCHEMA = ROOT / "deploy" / "compose" / "compose-spec.json"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 
 # service name -> port, as decided for the application.
 SERVICES: dict[str, int] = {"intake": 8001, "scheduling": 8002, "outcomes": 8003}
-SHARED_ENV = frozenset({"KAFKA_BOOTSTRAP_SERVERS"})
+# Unprefixed settings every service reads (Kafka's client options, prometheus-client's
+# multiprocess directory); OTEL_* are OpenTelemetry's standard variables.
+SHARED_ENV = frozenset(
+    {
+        "KAFKA_BOOTSTRAP_SERVERS",
+        "KAFKA_SECURITY_PROTOCOL",
+        "KAFKA_SASL_MECHANISM",
+        "KAFKA_SASL_USERNAME",
+        "KAFKA_SASL_PASSWORD",
+        "KAFKA_SSL_CAFILE",
+        "PROMETHEUS_MULTIPROC_DIR",
+    }
+)
 APP_IMAGE = "clinical-fhir"
 SERVICE_MODULE = re.compile(r"^services\.([A-Za-z_][A-Za-z0-9_]*)$")
 WORKLOAD_KINDS = frozenset({"Deployment", "StatefulSet"})
@@ -56,22 +76,23 @@ def all_yaml_files() -> list[Path]:
     return [*files, COMPOSE_FILE]
 
 
-def kustomization() -> Doc:
-    """The parsed deploy/k8s/kustomization.yaml."""
-    (doc,) = load_documents(KUSTOMIZATION)
+def kustomization(directory: Path) -> Doc:
+    """The parsed kustomization.yaml of a directory."""
+    (doc,) = load_documents(directory / "kustomization.yaml")
     return doc
 
 
-def kustomize_resource_paths() -> list[Path]:
-    """The files listed under `resources:` in the kustomization."""
-    return [K8S_DIR / entry for entry in kustomization().get("resources", [])]
+def kustomize_references(directory: Path) -> list[Path]:
+    """The resources and patch files a kustomization names (resolved)."""
+    doc = kustomization(directory)
+    paths = [directory / entry for entry in doc.get("resources", [])]
+    paths += [directory / patch["path"] for patch in doc.get("patches", []) if "path" in patch]
+    return [path.resolve() for path in paths]
 
 
-def k8s_docs() -> list[Doc]:
-    """Every object that `kubectl apply -k deploy/k8s` creates."""
-    return [
-        doc for path in kustomize_resource_paths() if path.is_file() for doc in load_documents(path)
-    ]
+def k8s_docs(overlay: str = "dev") -> list[Doc]:
+    """Every object that `kubectl apply -k deploy/k8s/overlays/<overlay>` creates."""
+    return render(overlay)
 
 
 def of_kind(docs: list[Doc], kind: str) -> list[Doc]:
@@ -107,9 +128,9 @@ def iter_secret_key_refs(docs: list[Doc]) -> Iterator[tuple[str, str, str]]:
                     yield env.get("name", ""), ref.get("name", ""), ref.get("key", "")
 
 
-def deployment_for(name: str) -> Doc:
+def deployment_for(name: str, overlay: str = "dev") -> Doc:
     """The Deployment of one service."""
-    matches = [d for d in of_kind(k8s_docs(), "Deployment") if name_of(d) == name]
+    matches = [d for d in of_kind(k8s_docs(overlay), "Deployment") if name_of(d) == name]
     assert len(matches) == 1, f"expected exactly one Deployment {name!r}"
     return matches[0]
 
@@ -243,7 +264,7 @@ def env_prefix_problems(service: str, names: list[str]) -> list[str]:
     return [
         f"{service}: env var {name!r} lacks prefix {prefix}"
         for name in names
-        if not name.startswith(prefix) and name not in SHARED_ENV
+        if not name.startswith((prefix, "OTEL_")) and name not in SHARED_ENV
     ]
 
 
@@ -519,55 +540,60 @@ def test_yaml_file_parses(path: Path) -> None:
     assert load_documents(path), f"{path} has no YAML documents"
 
 
-@pytest.mark.parametrize(
-    "path",
-    [p for p in sorted(K8S_DIR.glob("*.yaml")) if p != KUSTOMIZATION],
-    ids=lambda p: p.name,
-)
-def test_every_k8s_document_is_identified(path: Path) -> None:
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_k8s_document_is_identified(overlay: str) -> None:
     problems = [
-        f"doc {index}: {problem}"
-        for index, doc in enumerate(load_documents(path))
+        f"{doc.get('kind')} {index}: {problem}"
+        for index, doc in enumerate(k8s_docs(overlay))
         for problem in identity_problems(doc)
     ]
     assert not problems, problems
 
 
-def test_kustomization_lists_existing_files_and_no_secrets() -> None:
-    resources = kustomization().get("resources", [])
-    assert resources, "kustomization.yaml lists no resources"
-    missing = [str(p) for p in kustomize_resource_paths() if not p.is_file()]
-    assert not missing, f"kustomization lists missing files: {missing}"
+@pytest.mark.parametrize("directory", KUSTOMIZE_DIRS, ids=lambda p: p.name)
+def test_kustomization_lists_existing_files_and_no_secrets(directory: Path) -> None:
+    resources = kustomization(directory).get("resources", [])
+    assert resources, f"{directory}/kustomization.yaml lists no resources"
+    missing = [str(p) for p in kustomize_references(directory) if not p.exists()]
+    assert not missing, f"kustomization names missing files: {missing}"
     assert len(set(resources)) == len(resources), "duplicate kustomization resources"
-    assert SECRET_EXAMPLE.name not in resources, "secret.example.yaml must not be applied"
-    assert not of_kind(k8s_docs(), "Secret"), "Secrets must be created out of band"
+    assert SECRET_EXAMPLE.resolve() not in kustomize_references(directory)
 
 
-def test_every_manifest_file_is_in_the_kustomization() -> None:
-    listed = set(kustomize_resource_paths())
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlays_apply_no_secrets(overlay: str) -> None:
+    assert not of_kind(k8s_docs(overlay), "Secret"), "Secrets are never applied from here"
+
+
+def test_every_manifest_file_is_in_a_kustomization() -> None:
+    referenced = {path for d in KUSTOMIZE_DIRS for path in kustomize_references(d)}
     forgotten = [
-        p.name
-        for p in K8S_DIR.glob("*.yaml")
-        if p not in listed and p not in {KUSTOMIZATION, SECRET_EXAMPLE}
+        str(p.relative_to(K8S_DIR))
+        for d in KUSTOMIZE_DIRS
+        for p in d.rglob("*.yaml")
+        if p.resolve() not in referenced and p.name != "kustomization.yaml" and p != SECRET_EXAMPLE
     ]
-    assert not forgotten, f"manifests not listed in kustomization.yaml: {forgotten}"
+    assert not forgotten, f"manifests no kustomization names: {forgotten}"
 
 
-def test_object_names_are_unique_per_kind() -> None:
-    keys = [(doc["kind"], name_of(doc)) for doc in k8s_docs()]
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_object_names_are_unique_per_kind(overlay: str) -> None:
+    keys = [(doc["kind"], name_of(doc)) for doc in k8s_docs(overlay)]
     duplicates = sorted({key for key in keys if keys.count(key) > 1})
     assert not duplicates, duplicates
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
 @pytest.mark.parametrize("service", sorted(SERVICES))
-def test_deployment_probes(service: str) -> None:
-    problems = probe_problems(deployment_for(service))
+def test_deployment_probes(service: str, overlay: str) -> None:
+    problems = probe_problems(deployment_for(service, overlay))
     assert not problems, problems
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
 @pytest.mark.parametrize("service", sorted(SERVICES))
-def test_deployment_commands_and_migrate_init_container(service: str) -> None:
-    deployment = deployment_for(service)
+def test_deployment_commands_and_migrate_init_container(service: str, overlay: str) -> None:
+    deployment = deployment_for(service, overlay)
     spec = pod_spec(deployment)
     init = spec.get("initContainers") or []
     main = spec.get("containers") or []
@@ -581,18 +607,21 @@ def test_deployment_commands_and_migrate_init_container(service: str) -> None:
     assert not problems, problems
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
 @pytest.mark.parametrize("service", sorted(SERVICES))
-def test_deployment_hardening_and_replicas(service: str) -> None:
-    deployment = deployment_for(service)
-    assert deployment["spec"].get("replicas") == 2
+def test_deployment_hardening_and_replicas(service: str, overlay: str) -> None:
+    deployment = deployment_for(service, overlay)
+    # In prod the HorizontalPodAutoscaler owns the count (test_k8s_overlays.py).
+    assert deployment["spec"].get("replicas") == (2 if overlay == "dev" else None)
     problems = hardening_problems(deployment)
     assert not problems, problems
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
 @pytest.mark.parametrize("service", sorted(SERVICES))
-def test_deployment_env_comes_from_configmap_and_secret(service: str) -> None:
-    deployment = deployment_for(service)
-    configmaps = {name_of(cm): cm for cm in of_kind(k8s_docs(), "ConfigMap")}
+def test_deployment_env_comes_from_configmap_and_secret(service: str, overlay: str) -> None:
+    deployment = deployment_for(service, overlay)
+    configmaps = {name_of(cm): cm for cm in of_kind(k8s_docs(overlay), "ConfigMap")}
     problems: list[str] = []
     for container in all_containers(deployment):
         names = [env["name"] for env in container.get("env") or []]
@@ -722,13 +751,24 @@ def ingress_fhir_bases() -> dict[str, str]:
     return bases
 
 
+def provided_secrets(overlay: str) -> list[Doc]:
+    """The Secrets made outside the kustomization: dev's example, prod's operator-provided."""
+    if overlay == "dev":
+        return list(load_documents(SECRET_EXAMPLE))
+    return [
+        {"kind": "Secret", "metadata": {"name": name}, "data": dict.fromkeys(keys, "")}
+        for name, keys in OPERATOR_SECRETS.items()
+    ]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
 @pytest.mark.parametrize("service", sorted(SERVICES))
-def test_deployment_auth_settings_and_client_key(service: str) -> None:
-    configmaps = {name_of(cm): cm for cm in of_kind(k8s_docs(), "ConfigMap")}
+def test_deployment_auth_settings_and_client_key(service: str, overlay: str) -> None:
+    configmaps = {name_of(cm): cm for cm in of_kind(k8s_docs(overlay), "ConfigMap")}
     audience = ingress_fhir_bases().get(service, "<no ingress>")
     assert not audience.startswith("https:///"), "the Ingress rules need a host"
     problems = k8s_auth_problems(
-        deployment_for(service), configmaps, list(load_documents(SECRET_EXAMPLE)), audience
+        deployment_for(service, overlay), configmaps, provided_secrets(overlay), audience
     )
     assert not problems, problems
 
@@ -768,9 +808,35 @@ def compose() -> Doc:
     return doc
 
 
+def compose_schema_problems(doc: Any) -> list[str]:
+    """docker-compose.yml against the Compose specification's JSON Schema."""
+    schema = json.loads(COMPOSE_SCHEMA.read_text(encoding="utf-8"))
+    validator = jsonschema.Draft7Validator(schema)
+    return [
+        f"{'/'.join(map(str, error.path)) or '<top>'}: {error.message[:160]}"
+        for error in validator.iter_errors(doc)
+    ]
+
+
+def test_compose_matches_the_compose_specification() -> None:
+    problems = compose_schema_problems(compose())
+    assert not problems, problems
+
+
 def test_compose_is_consistent() -> None:
     problems = compose_problems(compose())
     assert not problems, problems
+
+
+def test_compose_topics_have_the_kubernetes_partition_count() -> None:
+    services = compose()["services"]
+    counts = {
+        str(services[name]["environment"][f"{name.upper()}_TOPIC_PARTITIONS"]) for name in SERVICES
+    }
+    counts.add(str(services["kafka"]["environment"]["KAFKA_NUM_PARTITIONS"]))
+    configmaps = {name_of(cm): cm for cm in of_kind(k8s_docs(), "ConfigMap")}
+    counts |= {configmaps[f"{n}-config"]["data"][f"{n.upper()}_TOPIC_PARTITIONS"] for n in SERVICES}
+    assert counts == {"6"}, counts
 
 
 def test_compose_has_backing_services_and_app_ports() -> None:
@@ -942,6 +1008,11 @@ def test_checkers_reject_broken_compose_and_dockerfile() -> None:
         }
     }
     problems = compose_problems(broken)
+    assert not compose_schema_problems(broken)
+    typo = {"services": {"intake": {"healthcheck": {"test": ["CMD", "true"], "intervall": "5s"}}}}
+    assert any("'intervall'" in p for p in compose_schema_problems(typo))
+    unknown = {"services": {"intake": {"depends_on": {"kafka": {"condition": "service_up"}}}}}
+    assert compose_schema_problems(unknown)
     assert any("unknown service 'postgres'" in p for p in problems)
     assert any("host port 8001" in p for p in problems)
     assert any("SCHEDULING_PORT" in p for p in problems)

@@ -26,6 +26,8 @@ DEV_BROKER_PORT = int(os.environ.get("DEVRUN_BROKER_PORT", "9092"))
 STOP_TIMEOUT_S = 15.0
 # The issuer generates its keys on first start; the services need them before they start.
 ISSUER_START_S = 30.0
+# Dev only: never a default of the service itself (an unset key refuses to export).
+DEV_RESEARCH_KEY = "dev-research-key-not-for-any-real-study"
 
 
 def _pump(name: str, colour: str, stream: IO[str]) -> None:
@@ -157,6 +159,8 @@ def main() -> int:
         print(f"ports {busy} are in use: is `make run` already running?", file=sys.stderr)
         return 1
     env = os.environ.copy()
+    # Study ids of `$research-export` on a dev machine; production sets its own secret.
+    env.setdefault("OUTCOMES_RESEARCH_KEY", DEV_RESEARCH_KEY)
     processes: list[subprocess.Popen[str]] = []
     broker: Broker | None = None
     try:

@@ -1,6 +1,13 @@
-"""`python -m services.outcomes [serve|migrate]`."""
+"""`python -m services.outcomes [serve|migrate|relay|resync|replay]`, and
+`python -m services.outcomes chart {patient ID|programme|window} --url BASE --out FILE`."""
 
 import sys
+
+if sys.argv[1:2] == ["chart"]:
+    # Drawing needs neither the app nor its settings.
+    from services.outcomes.charts.cli import main as chart
+
+    sys.exit(chart(sys.argv[2:]))
 
 from services.outcomes.app import OutcomesSettings, create_app
 from shared.cli import main

@@ -24,8 +24,10 @@ from shared.db.models import ProcessedEvent
 from shared.events import kafka
 from shared.events.describe import describe
 from shared.events.envelope import EnvelopeError, ResourceEvent, parse_event
+from shared.events.outbox import current_traceparent, valid_traceparent
 from shared.fhir.dates import format_instant, utcnow
 from shared.observability.metrics import CONSUMED, DEAD_LETTERS, LAG, RETRIES
+from shared.observability.tracing import consuming
 from shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -112,6 +114,13 @@ async def close_quietly(client: AIOKafkaConsumer | AIOKafkaProducer, timeout: fl
         log.debug("stopping a Kafka client failed: %s", describe(exc))
 
 
+def _header(message: ConsumerRecord, name: str) -> str | None:
+    for key, value in message.headers or ():
+        if key == name and value:
+            return value.decode("latin-1")
+    return None
+
+
 class ConsumerRunner:
     """Consumes topics as group `name`; a message's effect and its processed row commit together."""
 
@@ -189,12 +198,30 @@ class ConsumerRunner:
         except EnvelopeError as exc:
             await self._dead_letter(dlq, message, f"poison: {exc}", attempts=1)
             return True
+        # The writer's trace goes on here, and in the events this one's reactions write.
+        traceparent = valid_traceparent(_header(message, "traceparent"))
+        offset = message.offset
+        token = current_traceparent.set(traceparent)
+        try:
+            return await self._attempts(message, dlq, event, traceparent, offset)
+        finally:
+            current_traceparent.reset(token)
+
+    async def _attempts(
+        self,
+        message: ConsumerRecord,
+        dlq: AIOKafkaProducer,
+        event: ResourceEvent,
+        traceparent: str | None,
+        offset: int,
+    ) -> bool:
         attempt = 0
         while True:
             attempt += 1
             try:
                 prepared = event if self.prepare is None else await self.prepare(event)
-                applied = await run_in_threadpool(self.apply, message.topic, prepared)
+                with consuming(message.topic, traceparent, **{"messaging.kafka.offset": offset}):
+                    applied = await run_in_threadpool(self.apply, message.topic, prepared)
                 if applied:
                     self.status.processed += 1
                     CONSUMED.labels(self.settings.service_name, message.topic).inc()

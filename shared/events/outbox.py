@@ -13,6 +13,7 @@ from shared.events.envelope import build_event, new_traceparent, topic_for
 from shared.fhir.dates import utcnow
 from shared.fhir.registry import Registry
 from shared.fhir.store import Stored, pending_rows
+from shared.observability.tracing import active_traceparent
 
 # The incoming request's traceparent, so events continue the caller's trace.
 current_traceparent: ContextVar[str | None] = ContextVar("current_traceparent", default=None)
@@ -71,8 +72,11 @@ class Outbox:
                 "key": event.subject,
                 "event_type": event.type,
                 "payload": event.to_json(),
-                # A malformed header starts a new trace rather than failing the write.
-                "traceparent": valid_traceparent(current_traceparent.get()) or new_traceparent(),
+                # The span in progress (tracing on), else the caller's header; a malformed
+                # header starts a new trace rather than failing the write.
+                "traceparent": active_traceparent()
+                or valid_traceparent(current_traceparent.get())
+                or new_traceparent(),
                 "created_at": utcnow(),
             },
         )

@@ -56,6 +56,67 @@ def check_accept(request: Request) -> None:
     )
 
 
+# `_format` short names of the non-JSON media types an operation may offer.
+FORMAT_NAMES = {"png": "image/png", "svg": "image/svg+xml"}
+
+
+def negotiate(accept: str | None, format_param: str | None, offered: list[str]) -> str | None:
+    """Which of `offered` (media types besides FHIR JSON) the client asked for; None: JSON.
+
+    `_format` decides when given (`png`, `svg` or a full media type). Otherwise the Accept
+    header's ranges are ranked by quality, then precision (`image/png` over `image/*` over
+    `*/*`), then order: an offered type wins only by ranking above every JSON type, so a
+    client listing FHIR JSON first, or only `*/*`, still gets JSON.
+    """
+    if format_param is not None:
+        wanted = format_param.strip().lower()
+        wanted = FORMAT_NAMES.get(wanted, wanted)
+        return wanted if wanted in offered else None
+    if not accept:
+        return None
+    ranges = _accept_ranges(accept)
+    json_ranks = [rank for t in JSON_TYPES if (rank := _rank(ranges, t)) is not None]
+    best_json = max(json_ranks, default=None)
+    choice, choice_rank = None, best_json
+    for media in offered:
+        rank = _rank(ranges, media)
+        if rank is not None and (choice_rank is None or rank > choice_rank):
+            choice, choice_rank = media, rank
+    return choice
+
+
+def _accept_ranges(accept: str) -> list[tuple[str, float, int]]:
+    """(media range, quality, position) of each Accept entry."""
+    ranges = []
+    for position, entry in enumerate(accept.split(",")):
+        media, *params = (piece.strip() for piece in entry.split(";"))
+        quality = 1.0
+        for param in params:
+            key, _, text = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    quality = float(text)
+                except ValueError:
+                    quality = 0.0
+        if media:
+            ranges.append((media.lower(), quality, position))
+    return ranges
+
+
+def _rank(ranges: list[tuple[str, float, int]], media: str) -> tuple[float, int, int] | None:
+    """How the client ranks one media type: (quality, precision, -position); None: refused."""
+    kind = media.split("/")[0]
+    best = None
+    for pattern, quality, position in ranges:
+        precision = 2 if pattern == media else 1 if pattern == f"{kind}/*" else 0
+        if precision == 0 and pattern != "*/*":
+            continue
+        # The most precise range that names the type gives its quality (RFC 9110 12.5.1).
+        if best is None or (precision, -position) > (best[1], best[2]):
+            best = (quality, precision, -position)
+    return best if best is not None and best[0] > 0 else None
+
+
 async def read_body(request: Request, max_bytes: int, allowed: set[str]) -> bytes:
     """The raw body after content-type (415) and size (413) checks."""
     declared = request.headers.get("content-length")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -137,6 +137,8 @@ class OperationResult:
 
 
 Handler = Callable[[OperationCall], OperationResult]
+# Draws a handler's answer (e.g. a Parameters resource) in another media type, e.g. a PNG chart.
+Renderer = Callable[[dict[str, Any]], bytes]
 # Gets the checked inputs and the service's settings; runs before the handler's session.
 Prepare = Callable[[dict[str, list[Any]], "ServiceSettings"], Awaitable[Any]]
 
@@ -160,6 +162,9 @@ class Operation:
     # handler's session opens: no transaction or database lock is held while it waits. Its
     # result reaches the handler as `call.prepared`; a FHIRError it raises is the answer.
     prepare: Prepare | None = None
+    # Media type -> renderer: a client whose Accept (or `_format`) asks for one of these types
+    # gets the handler's answer drawn by it (run in a worker thread) instead of the JSON.
+    renderers: Mapping[str, Renderer] = field(default_factory=dict, hash=False, compare=False)
 
     def __post_init__(self) -> None:
         if "GET" in self.methods and self.affects_state:

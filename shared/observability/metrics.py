@@ -29,7 +29,9 @@ from sqlalchemy import event, func, select
 from starlette.routing import Match
 
 from shared.db.models import OutboxRow, ReplicaProgress
+from shared.events.outbox import current_traceparent
 from shared.fhir.dates import utcnow
+from shared.observability.logs import log_request
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -203,13 +205,20 @@ class RequestMetrics:
                 status = int(message["status"])
             await send(message)
 
+        # The access line names the caller's trace (TraceContext, inside, sets it for the
+        # handlers only).
+        header = next((v for k, v in scope["headers"] if k == b"traceparent"), None)
+        token = current_traceparent.set(header.decode("latin-1") if header else None)
         try:
             await self.app(scope, receive, sending)
         finally:
             template = self._template(scope)
             method = scope.get("method", "GET")
+            elapsed = time.perf_counter() - started
             REQUESTS.labels(self.service, template, method, str(status)).inc()
-            LATENCY.labels(self.service, template, method).observe(time.perf_counter() - started)
+            LATENCY.labels(self.service, template, method).observe(elapsed)
+            log_request(template, method, status, elapsed)
+            current_traceparent.reset(token)
 
     def _template(self, scope: Scope) -> str:
         route = scope.get("route")

@@ -8,10 +8,11 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from shared.auth.needs import Need, needs
 from shared.fhir.errors import FHIRError
-from shared.fhir.http import JSON_TYPES, check_accept, fhir_response, read_body
+from shared.fhir.http import JSON_TYPES, check_accept, fhir_response, negotiate, read_body
 from shared.fhir.operations import Operation, OperationCall, OperationResult
 from shared.fhir.references import ID_PATTERN
 from shared.fhir.registry import Registry
@@ -118,11 +119,23 @@ def _endpoint(
     settings, interactions = ctx.settings, ctx.interactions
 
     async def invoke(request: Request, res_id: str | None) -> Response:
-        check_accept(request)
+        media = (
+            negotiate(
+                request.headers.get("accept"),
+                request.query_params.get("_format"),
+                list(op.renderers),
+            )
+            if op.renderers
+            else None
+        )
+        if media is None:
+            check_accept(request)
         if res_id is not None and not ID_PATTERN.fullmatch(res_id):
             raise FHIRError(404, f"{res_type}/{res_id[:80]} is not known", code="not-found")
         if request.method == "GET":
-            inputs = op.parse_query(list(request.query_params.multi_items()))
+            # `_format` chooses the answer's format (checked above), not an input.
+            query = [(k, v) for k, v in request.query_params.multi_items() if k != "_format"]
+            inputs = op.parse_query(query)
         else:
             raw = b""
             if _has_body(request):
@@ -143,7 +156,13 @@ def _endpoint(
         # A writing operation runs in a unit of work, so its writes pass the write rules and
         # the outbox as any interaction's do.
         result = await (ctx.write(run) if op.affects_state else ctx.query(request, run))
-        return fhir_response(result.body, status=result.status)
+        # Caches must keep the JSON and the pictures of one URL apart.
+        vary = {"Vary": "Accept"} if op.renderers else None
+        if media is None or result.body.get("resourceType") == "OperationOutcome":
+            return fhir_response(result.body, status=result.status, headers=vary)
+        # Drawing is CPU work: off the event loop, after the session has closed.
+        image = await run_in_threadpool(op.renderers[media], result.body)
+        return Response(image, status_code=result.status, media_type=media, headers=vary)
 
     # FastAPI documents what the signature declares: the id only where the path has one.
     if instance:
@@ -171,6 +190,30 @@ def _openapi(op: Operation) -> dict[str, Any]:
             for p in primitive
         ]
     }
+    if op.renderers:
+        extra["parameters"].append(
+            {
+                "name": "_format",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "string"},
+                "description": "json, or one of "
+                + ", ".join(sorted(op.renderers))
+                + " (short names png, svg): overrides Accept",
+            }
+        )
+        extra["responses"] = {
+            "200": {
+                "description": "The operation's Parameters, or their chart as the Accept asks",
+                "content": {
+                    "application/fhir+json": {"schema": {"type": "object"}},
+                    **{
+                        media: {"schema": {"type": "string", "format": "binary"}}
+                        for media in op.renderers
+                    },
+                },
+            }
+        }
     if "POST" in op.methods:
         extra["requestBody"] = {
             "required": False,

@@ -1,0 +1,1 @@
+"""The research export: consented patients' scores as de-identified CSV (`$research-export`)."""

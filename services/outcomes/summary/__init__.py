@@ -1,0 +1,1 @@
+"""A patient's outcomes: `Patient/{id}/$outcomes` over the timeline tables."""
