@@ -35,6 +35,16 @@ def with_auto_explain(dsn: str, database: str, min_ms: float) -> Iterator[None]:
                 conn.execute(f'ALTER DATABASE "{database}" RESET {name}')
 
 
+def digest(plan: str) -> str:
+    """A plan's duration and the start of its statement, on one line."""
+    lines = plan.splitlines()
+    start = next((n for n, line in enumerate(lines) if "Query Text:" in line), None)
+    if start is None:
+        return lines[0]
+    text = " ".join([lines[start].split("Query Text:", 1)[1], *lines[start + 1 : start + 4]])
+    return f"{lines[0]}: {' '.join(text.split())[:140]}"
+
+
 def slow_plans(log: Path, offset: int) -> list[str]:
     """The plans logged after `offset` bytes of the server log, slowest first."""
     with log.open(errors="replace") as handle:
