@@ -371,8 +371,10 @@ def as_json(result: BackendResult) -> dict[str, Any]:
     return out
 
 
-def _header(args: argparse.Namespace, pg_version: str | None) -> list[str]:
-    load1, load5, _ = os.getloadavg()
+def _header(
+    args: argparse.Namespace, pg_version: str | None, at_start: tuple[float, float]
+) -> list[str]:
+    load1, load5 = at_start
     lines = [
         f"- Scale: {args.observations:,} score Observations of {args.patients:,} patients "
         f"(seeded, bench/outcomes_data.py), {args.summaries} patient summaries, "
@@ -390,6 +392,7 @@ def _header(args: argparse.Namespace, pg_version: str | None) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    at_start = os.getloadavg()[:2]
     workdir = Path(tempfile.mkdtemp(prefix="kemdr-bench-outcomes-"))
     cluster: PostgresCluster | None = None
     results: list[BackendResult] = []
@@ -417,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
             measure_backend(result, url, args, pg_log)
             results.append(result)
         load1, load5, _ = os.getloadavg()
-        header = _header(args, pg_version)
+        header = _header(args, pg_version, at_start)
         header.append(
             f"- Load average at the end: {load1:.1f} / {load5:.1f} (above 2, the cores are "
             "shared and every figure, the baselines too, is slower than on a quiet machine)"
