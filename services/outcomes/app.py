@@ -11,6 +11,8 @@ from services.outcomes.observations.code_system import measure_code_system
 from services.outcomes.observations.measures import outcome_measures
 from services.outcomes.observations.rule import check_measures
 from services.outcomes.observations.subject import known_subject
+from services.outcomes.programme.evidence import window_evidence_operation
+from services.outcomes.programme.report import programme_report_operation
 from services.outcomes.research.export import research_export_definition, research_export_router
 from services.outcomes.settings import OutcomesSettings
 from services.outcomes.summary.operation import outcomes_operation
@@ -53,6 +55,11 @@ def registry(canonical_base: str = DEFAULT_CANONICAL_BASE) -> Registry:
     registry.add(resource("Encounter", owner="scheduling"))  # the session a score was taken in
     registry.project(*timeline_projections(canonical_base))
     registry.operations.append(research_export_definition())  # its route: create_app
+    # The programme's figures over the timeline tables, as Parameters or charts.
+    registry.operations += [
+        programme_report_operation(charts["programme-report"]),
+        window_evidence_operation(charts["window-evidence"]),
+    ]
     # The baseline PHQ-9 and PCL-5 totals follow intake's screening responses (baselines/).
     for event_type, reaction in BASELINE_REACTIONS:
         registry.react(event_type, reaction)
