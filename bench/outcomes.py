@@ -80,6 +80,11 @@ class Timing:
     runs: list[float] = field(default_factory=list)
     note: str = ""
     failures: list[str] = field(default_factory=list)  # answers other than 200, in brief
+    sizes: list[int] = field(default_factory=list)  # response bytes
+
+    @property
+    def mean_kb(self) -> float:
+        return sum(self.sizes) / len(self.sizes) / 1024 if self.sizes else float("nan")
 
     def request(self, client: httpx.Client, path: str) -> None:
         """Time one GET; a refusal (e.g. 400 too-costly at the statement time-out) counts
@@ -87,6 +92,7 @@ class Timing:
         started = time.perf_counter()
         response = client.get(path)
         self.runs.append((time.perf_counter() - started) * 1000)
+        self.sizes.append(len(response.content))
         if response.status_code != 200:
             issue = (_issue(response) or response.text)[:160]
             self.failures.append(f"{response.status_code} {issue}")
@@ -173,10 +179,8 @@ def measure_patients(client: httpx.Client, patients: int, count: int) -> tuple[T
     probe = client.get(f"/fhir/Patient/{chosen[0]}/$outcomes")
     for pid in chosen[:20]:  # warm pools and caches
         _get(client, f"/fhir/Observation?patient={quote(pid)}&_count=50")
-    search.runs = [
-        _timed(lambda p=pid: _get(client, f"/fhir/Observation?patient={p}&_count=50"))
-        for pid in chosen
-    ]
+    for pid in chosen:
+        search.request(client, f"/fhir/Observation?patient={pid}&_count=50")
     if probe.status_code == 404:
         summary.note = f"not measured: `$outcomes` answers {probe.status_code} (not merged?)"
         return summary, search
@@ -278,12 +282,15 @@ def rows(result: BackendResult) -> list[list[str]]:
             out.append([f"{label}: {report.what}", report.note, "< 1 s", "-", "", ""])
     summary, search = result.summary, result.search
     if summary is not None and search is not None:
-        base = f"{search.what} p99: {_ms(search.pct(99))} (p50 {_ms(search.pct(50))})"
+        base = (
+            f"{search.what} p99: {_ms(search.pct(99))} (p50 {_ms(search.pct(50))}; "
+            f"{search.mean_kb:,.0f} KB)"
+        )
         if summary.runs:
             out.append(
                 [
                     f"{label}: {summary.what} p99 over {len(summary.runs)} patients "
-                    f"(p50 {_ms(summary.pct(50))})",
+                    f"(p50 {_ms(summary.pct(50))}; {summary.mean_kb:,.0f} KB on average)",
                     _ms(summary.pct(99)),
                     "p99 < 50 ms",
                     _verdict(summary.pct(99) < SUMMARY_P99_TARGET_MS and not summary.failures),
