@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ import httpx
 import jwt
 
 from shared.auth.jwk import PrivateKey, load_private_key, public_jwk
-from tooling.dev_issuer import DEV_CLIENT, client_key_file
+from tooling.dev_issuer import DEV_CLIENT, DEV_PASSWORD, client_key_file
 from tooling.ports import free_port
 from tooling.service_process import HTTPProcess
 
@@ -90,3 +91,22 @@ def token_from(issuer: Issuer, scope: str = "system/*.cruds system/Ops.r", **for
     response = issuer.request(issuer.assertion(), scope, **form)
     response.raise_for_status()
     return response.json()["access_token"]
+
+
+def login_form_request(page: str) -> str:
+    """The pending request id the issuer's login form carries."""
+    match = re.search(r'name="request" value="([^"]+)"', page)
+    assert match, page[:500]
+    return match.group(1)
+
+
+def sign_in_at(
+    issuer_url: str, authorize_url: str, username: str, password: str = DEV_PASSWORD
+) -> httpx.Response:
+    """Open the issuer's login form at `authorize_url` and submit it as a dev user; the answer
+    is the redirect back to the client (or the form again)."""
+    with httpx.Client() as browser:
+        form = browser.get(authorize_url)
+        assert form.status_code == 200, form.text[:500]
+        data = {"request": login_form_request(form.text), "username": username}
+        return browser.post(f"{issuer_url}/authorize", data={**data, "password": password})

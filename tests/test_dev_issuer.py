@@ -43,8 +43,10 @@ def test_metadata_names_the_endpoints_and_the_jwks_holds_public_keys_only(issuer
         assert metadata["issuer"] == issuer.url
         assert metadata["token_endpoint"] == issuer.token_endpoint
         assert metadata["jwks_uri"] == f"{issuer.url}/jwks"
-        assert metadata["grant_types_supported"] == ["client_credentials"]
-        assert metadata["token_endpoint_auth_methods_supported"] == ["private_key_jwt"]
+        assert metadata["authorization_endpoint"] == f"{issuer.url}/authorize"
+        assert metadata["grant_types_supported"] == ["client_credentials", "authorization_code"]
+        assert metadata["token_endpoint_auth_methods_supported"][0] == "private_key_jwt"
+        assert metadata["code_challenge_methods_supported"] == ["S256"]
         assert metadata["token_endpoint_auth_signing_alg_values_supported"] == ["RS384", "ES384"]
         assert "system/*.rs" in metadata["scopes_supported"]
         assert {"client-confidential-asymmetric", "permission-v2"} <= set(metadata["capabilities"])
@@ -161,7 +163,7 @@ def test_bad_client_assertions_are_refused_as_invalid_client(
         ("kemdr-intake", {"fhir_user": "Practitioner/1"}, "invalid_request"),
         (DEV_CLIENT, {"practice": "p1"}, "invalid_request"),
         (DEV_CLIENT, {"fhir_user": "Organization/1"}, "invalid_request"),
-        (DEV_CLIENT, {"grant_type": "authorization_code"}, "unsupported_grant_type"),
+        (DEV_CLIENT, {"grant_type": "password"}, "unsupported_grant_type"),
         (DEV_CLIENT, {"client_assertion_type": "urn:other"}, "invalid_request"),
         (DEV_CLIENT, {"scope": ""}, "invalid_request"),
     ],

@@ -94,6 +94,11 @@ def test_a_second_signal_during_clean_up_still_stops_every_child(
         assert f"INTAKE_AUTH_ISSUER=http://127.0.0.1:{issuer_port}\0".encode() in environ
         metadata = httpx.get(f"http://127.0.0.1:{issuer_port}/.well-known/smart-configuration")
         assert metadata.json()["token_endpoint"] == f"http://127.0.0.1:{issuer_port}/token"
+        # The clinician pages sign in at the issuer, their moved port's callback registered.
+        login = httpx.get(f"http://127.0.0.1:{ports['outcomes']}/app/login")
+        assert login.status_code == 303, login.text
+        assert login.headers["location"].startswith(f"http://127.0.0.1:{issuer_port}/authorize?")
+        assert httpx.get(login.headers["location"]).status_code == 200  # the login form
         # Ctrl-C reaches the whole process group; then a second signal during the clean-up.
         os.killpg(launcher.pid, signal.SIGINT)
         time.sleep(0.2)

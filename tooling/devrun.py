@@ -15,7 +15,17 @@ from typing import IO
 import httpx
 
 from tooling.broker import Broker
-from tooling.dev_issuer import SERVICE_CLIENTS, client_key_file, dev_dir, dev_port, dev_url
+from tooling.dev_issuer import (
+    DEV_PASSWORD,
+    SERVICE_CLIENTS,
+    WEB_CLIENT,
+    client_key_file,
+    client_secret_file,
+    dev_dir,
+    dev_port,
+    dev_url,
+    web_redirect_uri,
+)
 
 SERVICES = (("intake", 8001), ("scheduling", 8002), ("outcomes", 8003))
 COLOURS = ("\033[36m", "\033[35m", "\033[33m")
@@ -91,8 +101,14 @@ def _start_issuer(
     argv = ["-m", "tooling.dev_issuer", "serve", "--port", str(dev_port()), "--dir", str(directory)]
     argv += [arg for audience in audiences for arg in ("--audience", audience)]
     process = _spawn("issuer", "\033[32m", argv, env)
+    outcomes_port = dict(services)["outcomes"]
     if _issuer_ready(process, signals):
         print(f"{'issuer':<10}| SMART dev issuer on {dev_url()} (state in {directory})", flush=True)
+        # The clinician pages sign in with the issuer's web client: their callback, wherever
+        # OUTCOMES_PORT puts them, must be registered exactly.
+        from tooling.dev_issuer.state import add_redirect_uri
+
+        add_redirect_uri(directory, web_redirect_uri(f"http://127.0.0.1:{outcomes_port}"))
     elif process.poll() is None and not signals.count:
         print(f"{'issuer':<10}| did not answer in {ISSUER_START_S:.0f} s", flush=True)
     for name, _port in services:
@@ -100,6 +116,9 @@ def _start_issuer(
         env[f"{name.upper()}_AUTH_ISSUER"] = dev_url()
         env[f"{name.upper()}_AUTH_CLIENT_ID"] = client_id
         env[f"{name.upper()}_AUTH_CLIENT_KEY_FILE"] = str(client_key_file(directory, client_id))
+    env.setdefault("OUTCOMES_WEB_CLIENT_ID", WEB_CLIENT)
+    secret_file = client_secret_file(directory, WEB_CLIENT)
+    env.setdefault("OUTCOMES_WEB_CLIENT_SECRET_FILE", str(secret_file))
     return process
 
 
@@ -178,6 +197,12 @@ def main() -> int:
                 "Call the API with a token from the dev issuer:\n"
                 "  TOKEN=$(make -s token SCOPE='system/*.rs' | tail -1)\n"
                 f'  curl -H "Authorization: Bearer $TOKEN" http://127.0.0.1:{intake}/fhir/Patient',
+                flush=True,
+            )
+            outcomes = services[2][1]
+            print(
+                f"Clinician pages: http://127.0.0.1:{outcomes}/app/ (dev users such as "
+                f"psychiatrist-a, password {DEV_PASSWORD}: development only)",
                 flush=True,
             )
             print("Ctrl-C stops all services.", flush=True)

@@ -17,6 +17,7 @@ from services.outcomes.research.export import research_export_definition, resear
 from services.outcomes.settings import OutcomesSettings
 from services.outcomes.summary.operation import outcomes_operation
 from services.outcomes.timeline.projections import timeline_projections
+from services.outcomes.web.routes import install_pages
 from shared.app import create_service_app
 from shared.fhir.catalogue import audit_events, resource
 from shared.fhir.everything import everything_operation
@@ -26,6 +27,7 @@ from shared.settings import ServiceSettings
 
 SERVICE = "outcomes"
 DEFAULT_CANONICAL_BASE = ServiceSettings.model_fields["canonical_base"].default
+__all__ = ["OutcomesSettings", "create_app", "registry"]
 
 
 def registry(canonical_base: str = DEFAULT_CANONICAL_BASE) -> Registry:
@@ -78,5 +80,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         app,
         lambda s: [measure_code_system(s.canonical_base), method_code_system(s.canonical_base)],
     )
+    # The clinician pages (/app/), signed in at the issuer, reading this app's own API.
+    install_pages(app, settings)
     app.include_router(research_export_router(app.state.fhir, settings))
     return app

@@ -33,8 +33,19 @@ def public_paths(base_path: str) -> frozenset[str]:
     )
 
 
+# Browser pages that sign their users in themselves (a session cookie, never a bearer token)
+# and call the API with the user's token: the outcomes clinician pages.
+WEB_PREFIX = "/app"
+
+
 def is_public(path: str, public: frozenset[str]) -> bool:
-    return path in public or path.startswith("/docs/")
+    """Whether a path needs no bearer token: discovery, probes, docs and the web pages."""
+    return (
+        path in public
+        or path.startswith("/docs/")
+        or path == WEB_PREFIX
+        or path.startswith(f"{WEB_PREFIX}/")
+    )
 
 
 def unauthorized(message: str, *, error: str | None = "invalid_token") -> Response:

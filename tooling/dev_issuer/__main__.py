@@ -12,7 +12,7 @@ from tooling.dev_issuer import DEFAULT_AUDIENCES, DEFAULT_DIR, DEFAULT_PORT
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tooling.dev_issuer")
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="serve metadata, JWKS and the token endpoint")
+    serve = commands.add_parser("serve", help="serve metadata, JWKS, sign-in and tokens")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=DEFAULT_PORT)
     serve.add_argument("--dir", type=Path, default=Path(DEFAULT_DIR))
@@ -23,6 +23,12 @@ def _parser() -> argparse.ArgumentParser:
         help="a FHIR base URL the tokens are for (repeatable; default the three dev services)",
     )
     serve.add_argument("--token-lifetime", type=int, default=300, help="seconds")
+    serve.add_argument(
+        "--user-token-lifetime",
+        type=int,
+        default=3600,
+        help="seconds, of a signed-in clinician's tokens (the pages' session lasts as long)",
+    )
     serve.add_argument("--practice-claim", default="practice")
     serve.add_argument("--log-level", default="warning")
     rotate = commands.add_parser("rotate", help="add a new signing key, first in the JWKS")
@@ -50,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         args.issuer or f"http://{args.host}:{args.port}",
         args.audience or DEFAULT_AUDIENCES,
         token_lifetime_s=args.token_lifetime,
+        user_token_lifetime_s=args.user_token_lifetime,
         practice_claim=args.practice_claim,
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)

@@ -1,4 +1,5 @@
-"""The issuer's HTTP face: SMART metadata, the JWKS and the client-credentials token endpoint."""
+"""The issuer's HTTP face: SMART and OpenID metadata, the JWKS, the login form and the token
+endpoint (client credentials for systems, authorization code + PKCE for clinicians)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ import jwt
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from shared.auth.scopes import parse_scope
 from tooling.dev_issuer import DEFAULT_AUDIENCES
 from tooling.dev_issuer.assertion import ASSERTION_ALGS, InvalidClient, ReplayCache, authenticate
+from tooling.dev_issuer.authorization import install_authorization
+from tooling.dev_issuer.oauth import NO_STORE, OAuthError, granted
 from tooling.dev_issuer.state import Client, ClientRegistry, KeyRing, init_state
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -24,29 +26,6 @@ _PRACTICE = re.compile(r"^(\*|Organization/[A-Za-z0-9\-.]{1,64})$")
 _FHIR_USER = re.compile(
     r"^(Practitioner|PractitionerRole|Patient|RelatedPerson)/[A-Za-z0-9\-.]{1,64}$"
 )
-_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
-
-
-class OAuthError(Exception):
-    """An error the token endpoint answers as OAuth JSON."""
-
-    def __init__(self, error: str, description: str) -> None:
-        super().__init__(description)
-        self.error, self.description = error, description
-
-
-def covers(allowed: str, requested: str) -> bool:
-    """Whether an allowed scope includes a requested one (same context, type, fewer letters)."""
-    if allowed == requested:
-        return True
-    have, want = parse_scope(allowed), parse_scope(requested)
-    if have is None or want is None:
-        return False
-    return (
-        have.context == want.context
-        and have.res_type in ("*", want.res_type)
-        and set(want.letters) <= set(have.letters)
-    )
 
 
 def _form(body: bytes) -> dict[str, str]:
@@ -90,6 +69,7 @@ def create_app(
     audiences: Sequence[str] = DEFAULT_AUDIENCES,
     *,
     token_lifetime_s: int = 300,
+    user_token_lifetime_s: int = 3600,
     practice_claim: str = "practice",
 ) -> FastAPI:
     """The issuer app; its state (keys, clients) is created in `directory` on first start."""
@@ -105,15 +85,43 @@ def create_app(
         return {
             "issuer": issuer,
             "jwks_uri": f"{issuer}/jwks",
+            "authorization_endpoint": f"{issuer}/authorize",
             "token_endpoint": token_endpoint,
-            "grant_types_supported": ["client_credentials"],
-            "token_endpoint_auth_methods_supported": ["private_key_jwt"],
+            "grant_types_supported": ["client_credentials", "authorization_code"],
+            "token_endpoint_auth_methods_supported": [
+                "private_key_jwt",
+                "client_secret_post",
+                "client_secret_basic",
+            ],
             "token_endpoint_auth_signing_alg_values_supported": list(ASSERTION_ALGS),
             "scopes_supported": clients.scopes(),
-            "response_types_supported": ["token"],
-            "capabilities": ["client-confidential-asymmetric", "permission-v2", "permission-v1"],
+            "response_types_supported": ["code"],
+            "response_modes_supported": ["query"],
+            "code_challenge_methods_supported": ["S256"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "claims_supported": ["iss", "sub", "aud", "exp", "iat", "nonce", "fhirUser", "name"],
+            "authorization_response_iss_parameter_supported": True,
+            "capabilities": [
+                "client-confidential-asymmetric",
+                "client-confidential-symmetric",
+                "launch-standalone",
+                "sso-openid-connect",
+                "permission-v2",
+                "permission-v1",
+            ],
         }
 
+    code_grant = install_authorization(
+        app,
+        issuer=issuer,
+        directory=directory,
+        clients=clients,
+        keys=keys,
+        audiences=audiences,
+        token_lifetime_s=user_token_lifetime_s,
+        practice_claim=practice_claim,
+    )
     app.get("/.well-known/smart-configuration")(metadata)
     app.get("/.well-known/openid-configuration")(metadata)
 
@@ -125,9 +133,13 @@ def create_app(
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    def issue(form: dict[str, str]) -> dict[str, Any]:
+    def issue(form: dict[str, str], authorization: str | None) -> dict[str, Any]:
+        if form.get("grant_type") == "authorization_code":
+            return code_grant(form, authorization)
         if form.get("grant_type") != "client_credentials":
-            raise OAuthError("unsupported_grant_type", "only client_credentials is supported")
+            raise OAuthError(
+                "unsupported_grant_type", "only client_credentials and authorization_code"
+            )
         if form.get("client_assertion_type") != ASSERTION_TYPE:
             raise OAuthError("invalid_request", f"client_assertion_type must be {ASSERTION_TYPE}")
         if not form.get("client_assertion"):
@@ -141,8 +153,8 @@ def create_app(
         if form.get("client_id") not in (None, client.client_id):
             raise OAuthError("invalid_client", "client_id differs from the assertion's iss")
         requested = form["scope"].split()
-        granted = [s for s in requested if any(covers(a, s) for a in client.scope)]
-        if not granted:
+        scopes = granted(requested, client.scope)
+        if not scopes:
             raise OAuthError("invalid_scope", "none of the requested scopes is allowed")
         now = int(time.time())
         claims = {
@@ -154,7 +166,7 @@ def create_app(
             "nbf": now,
             "exp": now + token_lifetime_s,
             "jti": str(uuid.uuid4()),
-            "scope": " ".join(granted),
+            "scope": " ".join(scopes),
             **_claims_extra(client, form, practice_claim),
         }
         kid, key = keys.signing_key()
@@ -172,10 +184,12 @@ def create_app(
             media = request.headers.get("content-type", "").split(";")[0].strip().lower()
             if media != "application/x-www-form-urlencoded":
                 raise OAuthError("invalid_request", "send a x-www-form-urlencoded form")
-            return JSONResponse(issue(_form(await request.body())), headers=_NO_STORE)
+            form = _form(await request.body())
+            body = issue(form, request.headers.get("authorization"))
+            return JSONResponse(body, headers=NO_STORE)
         except OAuthError as exc:
             status = 401 if exc.error == "invalid_client" else 400
             body = {"error": exc.error, "error_description": exc.description}
-            return JSONResponse(body, status_code=status, headers=_NO_STORE)
+            return JSONResponse(body, status_code=status, headers=NO_STORE)
 
     return app
