@@ -48,6 +48,7 @@ bench: install
 	$(PY) -m bench.parse
 	$(PY) -m bench.auth
 	$(PY) -m bench.scheduling
+	$(PY) -m bench.outcomes
 
 migrate: $(STAMP)
 	for s in intake scheduling outcomes; do $(PY) -m services.$$s migrate; done
