@@ -67,41 +67,60 @@ def response_rule(measure: Measure) -> str | None:
     return None
 
 
+def _nearest(source: CTE, *, before: bool) -> ScalarSelect[float]:
+    """The score of `source`'s patient and instrument nearest its first dose: the latest on or
+    before it, or the latest after it; one probe of the covering index (patient, measure,
+    effective, obs_id, value), which also breaks ties in time by the larger id."""
+    scores = aliased(SCORES)
+    when = (
+        scores.c.effective <= source.c.first_start
+        if before
+        else scores.c.effective > source.c.first_start
+    )
+    return (
+        select(scores.c.value)
+        .where(
+            scores.c.patient_id == source.c.patient_id,
+            scores.c.measure == source.c.measure,
+            when,
+        )
+        .order_by(scores.c.effective.desc(), scores.c.obs_id.desc())
+        .limit(1)
+        .correlate(source)
+        .scalar_subquery()
+    )
+
+
 def _pairs(cohort: CTE, keys: list[str]) -> CTE:
-    """Each counted patient and instrument with the baseline and the latest score (NULL when
-    missing): two index probes per pair, however many scores each patient has."""
+    """Each counted patient and instrument that has a baseline, with the latest score (NULL
+    when none): the latest is looked up only where a baseline exists (SUDS, VOC and CADSS
+    rarely have a pre-dose score), however many scores each patient has."""
     instruments = union_all(*(select(literal(key).label("measure")) for key in keys)).subquery()
-
-    def nearest(*, before: bool) -> ScalarSelect[float]:
-        scores = aliased(SCORES)
-        when = (
-            scores.c.effective <= cohort.c.first_start
-            if before
-            else scores.c.effective > cohort.c.first_start
+    grid = (
+        select(cohort.c.patient_id, cohort.c.first_start, instruments.c.measure)
+        .select_from(cohort.join(instruments, true()))
+        .cte("grid")
+    )
+    baselines = (
+        select(
+            grid.c.patient_id,
+            grid.c.first_start,
+            grid.c.measure,
+            _nearest(grid, before=True).label("baseline"),
         )
-        return (
-            select(scores.c.value)
-            .where(
-                scores.c.measure == instruments.c.measure,
-                scores.c.patient_id == cohort.c.patient_id,
-                when,
-            )
-            .order_by(scores.c.effective.desc(), scores.c.obs_id.desc())
-            .limit(1)
-            .correlate(cohort, instruments)
-            .scalar_subquery()
-        )
-
+        .cte("baselines")
+        # Computed once per pair: inlined, each use of a value would probe the index again.
+        .prefix_with("MATERIALIZED", dialect="postgresql")
+    )
     return (
         select(
-            cohort.c.patient_id,
-            instruments.c.measure,
-            nearest(before=True).label("baseline"),
-            nearest(before=False).label("latest"),
+            baselines.c.patient_id,
+            baselines.c.measure,
+            baselines.c.baseline,
+            _nearest(baselines, before=False).label("latest"),
         )
-        .select_from(cohort.join(instruments, true()))
+        .where(baselines.c.baseline.is_not(None))
         .cte("pairs")
-        # Computed once per pair: inlined, each use of a value would probe the index again.
         .prefix_with("MATERIALIZED", dialect="postgresql")
     )
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from services.outcomes.programme.bins import OffsetBin, bin_of
-from services.outcomes.programme.cohort import cohort, cohort_filters
+from services.outcomes.programme.cohort import cohort, cohort_filters, without_jit
 from services.outcomes.programme.parameters import decimal, integer, string
 from services.outcomes.programme.sessions import SessionRow, sessions_after_doses
 from services.outcomes.programme.setup import FILTERS, Setup, setup
@@ -63,6 +63,7 @@ def _evidence(call: OperationCall) -> OperationResult:
     if chosen not in OUTCOMES:
         raise bad_request("'outcome' must be pcl5 or suds", ["outcome"])
     words, higher_is_better, field = OUTCOMES[chosen]
+    without_jit(call.session)
     rows = sessions_after_doses(call.session, cohort(cohort_filters(call.inputs)))
     binned: dict[str, list[SessionRow]] = {b.label: [] for b in prepared.bins}
     for row in rows:

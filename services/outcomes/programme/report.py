@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from services.outcomes.observations.measures import Measure, outcome_measures
 from services.outcomes.programme.aggregates import MeasureSums, measure_sums, response_rule
-from services.outcomes.programme.cohort import cohort, cohort_filters
+from services.outcomes.programme.cohort import cohort, cohort_filters, without_jit
 from services.outcomes.programme.parameters import decimal, instrument, integer, string
 from services.outcomes.programme.sessions import window_adherence
 from services.outcomes.programme.setup import FILTERS, Setup, setup
@@ -65,6 +65,7 @@ def _measure(sums: MeasureSums, measure: Measure, base: str) -> dict[str, Any]:
 def _report(call: OperationCall) -> OperationResult:
     prepared: Setup = call.prepared
     counted = cohort(cohort_filters(call.inputs))
+    without_jit(call.session)
     scores = {k: m for k, m in outcome_measures().measures.items() if m.value_type == "score"}
     patients = call.session.execute(select(func.count()).select_from(counted)).scalar_one()
     parameters: list[dict[str, Any]] = integer("patients", int(patients))

@@ -23,6 +23,8 @@ SCORES = Table(
     Column("encounter_id", String(_ID), nullable=True),
     Column("derived", Boolean(), nullable=False),
     Index("ix_outcome_scores_measure", "measure", "patient_id", "effective"),
+    # Covers the reports' nearest-score probes: no table visit, no sort.
+    Index("ix_outcome_scores_nearest", "patient_id", "measure", "effective", "obs_id", "value"),
     Index("ix_outcome_scores_patient", "patient_id", "effective"),
     Index("ix_outcome_scores_encounter", "encounter_id"),
 )

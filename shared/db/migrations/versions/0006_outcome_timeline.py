@@ -36,6 +36,11 @@ def upgrade() -> None:
     op.create_index(
         "ix_outcome_scores_measure", "outcome_scores", ["measure", "patient_id", "effective"]
     )
+    op.create_index(
+        "ix_outcome_scores_nearest",
+        "outcome_scores",
+        ["patient_id", "measure", "effective", "obs_id", "value"],
+    )
     op.create_index("ix_outcome_scores_patient", "outcome_scores", ["patient_id", "effective"])
     op.create_index("ix_outcome_scores_encounter", "outcome_scores", ["encounter_id"])
     op.create_table(
