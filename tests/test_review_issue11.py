@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -15,6 +16,7 @@ from tests.conftest import BACKENDS
 from tests.factories import patient
 from tests.measures_support import score
 from tests.outcomes_support import CODES, deleted, dosed, measures_of, scored
+from tests.programme_support import T0, Cohort
 from tests.replanning_support import CONSENT_SCOPE
 from tests.replicas import replicate
 
@@ -105,3 +107,21 @@ async def test_a_patient_deleted_at_intake_leaves_the_programme_for_every_caller
     programme = await report(outcomes)
     assert top(practice_a, "patients") == 1
     assert top(programme, "patients") == top(practice_a, "patients")
+
+
+async def test_window_evidence_with_a_wide_but_unseparated_gap_is_not_a_500(outcomes):
+    """Two bins of two sessions, SUDS reductions 5, 5 and 0, 1: Welch's test (one patient)
+    cannot separate them (df near 1), and the effect size (9) is beyond where statsmodels'
+    power solver converges; it returns nan, and `math.ceil(nan)` must not become a 500."""
+    c = Cohort()
+    c.patient(outcomes, "w-gap", "a")
+    reductions = {"10h-a": (10.0, 5), "10h-b": (11.0, 5), "30h-a": (30.0, 0), "30h-b": (31.0, 1)}
+    for k, (name, (offset, reduction)) in enumerate(reductions.items()):
+        dose_id = f"d-{name}"
+        c.dose(outcomes, dose_id, "w-gap", T0 + timedelta(days=10 * k))
+        begins, ends = c.emdr(outcomes, name, "w-gap", dose_id, offset, encounter="finished")
+        c.score("w-gap", "suds", 8, begins, encounter=f"e-{name}")
+        c.score("w-gap", "suds", 8 - reduction, ends, encounter=f"e-{name}")
+    await c.post_scores(outcomes)
+    response = await outcomes.get("/$window-evidence", params={"outcome": "suds"})
+    assert response.status_code == 200, response.text
