@@ -125,3 +125,14 @@ async def test_window_evidence_with_a_wide_but_unseparated_gap_is_not_a_500(outc
     await c.post_scores(outcomes)
     response = await outcomes.get("/$window-evidence", params={"outcome": "suds"})
     assert response.status_code == 200, response.text
+
+
+async def test_a_score_at_the_calendars_edge_does_not_break_the_trajectory_chart(outcomes):
+    """The write rule accepts a PHQ-9 effective 0001-01-01 (a mistyped year), and `$outcomes`
+    answers; its chart must answer too (a 4xx or a picture), not an OverflowError's 500."""
+    p = enrolled(outcomes, "p-edge")
+    await scored(outcomes, p, "phq9", 12, "0001-01-01T00:00:00Z")
+    await scored(outcomes, p, "phq9", 10, "2026-03-01T10:00:00Z")
+    assert (await outcomes.get(f"/Patient/{p}/$outcomes")).status_code == 200
+    response = await outcomes.get(f"/Patient/{p}/$outcomes", params={"_format": "svg"})
+    assert response.status_code < 500, response.text
