@@ -136,3 +136,22 @@ async def test_a_score_at_the_calendars_edge_does_not_break_the_trajectory_chart
     assert (await outcomes.get(f"/Patient/{p}/$outcomes")).status_code == 200
     response = await outcomes.get(f"/Patient/{p}/$outcomes", params={"_format": "svg"})
     assert response.status_code < 500, response.text
+
+
+async def test_the_export_order_does_not_reveal_the_order_of_patient_ids(
+    service_client: Callable[..., httpx.AsyncClient],
+):
+    """Rows come grouped by patient in patient-id order, so with sequential ids (an MRN, a
+    creation counter) a reader ranks the study ids back to the patients: order them by the
+    study id instead."""
+    async with service_client("outcomes", research_key=KEY) as client:
+        patients = [f"patient-{n:03d}" for n in range(8)]
+        for patient_id in patients:
+            enrolled(client, patient_id)
+            replicate(client, "Consent", f"c-{patient_id}", research_consent(patient_id, "permit"))
+            await scored(client, patient_id, "phq9", 18, "2026-03-01T10:00:00Z")
+        in_file = [row["study_id"] for row in await export_rows(client)]
+        by_patient_id = [study_id(KEY.encode(), p) for p in patients]
+        assert sorted(in_file) == sorted(by_patient_id)
+        assert in_file != by_patient_id
+        assert in_file == sorted(in_file)
