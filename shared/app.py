@@ -23,6 +23,7 @@ from shared.errors_http import install_error_handlers
 from shared.events.outbox import EVENTS_WRITTEN, Outbox, current_traceparent
 from shared.events.runtime import EventRuntime
 from shared.fhir.interactions import Interactions
+from shared.fhir.projections import backfill
 from shared.fhir.registry import Registry
 from shared.fhir.rest import FHIRContext, build_router
 from shared.fhir.store import ResourceStore
@@ -98,6 +99,10 @@ def create_service_app(settings: ServiceSettings, registry: Registry) -> FastAPI
         if settings.migrate_on_start:
             await run_in_threadpool(upgrade, context.database)
         await run_in_threadpool(context.database.optimize)
+        projections = [p for ps in registry.projections.values() for p in ps]
+        filled = await run_in_threadpool(backfill, context.database, projections)
+        if filled:
+            log.info("projections built from the stored resources: %s", filled)
         await events.start()
         yield
         # Requests still running after uvicorn's graceful period must not hold the exit.

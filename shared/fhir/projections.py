@@ -9,15 +9,18 @@ never behind what the store holds.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Table, delete, insert, select
 from sqlalchemy.orm import Session
 
 from shared.db.models import ResourceRow
 from shared.fhir import exact_json
+
+if TYPE_CHECKING:
+    from shared.db.engine import Database
 
 # (resource id, resource) -> the rows for that version (the key column is filled in).
 RowsOf = Callable[[str, dict[str, Any]], list[dict[str, Any]]]
@@ -62,3 +65,24 @@ class Projection:
             self.apply(session, res_id, exact_json.loads(content))
             count += 1
         return count
+
+
+def backfill(database: Database, projections: Iterable[Projection]) -> dict[str, int]:
+    """Rebuild each projection whose table is empty while resources of its type are stored
+    (a projection added, or its migration run, after the data): at start, once. Returns the
+    resources read per table."""
+    done: dict[str, int] = {}
+    for projection in projections:
+        with database.write() as session:
+            # Two pods starting together: the second waits, then finds the table filled.
+            database.lock(session, f"projection:{projection.table.name}")
+            if session.execute(select(projection.table).limit(1)).first() is not None:
+                continue
+            stored = session.execute(
+                select(ResourceRow.pk)
+                .where(ResourceRow.res_type == projection.res_type, ResourceRow.deleted.is_(False))
+                .limit(1)
+            ).first()
+            if stored is not None:
+                done[projection.table.name] = projection.rebuild(session)
+    return done

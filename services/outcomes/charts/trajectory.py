@@ -109,7 +109,10 @@ def _time_span(
         return now, now + timedelta(days=7)
     low, high = min(times), max(times)
     margin = max((high - low) * 0.03, timedelta(hours=12))
-    return low - margin, high + margin
+    # A time at the calendar's edge (year 1 or 9999) leaves no room for the margin.
+    start = low - margin if low - datetime.min > margin else datetime.min
+    end = high + margin if datetime.max - high > margin else datetime.max
+    return start, end
 
 
 def _shade_doses(ax: Axes, doses: list[Dose], strength: float = 1.0) -> None:

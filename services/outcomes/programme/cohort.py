@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from services.outcomes.timeline.tables import DOSES
 from shared.auth.access import restriction, visible_patient_ids
+from shared.db.models import ResourceRow
 from shared.fhir.dates import DateFormatError, date_range
 from shared.fhir.errors import bad_request
 from shared.fhir.lexical import ID_PATTERN
@@ -109,6 +110,14 @@ def cohort(filters: CohortFilters) -> CTE:
         conditions.append(ranked.c.protocol.in_(filters.protocols))
     if filters.routes:
         conditions.append(ranked.c.route.in_(filters.routes))
+    # A patient deleted at intake has left the programme's figures, for every caller.
+    conditions.append(
+        ranked.c.patient_id.in_(
+            select(ResourceRow.res_id).where(
+                ResourceRow.res_type == "Patient", ResourceRow.deleted.is_(False)
+            )
+        )
+    )
     limited = restriction()
     if limited is not None:
         conditions.append(ranked.c.patient_id.in_(visible_patient_ids(limited)))

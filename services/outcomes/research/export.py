@@ -116,9 +116,14 @@ def _check_request(request: Request) -> None:
 def _csv(database: Database, patients: list[str], key: bytes) -> Iterator[str]:
     """The header, then the rows of each batch of patients, one read per batch."""
     yield _line(COLUMNS)
-    for start in range(0, len(patients), BATCH):
+    # In study-id order: the order of patient ids (sequential MRNs, counters) would let a
+    # reader map study ids back to patients by rank.
+    studies = {patient: study_id(key, patient) for patient in patients}
+    ordered = sorted(patients, key=studies.__getitem__)
+    for start in range(0, len(ordered), BATCH):
         with database.read() as session:
-            rows = list(score_rows(session, patients[start : start + BATCH]))
+            rows = list(score_rows(session, ordered[start : start + BATCH]))
+        rows.sort(key=lambda row: studies[row.patient_id])  # stable: each patient's in time
         yield "".join(_line(_deidentified(row, key)) for row in rows)
 
 

@@ -227,6 +227,11 @@ def _more_sessions(
             ratio=1.0,
             alternative="two-sided",
         )
-        per_bin = math.ceil(float(np.asarray(per_bin).item()))
+        needed = float(np.asarray(per_bin).item())
+        if not math.isfinite(needed):
+            # The solver gives up on very large effects (few, wildly spread sessions): no
+            # honest number to give.
+            return None
+        per_bin = math.ceil(needed)
         shortfall = max(shortfall, max(0, per_bin - len(a)) + max(0, per_bin - len(b)))
     return max(1, shortfall)

@@ -44,7 +44,7 @@ def _effective(resource: dict[str, Any], name: str = "effective") -> datetime | 
     period = resource.get(f"{name}Period")
     if isinstance(period, dict):
         return moment(period.get("start"))
-    return moment(resource.get(f"{name}DateTime"))
+    return moment(resource.get(f"{name}DateTime", resource.get(f"{name}Instant")))
 
 
 def _value(observation: dict[str, Any]) -> float | None:
@@ -219,10 +219,13 @@ class TimelineRows:
         )
         provision = consent.get("provision") if isinstance(consent.get("provision"), dict) else {}
         period = provision.get("period") if isinstance(provision.get("period"), dict) else {}
+        # A research Consent whose base provision denies is the patient's refusal, not a
+        # consent (as intake reads treatment consents). Nested exceptions are not read.
+        permits = provision.get("type", "permit") != "deny"
         return [
             {
                 "patient_id": patient,
-                "research": research,
+                "research": research and permits,
                 "status": str(consent.get("status") or "unknown")[:32],
                 "period_start": moment(period.get("start")),
                 "period_end": _last_moment(period.get("end")),

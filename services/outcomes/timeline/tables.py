@@ -11,11 +11,18 @@ from sqlalchemy import Boolean, Column, DateTime, Float, Index, String, Table
 from shared.db.models import metadata
 
 _ID = 64
+_BYTEWISE = String(_ID).with_variant(String(_ID, collation="C"), "postgresql")
 
 SCORES = Table(
     "outcome_scores",
     metadata,
-    Column("obs_id", String(_ID), primary_key=True),
+    # Ties in time go to the larger id: compared as bytes on PostgreSQL too (as in Python),
+    # whatever the database's locale.
+    Column(
+        "obs_id",
+        String(_ID).with_variant(String(_ID, collation="C"), "postgresql"),
+        primary_key=True,
+    ),
     Column("patient_id", String(_ID), nullable=False),
     Column("measure", String(32), nullable=False),  # the measures.json key, e.g. phq9-total
     Column("effective", DateTime(), nullable=False),

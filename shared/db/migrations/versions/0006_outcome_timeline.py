@@ -24,7 +24,11 @@ def _id(name: str, *, nullable: bool = False) -> sa.Column:
 def upgrade() -> None:
     op.create_table(
         "outcome_scores",
-        _id("obs_id"),
+        sa.Column(
+            "obs_id",
+            sa.String(64).with_variant(sa.String(64, collation="C"), "postgresql"),
+            nullable=False,
+        ),
         _id("patient_id"),
         sa.Column("measure", sa.String(32), nullable=False),
         sa.Column("effective", sa.DateTime(), nullable=False),
