@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiokafka.errors import KafkaError
 from sqlalchemy import bindparam, func, insert, select, text, update
@@ -36,6 +36,8 @@ class RelayStatus:
     last_error: str | None = None
     connected: bool = False
     leader: bool = False
+    # Topics that do not exist while this service may not create them (not ready).
+    missing_topics: list[str] = field(default_factory=list)
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
@@ -251,6 +253,7 @@ class OutboxRelay:
                     self.status.leader = True
                     await producer.start()
                     await kafka.ensure_topics(self.settings, self.topics)
+                    self.status.missing_topics = []
                     self.status.connected = True
                     backoff = 0.2
                     while not self._stopping:
@@ -261,6 +264,11 @@ class OutboxRelay:
                         await self.publish_pending(producer)
                         with contextlib.suppress(TimeoutError):
                             await asyncio.wait_for(self._wake.wait(), timeout=poll_seconds)
+                except kafka.TopicsMissing as exc:
+                    failed = True
+                    self._failed(exc)
+                    self.status.missing_topics = exc.topics
+                    log.error("relay: %s; retrying in %.1f s", exc, backoff)
                 except (TimeoutError, KafkaError, OSError) as exc:
                     failed = True
                     self._failed(exc)
