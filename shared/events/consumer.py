@@ -201,6 +201,7 @@ class ConsumerRunner:
         except EnvelopeError as exc:
             await self._dead_letter(dlq, message, f"poison: {exc}", attempts=1)
             return True
+        event = event.model_copy(update={"partition": message.partition})
         # The writer's trace goes on here, and in the events this one's reactions write.
         traceparent = valid_traceparent(_header(message, "traceparent"))
         offset = message.offset
