@@ -12,7 +12,12 @@ from pydantic import ValidationError
 
 from shared.events import kafka
 from shared.settings import settings_class
-from tests.kafka_support import kafka_broker  # noqa: F401  (fixture)
+from tests.kafka_support import (  # noqa: F401  (fixtures)
+    eventually,
+    kafka_broker,
+    new_database,
+    running,
+)
 from tooling.broker import Broker
 
 Settings = settings_class("scheduling", 8002)
@@ -139,6 +144,30 @@ async def test_without_topic_creation_a_missing_topic_is_an_error(
         assert f"{prefix}Patient" not in await kafka.partition_counts(admin)
     finally:
         await admin.close()
+
+
+async def test_a_service_is_not_ready_while_topics_it_may_not_create_are_missing(
+    kafka_broker: Broker,  # noqa: F811
+    new_database,  # noqa: F811
+) -> None:
+    prefix = f"t{uuid.uuid4().hex[:8]}.fhir."
+    async with running(
+        "scheduling",
+        new_database("scheduling"),
+        kafka_bootstrap_servers=kafka_broker.bootstrap,
+        topic_prefix=prefix,
+        create_topics=False,
+    ) as service:
+
+        async def not_ready() -> list[str]:
+            response = await service.client.get("http://testserver/readyz")
+            assert response.status_code == 503
+            return response.json()["missingTopics"]
+
+        missing = await eventually(not_ready, timeout=20)
+        # The replica topics and their dead-letter topics, and the topics it owns.
+        assert {f"{prefix}Patient", f"{prefix}Patient.dlq", f"{prefix}Appointment"} <= set(missing)
+        assert service.events.status()["consumer"]["reason"].startswith("topics missing")
 
 
 def _self_signed_ca() -> str:

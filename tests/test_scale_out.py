@@ -68,8 +68,14 @@ async def test_a_consumer_killed_mid_stream_loses_and_repeats_nothing(
             await asyncio.sleep(0.05)
         victim = processes[1]
         os.kill(victim.pid, signal.SIGKILL)  # no graceful stop: in-flight work is cut off
+        killed = time.monotonic()
+        print(f"killed {victim.pid} {killed - started:.1f} s after the first was sent")
         await producing
+        shown = 0.0
         while applied(database, prefix) < len(events):
+            if time.monotonic() - shown > 2:  # shown when the test fails
+                shown = time.monotonic()
+                print(f"{shown - killed:.1f} s after the kill: {applied(database, prefix)}")
             assert time.monotonic() - started < 60, (
                 f"{applied(database, prefix)} of {len(events)} applied after a minute; "
                 + "\n".join(_diagnosis(p) for p in processes if p.alive())
