@@ -8,6 +8,10 @@ Create Date: 2026-12-01 11:30:00
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+from collections.abc import Iterator
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -22,13 +26,23 @@ def _partition() -> sa.Column:
     return sa.Column("partition", sa.Integer(), nullable=False, server_default="0")
 
 
+@contextlib.contextmanager
+def _new_key_expected() -> Iterator[None]:
+    """SQLAlchemy warns that the reflected primary key differs from the new one: it must."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*specifies columns 'topic' as primary_key")
+        yield
+
+
 def upgrade() -> None:
     with op.batch_alter_table("event_outbox", schema=None) as batch_op:
         batch_op.add_column(sa.Column("partition", sa.Integer(), nullable=True))
     for table in ("event_sequences", "replica_progress"):
         # Recreated (SQLite cannot change a primary key in place); both tables are small.
-        # (SQLAlchemy warns that the reflected key differs from the new one: it is meant to.)
-        with op.batch_alter_table(table, schema=None, recreate="always") as batch_op:
+        with (
+            _new_key_expected(),
+            op.batch_alter_table(table, schema=None, recreate="always") as batch_op,
+        ):
             batch_op.add_column(_partition())
             batch_op.create_primary_key(f"pk_{table}", ["topic", "partition"])
 
@@ -36,7 +50,10 @@ def upgrade() -> None:
 def downgrade() -> None:
     for table in ("replica_progress", "event_sequences"):
         op.execute(sa.text(f"DELETE FROM {table} WHERE partition <> 0"))
-        with op.batch_alter_table(table, schema=None, recreate="always") as batch_op:
+        with (
+            _new_key_expected(),
+            op.batch_alter_table(table, schema=None, recreate="always") as batch_op,
+        ):
             batch_op.drop_column("partition")
             batch_op.create_primary_key(f"pk_{table}", ["topic"])
     with op.batch_alter_table("event_outbox", schema=None) as batch_op:
