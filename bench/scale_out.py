@@ -142,12 +142,12 @@ def main(argv: list[str] | None = None) -> int:
     """Measure 1, 2 and 4 processes and write bench/results/scale_out.{md,json,png}."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
-        "--events", type=int, default=int(os.environ.get("BENCH_SCALE_EVENTS", 4000))
+        "--events", type=int, default=int(os.environ.get("BENCH_SCALE_EVENTS", 2000))
     )
     parser.add_argument("--processes", type=int, nargs="+", default=[1, 2, 4])
     # Rounds interleave the process counts, so a neighbour's burst of load on a shared
     # machine hits each count alike; the best round of each is kept.
-    parser.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_SCALE_ROUNDS", 1)))
+    parser.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_SCALE_ROUNDS", 2)))
     args = parser.parse_args(argv)
     best: dict[int, float] = {}
     load = []
