@@ -44,6 +44,7 @@ lint: $(STAMP)
 bench: install
 	$(PY) -m bench.run
 	$(PY) -m bench.events
+	$(PY) -m bench.scale_out
 	$(PY) -m bench.sort_attack
 	$(PY) -m bench.parse
 	$(PY) -m bench.auth

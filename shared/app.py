@@ -159,12 +159,17 @@ def create_service_app(settings: ServiceSettings, registry: Registry) -> FastAPI
         body, media_type = await run_in_threadpool(exposition, registry.service, context.database)
         return Response(body, media_type=media_type)
 
-    @app.get("/readyz", tags=["ops"], summary="Readiness: the database answers")
+    @app.get("/readyz", tags=["ops"], summary="Readiness: database up, topics there")
     async def readyz() -> JSONResponse:
         try:
             await run_in_threadpool(context.database.ping)
         except Exception:
             return JSONResponse({"status": "unavailable", "database": "down"}, status_code=503)
+        missing = events.missing_topics()
+        if missing:
+            # A configuration error (topics owned elsewhere, not created yet): no traffic.
+            body = {"status": "unavailable", "database": "up", "missingTopics": missing}
+            return JSONResponse(body, status_code=503)
         return JSONResponse({"status": "ok", "database": "up"})
 
     @app.get(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_PEERS = {
@@ -45,6 +45,33 @@ class ServiceSettings(BaseSettings):
         validation_alias=AliasChoices("kafka_bootstrap_servers", "KAFKA_BOOTSTRAP_SERVERS"),
     )
     topic_prefix: str = "fhir."
+    # Partitions of the topics this service creates. Events are keyed `<Type>/<id>`, so each
+    # resource stays on one partition, in order; more partitions let more processes consume.
+    topic_partitions: int = Field(default=1, ge=1, le=1000)
+    # Off where something else owns the topics (Strimzi's KafkaTopic resources): the service
+    # then only checks that its topics exist, and waits (not ready) while one is missing.
+    create_topics: bool = True
+    # Kafka's client security (aiokafka's options), shared by every service like the servers.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT",
+        validation_alias=AliasChoices("kafka_security_protocol", "KAFKA_SECURITY_PROTOCOL"),
+    )
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = Field(
+        default="SCRAM-SHA-512",
+        validation_alias=AliasChoices("kafka_sasl_mechanism", "KAFKA_SASL_MECHANISM"),
+    )
+    kafka_sasl_username: str = Field(
+        default="", validation_alias=AliasChoices("kafka_sasl_username", "KAFKA_SASL_USERNAME")
+    )
+    kafka_sasl_password: SecretStr = Field(
+        default=SecretStr(""),
+        validation_alias=AliasChoices("kafka_sasl_password", "KAFKA_SASL_PASSWORD"),
+    )
+    # The CA that signed the brokers' certificates (Strimzi: the cluster CA's ca.crt); empty
+    # trusts the system's CAs.
+    kafka_ssl_cafile: str = Field(
+        default="", validation_alias=AliasChoices("kafka_ssl_cafile", "KAFKA_SSL_CAFILE")
+    )
     # Kafka refuses sessions under 6 s by default; on the dev broker a group's first join
     # waits about half of it, so `make run` and the tests lower it.
     kafka_session_timeout_ms: int = Field(
@@ -123,6 +150,17 @@ class ServiceSettings(BaseSettings):
     cors_origins: list[str] = Field(default_factory=list)
     # Addresses (or CIDR blocks) of proxies whose X-Forwarded-* headers are believed.
     trusted_proxies: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _sasl_has_credentials(self) -> ServiceSettings:
+        if self.kafka_security_protocol.startswith("SASL_") and not (
+            self.kafka_sasl_username and self.kafka_sasl_password.get_secret_value()
+        ):
+            raise ValueError(
+                f"KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
+                "KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"
+            )
+        return self
 
     def resolved_database_url(self) -> str:
         """The SQLAlchemy URL to use: the configured one or the embedded SQLite file."""

@@ -172,25 +172,31 @@ class OutboxRow(SQLModel, table=True):
     traceparent: str | None = Field(default=None, max_length=64)
     created_at: datetime = Field(sa_type=DateTime())
     sent_at: datetime | None = Field(default=None, sa_type=DateTime())
-    # The topic's sequence number, given by the relay in publishing order (gap detection).
+    # The partition's sequence number, given by the relay in publishing order (gap detection).
     seq: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    # The partition the relay chose from the key when it numbered the row; a row sent again
+    # goes to the same one, whatever the topic's partition count has become.
+    partition: int | None = Field(default=None, nullable=True)
 
 
 class TopicSequence(SQLModel, table=True):
-    """The last sequence number the relay gave on each topic."""
+    """The last sequence number the relay gave on each topic partition."""
 
     __tablename__ = "event_sequences"
 
     topic: str = Field(max_length=255, primary_key=True)
+    partition: int = Field(default=0, primary_key=True, sa_column_kwargs={"server_default": "0"})
     last_seq: int = Field(sa_column=Column(BigInteger, nullable=False))
 
 
 class ReplicaProgress(SQLModel, table=True):
-    """Per replicated topic: the sequence up to which every event was applied, and any gap."""
+    """Per replicated topic partition: the sequence up to which every event was applied, and
+    any gap. Partitions are consumed independently (by several processes), so each counts."""
 
     __tablename__ = "replica_progress"
 
     topic: str = Field(max_length=255, primary_key=True)
+    partition: int = Field(default=0, primary_key=True, sa_column_kwargs={"server_default": "0"})
     # Every event up to this sequence number has been applied.
     contiguous: int = Field(sa_column=Column(BigInteger, nullable=False))
     # The owner's time of that event: a catch-up from `_history` starts there.

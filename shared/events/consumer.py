@@ -59,6 +59,8 @@ class ConsumerStatus:
     lag: dict[str, int] = field(default_factory=dict)
     # Messages this runner sent to each dead-letter topic since it started.
     dlq: dict[str, int] = field(default_factory=dict)
+    # Topics that do not exist while this service may not create them (not ready).
+    missing_topics: list[str] = field(default_factory=list)
 
     def enter(self, state: str, reason: str | None = None) -> None:
         """Record a change of state (and since when it holds)."""
@@ -80,6 +82,7 @@ class ConsumerStatus:
             "lastError": self.last_error,
             "lag": dict(self.lag),
             "totalLag": sum(self.lag.values()),
+            "missingTopics": list(self.missing_topics),
         }
 
 
@@ -198,6 +201,7 @@ class ConsumerRunner:
         except EnvelopeError as exc:
             await self._dead_letter(dlq, message, f"poison: {exc}", attempts=1)
             return True
+        event = event.model_copy(update={"partition": message.partition})
         # The writer's trace goes on here, and in the events this one's reactions write.
         traceparent = valid_traceparent(_header(message, "traceparent"))
         offset = message.offset
@@ -281,6 +285,7 @@ class ConsumerRunner:
             dlq = kafka.producer(self.settings)
             try:
                 await kafka.ensure_topics(self.settings, topics + [f"{t}.dlq" for t in topics])
+                self.status.missing_topics = []
                 if self.on_connect is not None:
                     await self.on_connect()
                 self._committed.clear()
@@ -297,6 +302,9 @@ class ConsumerRunner:
                 self._failed(exc, "the broker lost our offsets")
                 self.status.resets += 1
                 backoff = 0  # at once: the broker answers, it only forgot
+            except kafka.TopicsMissing as exc:
+                self.status.missing_topics = exc.topics
+                self._failed(exc, "topics missing")
             except (TimeoutError, KafkaError, OSError, BrokerUnavailable) as exc:
                 self._failed(exc, "broker unavailable")
             except asyncio.CancelledError as exc:

@@ -6,7 +6,14 @@ import os
 import uuid
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from shared.fhir import exact_json
 from shared.fhir.dates import format_instant
@@ -60,10 +67,13 @@ class ResourceEvent(BaseModel):
     time: str | None = None
     datacontenttype: str = "application/fhir+json"
     versionid: str
-    # The topic's sequence number (the CloudEvents sequence extension), set by the relay.
+    # The partition's sequence number (the CloudEvents sequence extension), set by the relay.
     sequence: str | None = None
     data: dict[str, Any] | None = None
     dataomitted: bool | None = None
+    # The Kafka partition the event came from, set by the consumer (never from the wire):
+    # sequence numbers count per partition.
+    partition: int | None = Field(default=None, exclude=True)
 
     @field_validator("id")
     @classmethod
@@ -207,6 +217,8 @@ def parse_event(raw: bytes) -> ResourceEvent:
 
 def event_from(decoded: dict[str, Any]) -> ResourceEvent:
     """Check an envelope already decoded; anything malformed is an EnvelopeError."""
+    if "partition" in decoded:  # the consumer's to set, from the record
+        decoded = {k: v for k, v in decoded.items() if k != "partition"}
     try:
         return ResourceEvent.model_validate(decoded)
     except ValidationError as exc:

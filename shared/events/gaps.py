@@ -1,4 +1,9 @@
-"""Gap detection: which of an owner's events a replica has applied, by topic sequence number."""
+"""Gap detection: which of an owner's events a replica has applied, by sequence number.
+
+Numbers count per topic partition: each partition arrives in order (whichever of the
+service's processes owns it), while partitions interleave freely, so a topic-wide count
+would open a gap whenever one partition ran ahead of another.
+"""
 
 from __future__ import annotations
 
@@ -22,14 +27,13 @@ _MAX_RANGES = 64
 Ranges = list[list[int]]
 
 _TABLE = ReplicaProgress.__table__
-_PROGRESS = select(_TABLE.c.contiguous, _TABLE.c.seen_above, _TABLE.c.gap_since).where(
-    _TABLE.c.topic == bindparam("topic")
-)
+_THIS = (_TABLE.c.topic == bindparam("topic")) & (_TABLE.c.partition == bindparam("partition"))
+_PROGRESS = select(_TABLE.c.contiguous, _TABLE.c.seen_above, _TABLE.c.gap_since).where(_THIS)
 _PROGRESS_LOCKED = _PROGRESS.with_for_update()
 _INSERT = insert(_TABLE)
 _ADVANCE = (
     update(_TABLE)
-    .where(_TABLE.c.topic == bindparam("b_topic"))
+    .where((_TABLE.c.topic == bindparam("b_topic")) & (_TABLE.c.partition == bindparam("b_part")))
     .values(contiguous=bindparam("b_contiguous"), contiguous_time=bindparam("b_time"))
 )
 
@@ -80,9 +84,10 @@ def _event_time(event: ResourceEvent) -> datetime:
 
 @dataclass
 class Gap:
-    """A topic whose events above `contiguous` are not all here."""
+    """A topic partition whose events above `contiguous` are not all here."""
 
     topic: str
+    partition: int
     contiguous: int
     contiguous_time: datetime
     highest: int
@@ -93,21 +98,25 @@ class SequenceTracker:
     """Records, in the apply transaction, which sequence numbers each topic has delivered."""
 
     def observe(self, session: Session, topic: str, event: ResourceEvent) -> None:
-        """Note an applied event; a number beyond the next one expected opens a gap."""
+        """Note an applied event; a number beyond the next one expected on its partition
+        opens a gap."""
         seq = event.seq
         if seq is None:
             return
+        partition = event.partition or 0
+        key = {"topic": topic, "partition": partition}
         connection = session.connection()
-        # Core statements, built once: this runs for every event a replica applies.
+        # Core statements, built once: this runs for every event a replica applies. The row
+        # lock is the partition's: processes owning other partitions never wait for it.
         query = _PROGRESS if connection.dialect.name == "sqlite" else _PROGRESS_LOCKED
-        row = connection.execute(query, {"topic": topic}).first()
+        row = connection.execute(query, key).first()
         if row is None:
             # The first event this replica sees starts its count (a replica built by resync
             # or replay learns the owner's numbering here; reconciliation covers the rest).
             connection.execute(
                 _INSERT,
                 {
-                    "topic": topic,
+                    **key,
                     "contiguous": seq,
                     "contiguous_time": _event_time(event),
                     "seen_above": "[]",
@@ -119,7 +128,13 @@ class SequenceTracker:
         if seq == row.contiguous + 1 and row.seen_above == "[]":
             # The common case: the next number, no gap open.
             connection.execute(
-                _ADVANCE, {"b_topic": topic, "b_contiguous": seq, "b_time": _event_time(event)}
+                _ADVANCE,
+                {
+                    "b_topic": topic,
+                    "b_part": partition,
+                    "b_contiguous": seq,
+                    "b_time": _event_time(event),
+                },
             )
             return
         ranges = add_to_ranges(orjson.loads(row.seen_above), seq)
@@ -134,7 +149,11 @@ class SequenceTracker:
             values["gap_since"] = None
         elif row.gap_since is None:
             values["gap_since"] = utcnow()
-        connection.execute(update(_TABLE).where(_TABLE.c.topic == topic).values(**values))
+        connection.execute(
+            update(_TABLE)
+            .where(_TABLE.c.topic == topic, _TABLE.c.partition == partition)
+            .values(**values)
+        )
 
     def overdue(self, database: Database, older_than: timedelta) -> list[Gap]:
         """Gaps open for longer than `older_than`."""
@@ -148,6 +167,7 @@ class SequenceTracker:
             return [
                 Gap(
                     row.topic,
+                    row.partition,
                     row.contiguous,
                     row.contiguous_time,
                     max(last for _, last in orjson.loads(row.seen_above)),
@@ -157,10 +177,23 @@ class SequenceTracker:
                 if row.gap_since is not None and row.seen_above != "[]"
             ]
 
+    def claim(self, database: Database, gap: Gap) -> bool:
+        """Whether this process closes `gap`: the first to restart its clock does, so the
+        service's other consumer processes, which see the same row, leave it alone (and take
+        it over one time-out later if this one fails to close it)."""
+        this = (ReplicaProgress.topic == gap.topic) & (ReplicaProgress.partition == gap.partition)
+        with database.write() as session:
+            claimed = session.execute(
+                update(ReplicaProgress)
+                .where(this, ReplicaProgress.gap_since == gap.since)
+                .values(gap_since=utcnow())
+            )
+            return claimed.rowcount == 1
+
     def open_gaps(self, database: Database) -> dict[str, dict[str, Any]]:
-        """Every open gap, for the status endpoint."""
+        """Every open gap, for the status endpoint (keyed `<topic>[<partition>]`)."""
         return {
-            gap.topic: {
+            f"{gap.topic}[{gap.partition}]": {
                 "contiguous": gap.contiguous,
                 "highestSeen": gap.highest,
                 "since": gap.since.isoformat(),
@@ -171,9 +204,10 @@ class SequenceTracker:
     def closed(self, database: Database, gap: Gap, covered_until: datetime) -> None:
         """After a catch-up fetched everything the owner had at `covered_until`: every number
         up to the highest seen when it began is accounted for."""
+        this = (ReplicaProgress.topic == gap.topic) & (ReplicaProgress.partition == gap.partition)
         with database.write() as session:
             row = session.execute(
-                select(ReplicaProgress).where(ReplicaProgress.topic == gap.topic).with_for_update()
+                select(ReplicaProgress).where(this).with_for_update()
             ).scalar_one_or_none()
             if row is None:
                 return
@@ -182,7 +216,7 @@ class SequenceTracker:
             )
             session.execute(
                 update(ReplicaProgress)
-                .where(ReplicaProgress.topic == gap.topic)
+                .where(this)
                 .values(
                     contiguous=contiguous,
                     contiguous_time=max(row.contiguous_time, covered_until),

@@ -122,29 +122,36 @@ class ReplicaHealer:
 
     # ---- gaps --------------------------------------------------------------------------
     async def close_overdue_gaps(self) -> int:
-        """Catch up every topic whose gap outlived the gap time-out; returns gaps closed."""
+        """Catch up every topic with a gap that outlived the gap time-out (once per topic,
+        whichever partitions it is on); returns gaps closed."""
         overdue = await run_in_threadpool(
             self.tracker.overdue, self.database, timedelta(seconds=self.settings.gap_timeout_s)
         )
-        closed = 0
+        by_topic: dict[str, list[Gap]] = {}
         for gap in overdue:
-            res_type = self.topics.get(gap.topic)
-            if res_type is None:
-                continue
-            await self._close(gap, res_type)
-            closed += 1
-        return closed
+            if gap.topic in self.topics and await run_in_threadpool(
+                self.tracker.claim, self.database, gap
+            ):
+                by_topic.setdefault(gap.topic, []).append(gap)
+        for topic, gaps in by_topic.items():
+            await self._close(gaps, self.topics[topic])
+        return sum(len(gaps) for gaps in by_topic.values())
 
-    async def _close(self, gap: Gap, res_type: str) -> None:
+    async def _close(self, gaps: list[Gap], res_type: str) -> None:
         started = utcnow()
-        versions = await self.resync(res_type, gap.contiguous_time)
-        await run_in_threadpool(self.tracker.closed, self.database, gap, started)
+        versions = await self.resync(res_type, min(gap.contiguous_time for gap in gaps))
+        for gap in gaps:
+            await run_in_threadpool(self.tracker.closed, self.database, gap, started)
         self.status.gap_repairs += 1
         self._repaired(
             "gap",
             res_type,
             versions,
-            f"events after sequence {gap.contiguous} up to {gap.highest} were missing",
+            "; ".join(
+                f"partition {gap.partition}: events after sequence {gap.contiguous} "
+                f"up to {gap.highest} were missing"
+                for gap in gaps
+            ),
         )
 
     # ---- reconciliation ----------------------------------------------------------------

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiokafka.errors import KafkaError
+from aiokafka.partitioner import DefaultPartitioner
 from sqlalchemy import bindparam, func, insert, select, text, update
 from starlette.concurrency import run_in_threadpool
 
@@ -25,8 +26,15 @@ _LEADER_LOCK = 727275
 _SET_SEQ = (
     update(OutboxRow.__table__)
     .where(OutboxRow.__table__.c.pk == bindparam("b_pk"))
-    .values(seq=bindparam("b_seq"))
+    .values(seq=bindparam("b_seq"), partition=bindparam("b_partition"))
 )
+_PARTITIONER = DefaultPartitioner()
+
+
+def partition_of(key: str, partitions: int) -> int:
+    """The partition Kafka's default partitioner gives `key` (murmur2) among `partitions`."""
+    all_partitions = list(range(partitions))
+    return _PARTITIONER(key.encode(), all_partitions, all_partitions)
 
 
 @dataclass
@@ -36,6 +44,8 @@ class RelayStatus:
     last_error: str | None = None
     connected: bool = False
     leader: bool = False
+    # Topics that do not exist while this service may not create them (not ready).
+    missing_topics: list[str] = field(default_factory=list)
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
@@ -88,51 +98,64 @@ class OutboxRelay:
                 ).scalars()
             )
 
-    def _number(self, pks: list[int]) -> dict[int, int]:
-        """Give unnumbered rows the next sequence numbers of their topics, in pk order;
-        returns every row's number.
+    def _number(self, pks: list[int], partitions: dict[str, int]) -> dict[int, tuple[int, int]]:
+        """Give unnumbered rows a partition (from the key, as Kafka's default partitioner
+        would, over `partitions[topic]`) and the next sequence number of that partition, in
+        pk order; returns every row's (partition, number).
 
         Numbered in the database before sending, so a row sent again after a failure keeps
-        its number; rows another relay numbered meanwhile keep theirs.
+        its partition and number; rows another relay numbered meanwhile keep theirs. Numbers
+        count per partition because partitions are consumed apart: a replica's consumers see
+        each partition in order, never the topic as a whole.
         """
         table = OutboxRow.__table__
         with self.database.write() as session:
             rows = session.execute(
-                select(table.c.pk, table.c.topic, table.c.seq)
+                select(table.c.pk, table.c.topic, table.c.key, table.c.partition, table.c.seq)
                 .where(table.c.pk.in_(pks))
                 .order_by(table.c.pk)
             ).all()
-            numbers = {pk: seq for pk, _, seq in rows if seq is not None}
-            topics = sorted({topic for _, topic, seq in rows if seq is None})
-            if not topics:
+            numbers = {row.pk: (row.partition or 0, row.seq) for row in rows if row.seq is not None}
+            fresh = [row for row in rows if row.seq is None]
+            if not fresh:
                 return numbers
+            chosen = {row.pk: partition_of(row.key, partitions.get(row.topic, 1)) for row in fresh}
+            slots = sorted({(row.topic, chosen[row.pk]) for row in fresh})
+            topics = sorted({topic for topic, _ in slots})
             # (dict() of a Result would take it for a mapping: it has keys().)
             last = {
-                topic: seq
-                for topic, seq in session.execute(
-                    select(TopicSequence.topic, TopicSequence.last_seq)
+                (topic, partition): seq
+                for topic, partition, seq in session.execute(
+                    select(TopicSequence.topic, TopicSequence.partition, TopicSequence.last_seq)
                     .where(TopicSequence.topic.in_(topics))
                     .with_for_update()
                 )
             }
             known = set(last)
-            for pk, topic, seq in rows:
-                if seq is None:
-                    last[topic] = last.get(topic, 0) + 1
-                    numbers[pk] = last[topic]
+            for row in fresh:
+                slot = (row.topic, chosen[row.pk])
+                last[slot] = last.get(slot, 0) + 1
+                numbers[row.pk] = (slot[1], last[slot])
             session.connection().execute(
                 _SET_SEQ,
-                [{"b_pk": pk, "b_seq": numbers[pk]} for pk, _, seq in rows if seq is None],
+                [
+                    {"b_pk": row.pk, "b_partition": numbers[row.pk][0], "b_seq": numbers[row.pk][1]}
+                    for row in fresh
+                ],
             )
-            for topic in topics:
-                if topic in known:
+            for topic, partition in slots:
+                if (topic, partition) in known:
                     session.execute(
                         update(TopicSequence)
-                        .where(TopicSequence.topic == topic)
-                        .values(last_seq=last[topic])
+                        .where(TopicSequence.topic == topic, TopicSequence.partition == partition)
+                        .values(last_seq=last[(topic, partition)])
                     )
                 else:
-                    session.execute(insert(TopicSequence).values(topic=topic, last_seq=last[topic]))
+                    session.execute(
+                        insert(TopicSequence).values(
+                            topic=topic, partition=partition, last_seq=last[(topic, partition)]
+                        )
+                    )
             return numbers
 
     def _mark_sent(self, pks: list[int]) -> None:
@@ -200,15 +223,19 @@ class OutboxRelay:
             rows = await run_in_threadpool(self._fetch)
             if not rows:
                 return total
-            if any(row.seq is None for row in rows):
-                numbers = await run_in_threadpool(self._number, [row.pk for row in rows])
-                for row in rows:
-                    row.seq = numbers[row.pk]
             topics = {row.topic for row in rows}
+            if any(row.seq is None or row.partition is None for row in rows):
+                partitions = {t: len(await producer.partitions_for(t)) for t in topics}
+                numbers = await run_in_threadpool(
+                    self._number, [row.pk for row in rows], partitions
+                )
+                for row in rows:
+                    row.partition, row.seq = numbers[row.pk]
             futures = [
                 await producer.send(
                     row.topic,
                     key=row.key.encode(),
+                    partition=row.partition,
                     value=with_sequence(row.payload, row.seq),
                     headers=[
                         ("ce_id", row.event_id.encode()),
@@ -251,6 +278,7 @@ class OutboxRelay:
                     self.status.leader = True
                     await producer.start()
                     await kafka.ensure_topics(self.settings, self.topics)
+                    self.status.missing_topics = []
                     self.status.connected = True
                     backoff = 0.2
                     while not self._stopping:
@@ -261,6 +289,11 @@ class OutboxRelay:
                         await self.publish_pending(producer)
                         with contextlib.suppress(TimeoutError):
                             await asyncio.wait_for(self._wake.wait(), timeout=poll_seconds)
+                except kafka.TopicsMissing as exc:
+                    failed = True
+                    self._failed(exc)
+                    self.status.missing_topics = exc.topics
+                    log.error("relay: %s; retrying in %.1f s", exc, backoff)
                 except (TimeoutError, KafkaError, OSError) as exc:
                     failed = True
                     self._failed(exc)

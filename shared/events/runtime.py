@@ -330,6 +330,13 @@ class EventRuntime:
             for d in self.replicated
         }
 
+    def missing_topics(self) -> list[str]:
+        """Topics the relay or the consumer needs that do not exist (creation off)."""
+        missing = set(self.relay.status.missing_topics)
+        if self.replicated:
+            missing |= set(self.consumer.status.missing_topics)
+        return sorted(missing)
+
     def status(self) -> dict[str, Any]:
         """Relay and consumer state, for the status endpoint."""
         try:
@@ -363,6 +370,7 @@ class EventRuntime:
                 "failures": relay.failures,
                 "lastError": relay.last_error,
                 "pending": pending,
+                "missingTopics": list(relay.missing_topics),
             },
             "consumer": consumer,
         }
