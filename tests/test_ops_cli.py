@@ -334,7 +334,7 @@ async def test_a_reindex_killed_half_way_resumes(intake: httpx.AsyncClient, data
 
     resumed = command("intake", "reindex", "--type", "Patient", "--batch", "50", env=env)
     assert resumed.returncode == 0, resumed.stderr
-    first = resumed.stderr.strip().splitlines()[0]
+    first = next(x for x in resumed.stderr.splitlines() if x.startswith("reindex Patient"))
     assert first.endswith(f" {half_way}/{count}")
     assert resumed.stdout.strip().splitlines()[0] == f"reindexed {count} Patient resource(s)"
     assert len(await _ids(intake, "gender=male")) == count

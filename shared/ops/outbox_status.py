@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from shared.db.engine import Database
 from shared.db.models import OutboxRow, RelayState, TopicSequence
@@ -25,9 +26,7 @@ def outbox_status(database: Database) -> dict[str, Any]:
             select(OutboxRow.topic, func.count()).where(unsent).group_by(OutboxRow.topic)
         ).all()
         last_sent = session.execute(select(func.max(OutboxRow.sent_at))).scalar_one()
-        sequences = session.execute(
-            select(TopicSequence.topic, TopicSequence.last_seq).order_by(TopicSequence.topic)
-        ).all()
+        sequences = _sequences(session)
         state = session.execute(
             select(RelayState.last_error, RelayState.last_error_at).where(
                 RelayState.name == "relay"
@@ -41,8 +40,21 @@ def outbox_status(database: Database) -> dict[str, Any]:
         "lastSent": _instant(last_sent),
         "lastError": state.last_error if state else None,
         "lastErrorAt": _instant(state.last_error_at) if state else None,
-        "sequences": {topic: int(seq) for topic, seq in sequences},
+        "sequences": sequences,
     }
+
+
+def _sequences(session: Session) -> dict[str, int]:
+    """The last sequence number per topic, or per `topic[partition]` once sequences are
+    numbered per partition."""
+    table = TopicSequence.__table__
+    partition = table.c.get("partition")
+    columns = [table.c.topic, table.c.last_seq] + ([partition] if partition is not None else [])
+    found = {}
+    for row in session.execute(select(*columns).order_by(*columns[:1], *columns[2:])):
+        key = row[0] if partition is None else f"{row[0]}[{row[2]}]"
+        found[key] = int(row[1])
+    return found
 
 
 def _instant(moment: datetime | None) -> str | None:
