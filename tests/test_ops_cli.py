@@ -349,10 +349,14 @@ async def test_a_reindex_killed_half_way_resumes(intake: httpx.AsyncClient, data
 
 # ---- outbox status -------------------------------------------------------------------------
 async def test_outbox_status_counts_the_backlog_and_names_the_relays_last_error(
-    kafka_broker: Broker, topic_prefix: str, intake: httpx.AsyncClient, database_url: str
+    kafka_broker: Broker,
+    topic_prefix: str,
+    service_client: Callable[..., httpx.AsyncClient],
+    database_url: str,
 ):
-    for _ in range(3):
-        assert (await intake.post("/Patient", json=patient())).status_code == 201
+    async with service_client("intake", topic_prefix=topic_prefix) as intake:
+        for _ in range(3):
+            assert (await intake.post("/Patient", json=patient())).status_code == 201
     env = _env("intake", database_url, topic_prefix=topic_prefix)
     status = answer("intake", "outbox", "status", env=env)
     # Each write has its AuditEvent; nothing is relayed without a relay.
