@@ -13,15 +13,18 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import delete, func, insert, select, text, update
 
+from services.outcomes.timeline.rows import TimelineRows
+from services.outcomes.timeline.tables import SESSIONS
 from shared.cli import main
 from shared.db.engine import Database
 from shared.db.models import ProcessedEvent, ReindexProgress, StringIndex, TokenIndex, VersionRow
 from tests import kafka_support
-from tests.conftest import BACKENDS, SERVICES
-from tests.factories import patient
+from tests.conftest import BACKENDS, SERVICES, make_settings
+from tests.factories import appointment, patient
 from tests.kafka_support import eventually, produce, read_topic
+from tests.replicas import replicate
 from tooling.broker import Broker
 from tooling.ports import free_port
 from tooling.service_process import ROOT, ServiceProcess
@@ -293,6 +296,36 @@ async def test_reindex_restores_search_results(intake: httpx.AsyncClient, databa
     # All types at once, as JSON.
     everything = answer("intake", "reindex", env=env)["reindexed"]
     assert everything["Patient"] == 3 and "Organization" in everything
+
+
+@BACKENDS
+async def test_reindex_rebuilds_projections(outcomes: httpx.AsyncClient, database_url: str):
+    """Outcomes' timeline tables follow the resources again: missing, wrong and orphan rows."""
+    types = TimelineRows(make_settings("outcomes", database_url).canonical_base).session_type
+    for appointment_id in ("a1", "a2"):
+        body = {
+            **appointment("p1"),
+            "serviceType": [{"coding": [{"system": types, "code": "emdr"}]}],
+        }
+        replicate(outcomes, "Appointment", appointment_id, body)
+    database = Database(database_url)
+    try:
+        with database.write() as session:
+            session.execute(delete(SESSIONS).where(SESSIONS.c.appointment_id == "a1"))
+            session.execute(update(SESSIONS).values(status="cancelled"))
+            session.execute(
+                insert(SESSIONS).values(appointment_id="ghost", patient_id="p1", status="booked")
+            )
+        done = command(
+            "outcomes", "reindex", "--type", "Appointment", env=_env("outcomes", database_url)
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.splitlines()[0] == "reindexed 2 Appointment resource(s)"
+        with database.read() as session:
+            rows = session.execute(select(SESSIONS.c.appointment_id, SESSIONS.c.status)).all()
+        assert sorted(rows) == [("a1", "booked"), ("a2", "booked")]
+    finally:
+        database.dispose()
 
 
 @BACKENDS
