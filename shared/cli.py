@@ -1,4 +1,5 @@
-"""Command line of every service: `serve` (the default) and `migrate`."""
+"""Command line of every service: `serve` (the default), `migrate`, the event commands
+(`relay`, `resync`, `replay`) and the repair commands (`dlq`, `reindex`, `outbox`)."""
 
 from __future__ import annotations
 
@@ -17,13 +18,70 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+from pydantic import ValidationError
 from uvicorn.supervisors import Multiprocess
 
 from shared.db.engine import Database
 from shared.db.migrate import upgrade
+from shared.events.describe import describe
 from shared.observability.logs import configure_logging
 from shared.observability.metrics import clear_multiprocess_dir
+from shared.ops import commands
+from shared.ops.commands import CommandError
 from shared.settings import ServiceSettings
+
+
+def build_parser(service: str) -> argparse.ArgumentParser:
+    """The command line: `serve` when no command is given."""
+    parser = argparse.ArgumentParser(
+        prog=f"python -m services.{service}", description=f"The {service} FHIR service."
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.add_parser("serve", help="serve the FHIR API (the default)")
+    commands.add_parser("migrate", help="bring the database schema up to date")
+    commands.add_parser("relay", help="relay the outbox to Kafka until stopped")
+    commands.add_parser("resync", help="resynchronise replicas from their owners' _history")
+    commands.add_parser("replay", help="rebuild replicas by replaying their topics")
+
+    dlq = commands.add_parser("dlq", help="this service's dead-lettered events")
+    dlq_commands = dlq.add_subparsers(dest="dlq_command", metavar="ACTION", required=True)
+    for action, text in (
+        ("list", "list the dead letters (never the resources they carry)"),
+        ("show", "show one dead letter: headers and envelope without its data"),
+        ("redrive", "apply the dead letters not redriven yet, once their cause is fixed"),
+    ):
+        sub = dlq_commands.add_parser(action, help=text, description=text)
+        sub.add_argument("--topic", help="one source topic (e.g. fhir.Patient or Patient)")
+        if action != "list":
+            sub.add_argument(
+                "--id",
+                required=action == "show",
+                help="an event id, or <dlq topic>:<partition>:<offset> as listed",
+            )
+        _json_flag(sub)
+
+    reindex = commands.add_parser(
+        "reindex",
+        help="rebuild search index rows and projections from the stored resources",
+        description="Rebuild search index rows (and projections) from the stored resources, "
+        "in short batches; a run stopped half-way resumes where it was.",
+    )
+    reindex.add_argument("--type", help="one resource type (default: every type)")
+    reindex.add_argument("--batch", type=int, default=500, help="resources per transaction")
+    reindex.add_argument("--quiet", action="store_true", help="no progress bar")
+    _json_flag(reindex)
+
+    outbox = commands.add_parser("outbox", help="the event outbox")
+    outbox_commands = outbox.add_subparsers(dest="outbox_command", metavar="ACTION", required=True)
+    status = outbox_commands.add_parser(
+        "status", help="backlog, oldest unsent row, last relay error, sequence per topic"
+    )
+    _json_flag(status)
+    return parser
+
+
+def _json_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
 
 
 def main(
@@ -32,19 +90,44 @@ def main(
     argv: list[str] | None = None,
 ) -> int:
     """Run a service's command line."""
-    parser = argparse.ArgumentParser(description="FHIR service")
-    parser.add_argument(
-        "command",
-        nargs="?",
-        default="serve",
-        choices=["serve", "migrate", "relay", "resync", "replay"],
-        help="serve (default); migrate the database; relay the outbox to Kafka; resync "
-        "replicas from their owners' _history; replay topics to rebuild replicas",
-    )
-    args = parser.parse_args(argv)
-    settings = settings_factory()
+    service = app_factory.__module__.split(".")[-2] if "." in app_factory.__module__ else "service"
+    args = build_parser(service).parse_args(argv)
+    command = args.command or "serve"
+    try:
+        settings = settings_factory()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        print(f"{service}: setting {where}: {first['msg']}", file=sys.stderr)
+        return 2
     configure_logging(settings.service_name, settings.log_level, settings.log_format)
-    if args.command == "migrate":
+    if command == "serve":
+        return _serve(settings, app_factory)
+    if command in ("dlq", "reindex", "outbox"):
+        # Their stdout is their answer: logs go to stderr.
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logging.StreamHandler):
+                handler.setStream(sys.stderr)
+    try:
+        return _run(command, args, settings, app_factory)
+    except CommandError as exc:
+        print(f"{settings.service_name} {command}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{settings.service_name} {command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # one line for the operator, never a traceback
+        print(f"{settings.service_name} {command} failed: {describe(exc)}", file=sys.stderr)
+        return 1
+
+
+def _run(
+    command: str,
+    args: argparse.Namespace,
+    settings: ServiceSettings,
+    app_factory: Callable[[ServiceSettings], FastAPI],
+) -> int:
+    if command == "migrate":
         database = Database(settings.resolved_database_url())
         try:
             upgrade(database)
@@ -52,8 +135,19 @@ def main(
             database.dispose()
         print(f"{settings.service_name}: database schema is up to date")
         return 0
-    if args.command in ("relay", "resync", "replay"):
-        return asyncio.run(_event_command(args.command, settings, app_factory))
+    if command == "outbox":
+        return commands.outbox(args, settings)
+    if command == "reindex":
+        # Synchronous, so Ctrl-C stops it between two statements (the batch rolls back).
+        settings, app = _command_app(settings, app_factory)
+        try:
+            return commands.reindex(args, settings, app)
+        finally:
+            app.state.fhir.database.dispose()
+    return asyncio.run(_event_command(command, args, settings, app_factory))
+
+
+def _serve(settings: ServiceSettings, app_factory: Callable[[ServiceSettings], FastAPI]) -> int:
     options: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
@@ -118,20 +212,33 @@ def _serve_workers(settings: ServiceSettings, app_path: str, options: dict[str, 
     Multiprocess(config, sockets=[sock]).run()
 
 
-async def _event_command(
-    command: str, settings: ServiceSettings, app_factory: Callable[[ServiceSettings], FastAPI]
-) -> int:
-    """Run one event command against the service's database and broker."""
+def _command_app(
+    settings: ServiceSettings, app_factory: Callable[[ServiceSettings], FastAPI]
+) -> tuple[ServiceSettings, FastAPI]:
+    """The service's app for a command: no relay, no catch-up, no lifespan."""
     # These commands serve no HTTP, so they need no issuer to check tokens against.
     update = {"relay_in_process": False, "resync_on_start": False}
     if not settings.auth_issuer:
         update["auth_disabled"] = True
     settings = settings.model_copy(update=update)
-    app = app_factory(settings)
+    return settings, app_factory(settings)
+
+
+async def _event_command(
+    command: str,
+    args: argparse.Namespace,
+    settings: ServiceSettings,
+    app_factory: Callable[[ServiceSettings], FastAPI],
+) -> int:
+    """Run one event or repair command against the service's database and broker."""
+    settings, app = _command_app(settings, app_factory)
     events = app.state.events
     database = app.state.fhir.database
-    upgrade(database)
     try:
+        if command == "dlq":
+            return await commands.dlq(args, settings, app)
+        # The repair commands leave migrating to `migrate`; these did it themselves always.
+        upgrade(database)
         if command == "resync":
             print(json.dumps({"resynced": await events.resync_all()}))
         elif command == "replay":

@@ -32,7 +32,7 @@ NAMES = ("intake", "scheduling", "outcomes")
 PORTS = {name: free_port() for name in NAMES}
 REPLICATED = ("Patient", "Appointment", "MedicationAdministration")
 # Replicated too, but no test here writes them: followed as topics, not compared.
-ALSO_FOLLOWED = ("EpisodeOfCare", "Consent", "QuestionnaireResponse")
+ALSO_FOLLOWED = ("EpisodeOfCare", "Consent", "QuestionnaireResponse", "Encounter")
 # Replicated from what intake publishes at start: its screening Questionnaire, one version.
 PUBLISHED = ("Questionnaire",)
 

@@ -344,7 +344,8 @@ def expected_acls(service: str) -> set[tuple[str, str, str]]:
     acls |= {("topic", t, op) for t in consumed_topics(service) for op in ("Describe", "Read")}
     acls |= {("topic", t, op) for t in dlq_topics(service) for op in ("Describe", "Read", "Write")}
     if consumed_topics(service):
-        acls |= {("group", consumer_group(service), op) for op in ("Describe", "Read")}
+        groups = (consumer_group(service), f"{consumer_group(service)}.dlq-redrive")
+        acls |= {("group", g, op) for g in groups for op in ("Describe", "Read")}
     return acls
 
 

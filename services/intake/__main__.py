@@ -1,4 +1,4 @@
-"""`python -m services.intake [serve|migrate]`."""
+"""`python -m services.intake COMMAND ...` (serve, migrate, the event and repair commands)."""
 
 import sys
 

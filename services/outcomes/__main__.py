@@ -1,4 +1,4 @@
-"""`python -m services.outcomes [serve|migrate|relay|resync|replay]`, and
+"""`python -m services.outcomes COMMAND ...` (see --help), and
 `python -m services.outcomes chart {patient ID|programme|window} --url BASE --out FILE`."""
 
 import sys

@@ -1,4 +1,4 @@
-"""`python -m services.scheduling [serve|migrate]`."""
+"""`python -m services.scheduling COMMAND ...` (serve, migrate, the event and repair commands)."""
 
 import sys
 

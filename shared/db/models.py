@@ -225,3 +225,26 @@ class AuditSpoolRow(SQLModel, table=True):
     pk: int | None = Field(default=None, sa_column=Column(PK, primary_key=True, autoincrement=True))
     # The access as JSON (shared.auth.audit_record.Access): small, so the insert stays cheap.
     record: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class ReindexProgress(SQLModel, table=True):
+    """A reindex of one resource type in progress: resources up to `last_pk` are done."""
+
+    __tablename__ = "reindex_progress"
+
+    res_type: str = Field(max_length=64, primary_key=True)
+    last_pk: int = Field(sa_column=Column(BigInteger, nullable=False))
+    done: int = Field(sa_column=Column(BigInteger, nullable=False))
+    started_at: datetime = Field(sa_type=DateTime())
+    updated_at: datetime = Field(sa_type=DateTime())
+
+
+class RelayState(SQLModel, table=True):
+    """What the outbox relay last went through, for `outbox status` in another process."""
+
+    __tablename__ = "relay_state"
+
+    # One row per database ("relay").
+    name: str = Field(max_length=32, primary_key=True)
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    last_error_at: datetime | None = Field(default=None, sa_type=DateTime())

@@ -13,7 +13,7 @@ from sqlalchemy import bindparam, func, insert, select, text, update
 from starlette.concurrency import run_in_threadpool
 
 from shared.db.engine import Database
-from shared.db.models import OutboxRow, TopicSequence
+from shared.db.models import OutboxRow, RelayState, TopicSequence
 from shared.events import kafka
 from shared.events.describe import describe
 from shared.events.envelope import with_sequence
@@ -306,6 +306,7 @@ class OutboxRelay:
                     with contextlib.suppress(Exception):
                         await producer.stop()
                 if failed:
+                    await run_in_threadpool(self._record_error)
                     await self._pause(backoff)
                     backoff = min(backoff * 2, 5)
         finally:
@@ -317,6 +318,19 @@ class OutboxRelay:
         self.status.failures += 1
         RELAY_ERRORS.labels(self.settings.service_name).inc()
         self.status.last_error = describe(exc)
+
+    def _record_error(self) -> None:
+        """Keep the last error where `outbox status` (another process) can read it."""
+        try:
+            with self.database.write() as session:
+                values = {"last_error": self.status.last_error, "last_error_at": utcnow()}
+                found = session.execute(
+                    update(RelayState).where(RelayState.name == "relay").values(**values)
+                ).rowcount
+                if not found:
+                    session.execute(insert(RelayState).values(name="relay", **values))
+        except Exception as exc:  # the database may be what failed
+            log.debug("relay: could not record its error: %s", describe(exc))
 
     def stop(self) -> None:
         self._stopping = True

@@ -1,0 +1,1 @@
+"""Repair commands of every service: dead letters, reindexing, the outbox's state."""
