@@ -50,9 +50,9 @@ def first_paint(url: str, patients: int) -> PageTiming:
         return PageTiming(note="not measured: Debian's chromium is not installed")
     try:
         from playwright.sync_api import sync_playwright
-        from tests.pages_support import pages_settings
 
         from tests.issuer_support import running_issuer
+        from tests.pages_support import pages_settings
         from tooling.dev_issuer import DEV_PASSWORD
     except ImportError:
         return PageTiming(note="not measured: pages not merged")
