@@ -6,24 +6,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from services.intake.screening.protocol import all_items
+from shared.fhir.answers import answer_value, same_answer
 from shared.fhir.errors import invalid
-
-
-def _value(element: dict[str, Any]) -> tuple[str, Any] | None:
-    """The (value[x] key, value) of an answer or an answerOption."""
-    return next(((k, v) for k, v in element.items() if k.startswith("value")), None)
-
-
-def _same(answer: tuple[str, Any], option: tuple[str, Any]) -> bool:
-    if answer[0] != option[0]:
-        return False
-    if answer[0] == "valueCoding":
-        # A coding is its system and code; display and extensions (the score) may differ.
-        given, listed = answer[1], option[1]
-        return isinstance(given, dict) and all(
-            given.get(key) == listed.get(key) for key in ("system", "code")
-        )
-    return answer[1] == option[1]
 
 
 def answered_items(items: list[dict[str, Any]], path: str) -> Iterator[tuple[dict[str, Any], str]]:
@@ -46,13 +30,13 @@ def check_answer_options(response: dict[str, Any], questionnaire: dict[str, Any]
         listed = items.get(item.get("linkId"))
         if listed is None:
             continue
-        options = [_value(option) for option in listed["answerOption"]]
+        options = [answer_value(option) for option in listed["answerOption"]]
         for n, answer in enumerate(item.get("answer", [])):
-            given = _value(answer)
+            given = answer_value(answer)
             free_text = listed.get("type") == "open-choice" and given and given[0] == "valueString"
             if given is None or free_text:
                 continue
-            if not any(option and _same(given, option) for option in options):
+            if not any(option and same_answer(given, option) for option in options):
                 wrong.append((listed["linkId"], f"{path}.answer[{n}]"))
     if wrong:
         raise invalid(

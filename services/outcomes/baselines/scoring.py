@@ -9,6 +9,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from services.outcomes.baselines.instruments import PRORATED, SUM, Instrument
+from shared.fhir.answers import answer_value, same_answer
 
 # Where a Questionnaire puts an answer option's score: R4's ordinalValue (on the option or on
 # its valueCoding), or itemWeight (its successor in R5 and SDC).
@@ -35,11 +36,6 @@ class Total:
         return self.instrument.items - self.answered
 
 
-def _value(element: dict[str, Any]) -> tuple[str, Any] | None:
-    """The (value[x] key, value) of an answer or an answer option."""
-    return next(((k, v) for k, v in element.items() if k.startswith("value")), None)
-
-
 def _extension_score(element: Any) -> Decimal | None:
     extensions = element.get("extension") if isinstance(element, dict) else None
     for extension in extensions if isinstance(extensions, list) else []:
@@ -54,18 +50,6 @@ def option_score(option: dict[str, Any]) -> Decimal | None:
     """The score an answer option carries (on itself, or on its valueCoding), if any."""
     found = _extension_score(option)
     return found if found is not None else _extension_score(option.get("valueCoding"))
-
-
-def _same(answer: tuple[str, Any], option: tuple[str, Any]) -> bool:
-    if answer[0] != option[0]:
-        return False
-    if answer[0] == "valueCoding":
-        # A coding is its system and code; the display and extensions may differ.
-        given, listed = answer[1], option[1]
-        return isinstance(given, dict) and all(
-            given.get(key) == listed.get(key) for key in ("system", "code")
-        )
-    return answer[1] == option[1]
 
 
 def instrument_group(
@@ -98,11 +82,11 @@ def _item_score(
 ) -> int | None:
     """The score of one question's answer; None when it is unanswered or cannot be scored (no
     single answer, not among the options, or an option score outside the item's range)."""
-    if len(answers) != 1 or (given := _value(answers[0])) is None:
+    if len(answers) != 1 or (given := answer_value(answers[0])) is None:
         return None
     for option in question.get("answerOption") or []:
-        listed = _value(option)
-        if listed is not None and _same(given, listed):
+        listed = answer_value(option)
+        if listed is not None and same_answer(given, listed):
             score = option_score(option)
             if score is None or score != score.to_integral():
                 return None
