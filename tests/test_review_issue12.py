@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 from aiokafka import ConsumerRecord
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.exc import IntegrityError
 
 from shared.events.consumer import ConsumerRunner
@@ -131,3 +132,19 @@ def test_the_access_line_never_carries_an_unchecked_traceparent():
     finally:
         current_traceparent.reset(token)
     assert NAME not in line
+
+
+async def test_an_invented_http_method_makes_no_new_metric_series(outcomes):
+    """Each method a client invents (any token is a valid HTTP method) became a label value
+    of http_requests_total and of every histogram bucket: unbounded series from outside."""
+    for n in range(3):
+        response = await outcomes.request(f"X{n}{uuid.uuid4().hex[:8].upper()}", "/Patient")
+        assert response.status_code in (400, 401, 404, 405, 501)
+    text = (await outcomes.get("http://testserver/metrics")).text
+    methods = set()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.startswith("http_request"):
+                methods.add(sample.labels.get("method"))
+    standard = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other", None}
+    assert methods <= standard, methods - standard
