@@ -223,8 +223,9 @@ class ConsumerRunner:
         while True:
             attempt += 1
             try:
-                prepared = event if self.prepare is None else await self.prepare(event)
+                # The owner look-up of an id-only event belongs to the same trace.
                 with consuming(message.topic, traceparent, **{"messaging.kafka.offset": offset}):
+                    prepared = event if self.prepare is None else await self.prepare(event)
                     applied = await run_in_threadpool(self.apply, message.topic, prepared)
                 if applied:
                     self.status.processed += 1
@@ -235,10 +236,11 @@ class ConsumerRunner:
             except Exception as exc:
                 self.status.last_error = describe(exc)
                 if attempt >= self.settings.consumer_max_attempts:
-                    await self._dead_letter(dlq, message, f"{type(exc).__name__}: {exc}", attempt)
+                    # Never the raw message: a database error quotes the statement's parameters.
+                    await self._dead_letter(dlq, message, describe(exc), attempt)
                     return True
                 RETRIES.labels(self.settings.service_name, message.topic).inc()
-                log.info("%s: attempt %d failed (%s); retrying", self.name, attempt, exc)
+                log.info("%s: attempt %d failed (%s); retrying", self.name, attempt, describe(exc))
                 self.status.retries += 1
                 delay = min(self.settings.consumer_backoff_seconds * 2 ** (attempt - 1), 10.0)
                 # A shutdown cuts the wait short; the message is redelivered after the restart.

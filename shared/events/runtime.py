@@ -18,6 +18,7 @@ from shared.db.engine import Database
 from shared.events import kafka
 from shared.events.catchup import newest_replicated, replay_topic, resync_from_owner
 from shared.events.consumer import ConsumerRunner, Handler
+from shared.events.describe import describe
 from shared.events.envelope import ResourceEvent, topic_for
 from shared.events.healing import ReplicaHealer
 from shared.events.reactions import ReactionContext
@@ -160,17 +161,16 @@ class EventRuntime:
             async with self.http_client(timeout=5) as client:
                 response = await client.get(url)
         except httpx.HTTPError as exc:
-            log.warning("lookup of %s/%s at %s failed: %s", res_type, res_id, definition.owner, exc)
+            # The type and the owner, never the id or the URL (patient data, addresses).
+            log.warning(
+                "lookup of a %s at %s failed: %s", res_type, definition.owner, describe(exc)
+            )
             raise _owner_unavailable(definition.owner, res_type, res_id) from None
         if response.status_code in (404, 410):
             return False
         if response.status_code != 200:
             log.warning(
-                "lookup of %s/%s at %s answered %d",
-                res_type,
-                res_id,
-                definition.owner,
-                response.status_code,
+                "lookup of a %s at %s answered %d", res_type, definition.owner, response.status_code
             )
             raise _owner_unavailable(definition.owner, res_type, res_id)
         data = exact_json.loads(response.content)

@@ -12,7 +12,7 @@ from typing import Any
 
 from opentelemetry import trace
 
-from shared.events.outbox import current_traceparent
+from shared.events.outbox import current_traceparent, valid_traceparent
 
 # Attributes a LogRecord has of its own; anything else was passed as `extra` and is kept.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
@@ -24,7 +24,7 @@ def _trace_ids() -> tuple[str | None, str | None]:
     context = trace.get_current_span().get_span_context()
     if context.is_valid:
         return f"{context.trace_id:032x}", f"{context.span_id:016x}"
-    header = current_traceparent.get()
+    header = valid_traceparent(current_traceparent.get())
     parts = header.split("-") if header else []
     if len(parts) == 4 and len(parts[1]) == 32:
         return parts[1], parts[2]

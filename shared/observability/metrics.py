@@ -29,7 +29,7 @@ from sqlalchemy import event, func, select
 from starlette.routing import Match
 
 from shared.db.models import OutboxRow, ReplicaProgress
-from shared.events.outbox import current_traceparent
+from shared.events.outbox import current_traceparent, valid_traceparent
 from shared.fhir.dates import utcnow
 from shared.observability.logs import log_request
 
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from shared.db.engine import Database
 
 PREFIX = "kemdr"
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # Latency buckets from a cached read (~1 ms) to a slow Bundle or report (~10 s).
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
@@ -212,12 +213,16 @@ class RequestMetrics:
         # The access line names the caller's trace (TraceContext, inside, sets it for the
         # handlers only).
         header = next((v for k, v in scope["headers"] if k == b"traceparent"), None)
-        token = current_traceparent.set(header.decode("latin-1") if header else None)
+        token = current_traceparent.set(
+            valid_traceparent(header.decode("latin-1")) if header else None
+        )
         try:
             await self.app(scope, receive, sending)
         finally:
             template = self._template(scope)
+            # Any token is a method to HTTP: an invented one must not mint new series.
             method = scope.get("method", "GET")
+            method = method if method in METHODS else "other"
             elapsed = time.perf_counter() - started
             REQUESTS.labels(self.service, template, method, str(status)).inc()
             LATENCY.labels(self.service, template, method).observe(elapsed)

@@ -260,6 +260,10 @@ class DeadLetters:
             event = parse_event(letter.record.value or b"")
         except EnvelopeError as exc:
             return "unreadable", str(exc)
+        # Sequence numbers count per partition: the one it was dead-lettered from.
+        event = event.model_copy(
+            update={"partition": _int(letter.headers.get("dlq_source_partition"))}
+        )
         source = letter.headers.get("dlq_source_topic") or letter.record.topic.removesuffix(
             DLQ_SUFFIX
         )
