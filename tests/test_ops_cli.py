@@ -447,7 +447,11 @@ async def test_outbox_status_counts_the_backlog_and_names_the_relays_last_error(
         relay.wait(timeout=30)
     assert status["oldestUnsent"] is None and status["oldestUnsentAgeSeconds"] == 0
     assert status["lastSent"] is not None
-    assert status["sequences"] == {f"{topic_prefix}AuditEvent": 3, f"{topic_prefix}Patient": 3}
+    # Sequence numbers count per topic partition (one partition here).
+    assert status["sequences"] == {
+        f"{topic_prefix}AuditEvent[0]": 3,
+        f"{topic_prefix}Patient[0]": 3,
+    }
 
 
 # ---- the command line itself ---------------------------------------------------------------
