@@ -6,9 +6,6 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from services.outcomes.charts.programme import render_programme
-from services.outcomes.charts.trajectory import render_trajectory
-from services.outcomes.charts.window import render_window
 from services.outcomes.observations.measures import MeasureTable
 from shared.fhir.http import negotiate
 from shared.fhir.operations import Renderer
@@ -16,11 +13,33 @@ from shared.fhir.operations import Renderer
 # Chart format -> its media type, and back.
 MEDIA_TYPES = {"png": "image/png", "svg": "image/svg+xml"}
 FORMATS = {media: fmt for fmt, media in MEDIA_TYPES.items()}
+
+
+# matplotlib is imported when a chart is first drawn: it added about a second to the start of
+# every outcomes process.
+def _render_trajectory(*args: Any, **kwargs: Any) -> bytes:
+    from services.outcomes.charts.trajectory import render_trajectory
+
+    return render_trajectory(*args, **kwargs)
+
+
+def _render_programme(*args: Any, **kwargs: Any) -> bytes:
+    from services.outcomes.charts.programme import render_programme
+
+    return render_programme(*args, **kwargs)
+
+
+def _render_window(*args: Any, **kwargs: Any) -> bytes:
+    from services.outcomes.charts.window import render_window
+
+    return render_window(*args, **kwargs)
+
+
 # Chart name -> what draws it from its operation's Parameters in a format.
 CHARTS: dict[str, Callable[..., bytes]] = {
-    "patient": render_trajectory,
-    "programme": render_programme,
-    "window": render_window,
+    "patient": _render_trajectory,
+    "programme": _render_programme,
+    "window": _render_window,
 }
 
 

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import math
 
-from scipy import optimize, stats
-
 from services.outcomes.statistics.estimates import CONFIDENCE, Estimate, Unavailable
+from services.outcomes.statistics.lazy import scipy_optimize, scipy_stats
 
 
 def small_sample_factor(n: int) -> float:
@@ -50,7 +49,7 @@ def _noncentrality(t: float, df: int, probability: float) -> float | None:
     """The ncp at which the noncentral t's cdf at `t` equals `probability`."""
 
     def gap(ncp: float) -> float:
-        return float(stats.nct.cdf(t, df, ncp)) - probability
+        return float(scipy_stats().nct.cdf(t, df, ncp)) - probability
 
     step = 1.0 + abs(t)
     low, high = t - step, t + step
@@ -59,7 +58,7 @@ def _noncentrality(t: float, df: int, probability: float) -> float | None:
         if not (math.isfinite(g_low) and math.isfinite(g_high)):
             return None
         if g_low >= 0 >= g_high:
-            return float(optimize.brentq(gap, low, high, xtol=1e-10))
+            return float(scipy_optimize().brentq(gap, low, high, xtol=1e-10))
         step *= 2.0
         if g_low < 0:
             low -= step
@@ -71,5 +70,5 @@ def _noncentrality(t: float, df: int, probability: float) -> float | None:
 def _approximate_interval(d_z: float, n: int) -> tuple[float, float]:
     """Hedges & Olkin: d_z +/- t(0.975, n - 1) x sqrt(1/n + d_z^2 / (2n))."""
     se = math.sqrt(1.0 / n + d_z * d_z / (2.0 * n))
-    crit = float(stats.t.ppf(0.5 + CONFIDENCE / 2.0, n - 1))
+    crit = float(scipy_stats().t.ppf(0.5 + CONFIDENCE / 2.0, n - 1))
     return d_z - crit * se, d_z + crit * se

@@ -6,9 +6,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from scipy import stats
-
 from services.outcomes.statistics.estimates import CONFIDENCE, Estimate, Unavailable
+from services.outcomes.statistics.lazy import scipy_stats
 
 # Variances this small relative to the mean square are floating-point residue of
 # sum-of-squares arithmetic, not spread: all values were equal.
@@ -55,6 +54,6 @@ def mean_interval(m: Moments) -> Estimate | Unavailable:
         return Unavailable("no values")
     if m.sd is None:
         return Unavailable("an interval needs at least 2 values")
-    crit = float(stats.t.ppf(0.5 + CONFIDENCE / 2.0, m.n - 1))
+    crit = float(scipy_stats().t.ppf(0.5 + CONFIDENCE / 2.0, m.n - 1))
     half = crit * m.sd / math.sqrt(m.n)
     return Estimate(m.mean, m.mean - half, m.mean + half)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import math
 
-from scipy import stats
-
 from services.outcomes.statistics.estimates import CONFIDENCE, Estimate, Unavailable
+from services.outcomes.statistics.lazy import scipy_stats
 
 
 def wilson_interval(successes: int, n: int) -> Estimate | Unavailable:
@@ -15,7 +14,7 @@ def wilson_interval(successes: int, n: int) -> Estimate | Unavailable:
         return Unavailable("no patients to count")
     if not 0 <= successes <= n:
         raise ValueError("successes must lie between 0 and n")
-    z = float(stats.norm.ppf(0.5 + CONFIDENCE / 2.0))
+    z = float(scipy_stats().norm.ppf(0.5 + CONFIDENCE / 2.0))
     p = successes / n
     z2n = z * z / n
     centre = (p + z2n / 2.0) / (1.0 + z2n)

@@ -25,11 +25,8 @@ from dataclasses import dataclass
 from itertools import combinations
 
 import numpy as np
-from scipy import stats
-from statsmodels.regression.mixed_linear_model import MixedLM
-from statsmodels.stats.multitest import multipletests
-from statsmodels.stats.power import TTestIndPower
 
+from services.outcomes.statistics.lazy import scipy_stats, statsmodels_api
 from services.outcomes.statistics.means import moments
 
 ALPHA = 0.05
@@ -97,7 +94,11 @@ def compare_bins(
     leader = max(compared, key=lambda b: sign * fit.estimates[b])
     pairs = list(fit.p_values)
     corrected = dict(
-        zip(pairs, multipletests([fit.p_values[p] for p in pairs], method="holm")[1], strict=True)
+        zip(
+            pairs,
+            statsmodels_api().multipletests([fit.p_values[p] for p in pairs], method="holm")[1],
+            strict=True,
+        )
     )
     unseparated = [
         b for b in compared if b != leader and corrected[_pair(leader, b, pairs)] >= ALPHA
@@ -168,7 +169,7 @@ def _mixed_model(rows: Sequence[SessionOutcome], bins: Sequence[str]) -> _Fit | 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            result = MixedLM(y, x, groups=groups).fit(reml=True)
+            result = statsmodels_api().MixedLM(y, x, groups=groups).fit(reml=True)
         except (np.linalg.LinAlgError, ValueError) as exc:
             return f"the fit failed ({type(exc).__name__})"
     k = x.shape[1]
@@ -183,7 +184,7 @@ def _mixed_model(rows: Sequence[SessionOutcome], bins: Sequence[str]) -> _Fit | 
     for a, b in combinations(bins, 2):
         contrast = vectors[a] - vectors[b]
         se = math.sqrt(float(contrast @ cov @ contrast))
-        p_values[(a, b)] = float(2 * stats.norm.sf(abs(contrast @ beta) / se))
+        p_values[(a, b)] = float(2 * scipy_stats().norm.sf(abs(contrast @ beta) / se))
     return _Fit(MIXED_MODEL, estimates, p_values)
 
 
@@ -196,7 +197,7 @@ def _welch(rows: Sequence[SessionOutcome], bins: Sequence[str], why: str) -> _Fi
             # No spread in either: any difference is exact (or there is none).
             p_values[(a, b)] = 0.0 if estimates[a] != estimates[b] else 1.0
             continue
-        test = stats.ttest_ind(values[a], values[b], equal_var=False)
+        test = scipy_stats().ttest_ind(values[a], values[b], equal_var=False)
         p_values[(a, b)] = float(test.pvalue)
     return _Fit(WELCH.format(why=why), estimates, p_values)
 
@@ -220,12 +221,16 @@ def _more_sessions(
         difference = abs(estimates[leader] - estimates[other])
         if pooled == 0 or difference == 0:
             return None
-        per_bin = TTestIndPower().solve_power(
-            effect_size=difference / pooled,
-            alpha=ALPHA / pairs,
-            power=POWER,
-            ratio=1.0,
-            alternative="two-sided",
+        per_bin = (
+            statsmodels_api()
+            .TTestIndPower()
+            .solve_power(
+                effect_size=difference / pooled,
+                alpha=ALPHA / pairs,
+                power=POWER,
+                ratio=1.0,
+                alternative="two-sided",
+            )
         )
         needed = float(np.asarray(per_bin).item())
         if not math.isfinite(needed):
