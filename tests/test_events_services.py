@@ -28,8 +28,6 @@ kafka_broker = kafka_support.kafka_broker
 topic_prefix = kafka_support.topic_prefix
 new_database = kafka_support.new_database
 NAMES = ("intake", "scheduling", "outcomes")
-# Fixed per run: the issuer puts the services' bases in its tokens' audience.
-PORTS = {name: free_port() for name in NAMES}
 REPLICATED = ("Patient", "Appointment", "MedicationAdministration")
 # Replicated too, but no test here writes them: followed as topics, not compared.
 ALSO_FOLLOWED = ("EpisodeOfCare", "Consent", "QuestionnaireResponse", "Encounter")
@@ -40,13 +38,14 @@ PUBLISHED = ("Questionnaire",)
 class Cluster:
     """The three services, each on its own SQLite file, all on the test's topics."""
 
-    def __init__(self, broker: Broker, prefix: str, directory: Path, issuer: Issuer) -> None:
+    def __init__(
+        self, broker: Broker, prefix: str, directory: Path, issuer: Issuer, ports: dict[str, int]
+    ) -> None:
         self.broker = broker
         self.prefix = prefix
         self.directory = directory
         self.issuer = issuer
-        self.peers = {name: f"http://127.0.0.1:{port}/fhir" for name, port in PORTS.items()}
-        ports = PORTS
+        self.peers = {name: f"http://127.0.0.1:{port}/fhir" for name, port in ports.items()}
         self.processes = {
             name: ServiceProcess(name, port=ports[name], **self.settings(name, f"{name}.db"))
             for name in NAMES
@@ -82,9 +81,12 @@ class Cluster:
 
 @pytest.fixture
 def cluster(kafka_broker: Broker, topic_prefix: str, tmp_path: Path) -> Iterator[Cluster]:
-    audiences = tuple(f"http://127.0.0.1:{port}/fhir" for port in PORTS.values())
+    # Taken when the test starts, not at collection: another worker's process could have
+    # bound a port picked minutes earlier. The issuer puts the bases in its tokens' audience.
+    ports = {name: free_port() for name in NAMES}
+    audiences = tuple(f"http://127.0.0.1:{port}/fhir" for port in ports.values())
     with running_issuer(tmp_path / "auth", audiences=audiences) as issuer:
-        yield from _cluster(Cluster(kafka_broker, topic_prefix, tmp_path, issuer))
+        yield from _cluster(Cluster(kafka_broker, topic_prefix, tmp_path, issuer, ports))
 
 
 def _cluster(cluster: Cluster) -> Iterator[Cluster]:
