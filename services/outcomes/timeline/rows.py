@@ -9,6 +9,7 @@ from typing import Any
 from services.outcomes.observations.code_system import measure_system
 from services.outcomes.observations.measures import outcome_measures
 from shared.fhir.dates import DateFormatError, date_range
+from shared.fhir.references import parse_reference
 
 # Observation states whose value stands (preliminary and registered ones are not results yet).
 COUNTED_STATES = frozenset({"final", "amended", "corrected"})
@@ -32,12 +33,13 @@ def _number(value: Any) -> float | None:
 
 
 def _id_of(reference: Any, res_type: str) -> str | None:
-    """The id a Reference names for `res_type` (a versioned reference's id without version)."""
+    """The id a Reference names for `res_type` (versioned or absolute ones too, as the search
+    index reads them)."""
     value = reference.get("reference") if isinstance(reference, dict) else None
-    prefix = f"{res_type}/"
-    if not isinstance(value, str) or not value.startswith(prefix):
+    if not isinstance(value, str):
         return None
-    return value[len(prefix) :].split("/_history/")[0] or None
+    found_type, found_id = parse_reference(value)
+    return found_id if found_type == res_type else None
 
 
 def _effective(resource: dict[str, Any], name: str = "effective") -> datetime | None:
