@@ -20,7 +20,7 @@ from shared.db.engine import Database
 from shared.db.migrate import upgrade
 from shared.docs import install_docs
 from shared.errors_http import install_error_handlers
-from shared.events.outbox import EVENTS_WRITTEN, Outbox, current_traceparent
+from shared.events.outbox import EVENTS_WRITTEN, Outbox, current_traceparent, valid_traceparent
 from shared.events.runtime import EventRuntime
 from shared.fhir.interactions import Interactions
 from shared.fhir.projections import backfill
@@ -67,7 +67,8 @@ def build_context(settings: ServiceSettings, registry: Registry) -> FHIRContext:
 
 
 class TraceContext:
-    """Pure ASGI middleware: events written by a request continue the caller's W3C trace."""
+    """Pure ASGI middleware: events written by a request, and its log lines, continue the
+    caller's W3C trace (a malformed header counts as none)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -77,7 +78,9 @@ class TraceContext:
             await self.app(scope, receive, send)
             return
         header = next((v for k, v in scope["headers"] if k == b"traceparent"), None)
-        token = current_traceparent.set(header.decode("latin-1") if header else None)
+        token = current_traceparent.set(
+            valid_traceparent(header.decode("latin-1")) if header else None
+        )
         try:
             await self.app(scope, receive, send)
         finally:
@@ -132,12 +135,13 @@ def create_service_app(settings: ServiceSettings, registry: Registry) -> FastAPI
     install_error_handlers(app)
     install_docs(app, settings)
 
-    app.add_middleware(TraceContext)
-    # After TraceContext, so outside it: refused requests never reach the handlers.
+    # Refused requests never reach the handlers.
     install_security(app, settings)
     install_audit_trail(app, context)  # its middleware must enclose authentication
-    # Outermost: refused requests are counted too, by the route they were meant for.
+    # Outside security: refused requests are counted too, by the route they were meant for.
     app.add_middleware(RequestMetrics, service=registry.service, routes=lambda: app.routes)
+    # Outermost: the access line of every request, refused ones too, names the caller's trace.
+    app.add_middleware(TraceContext)
     watch_pool(registry.service, "write", context.database.write_engine)
     if context.database.read_engine is not context.database.write_engine:
         watch_pool(registry.service, "read", context.database.read_engine)

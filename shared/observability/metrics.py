@@ -29,7 +29,6 @@ from sqlalchemy import event, func, select
 from starlette.routing import Match
 
 from shared.db.models import OutboxRow, ReplicaProgress
-from shared.events.outbox import current_traceparent, valid_traceparent
 from shared.fhir.dates import utcnow
 from shared.observability.logs import log_request
 
@@ -210,12 +209,6 @@ class RequestMetrics:
                 status = int(message["status"])
             await send(message)
 
-        # The access line names the caller's trace (TraceContext, inside, sets it for the
-        # handlers only).
-        header = next((v for k, v in scope["headers"] if k == b"traceparent"), None)
-        token = current_traceparent.set(
-            valid_traceparent(header.decode("latin-1")) if header else None
-        )
         try:
             await self.app(scope, receive, sending)
         finally:
@@ -227,7 +220,6 @@ class RequestMetrics:
             REQUESTS.labels(self.service, template, method, str(status)).inc()
             LATENCY.labels(self.service, template, method).observe(elapsed)
             log_request(template, method, status, elapsed)
-            current_traceparent.reset(token)
 
     def _template(self, scope: Scope) -> str:
         route = scope.get("route")
