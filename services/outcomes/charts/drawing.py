@@ -6,12 +6,14 @@ import io
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 import matplotlib
 from matplotlib.figure import Figure
+
+from shared.fhir.dates import DateFormatError, date_range
 
 FORMATS = ("png", "svg")
 # Okabe and Ito's palette: told apart with every common colour-vision deficiency.
@@ -117,12 +119,9 @@ def moment(item: Any) -> datetime | None:
     if not isinstance(item, str) or len(item) < 10:
         return None
     try:
-        parsed = datetime.fromisoformat(item)
-    except ValueError:
+        return date_range(item)[0]
+    except DateFormatError:
         return None
-    if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
-    return parsed
 
 
 def plain(number_: float, digits: int = 1) -> str:
